@@ -1,0 +1,468 @@
+//! Archive files: tar streams compressed with gzip or zstd (or not at all). This is the only
+//! module that touches the tar, flate2 and zstd crates.
+//!
+//! Promises:
+//! - Archives are plain tar (GNU headers, GNU long names) that GNU tar, bsdtar and Python's
+//!   `tarfile` read.
+//! - An archive is written as `NAME.partial` and becomes `NAME` only in [`ArchiveWriter::finish`],
+//!   after the tar end blocks, the compressor's trailer and an fsync of file and folder; nothing is
+//!   finished in `Drop`. A writer dropped without `finish` removes its partial file.
+//! - Every member written has exactly the size its header announces, even when the source file
+//!   shrinks or grows while it is read ([`StreamOutcome`] reports that).
+//! - The BLAKE3 of the archive bytes and their count are computed as they are written.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use crate::hash::{Digest, HashAlgo, Hasher};
+
+/// Archive codec.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    Gzip,
+    Zstd,
+    None,
+}
+
+impl Compression {
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+            Compression::None => "none",
+        }
+    }
+    /// File name extension, dot included.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Compression::Gzip => ".tar.gz",
+            Compression::Zstd => ".tar.zst",
+            Compression::None => ".tar",
+        }
+    }
+    pub fn default_level(self) -> i32 {
+        match self {
+            Compression::Gzip => 6,
+            Compression::Zstd => 3,
+            Compression::None => 0,
+        }
+    }
+    /// Checks a `--level` value for this codec.
+    pub fn check_level(self, level: i32) -> Result<(), String> {
+        let (lo, hi) = match self {
+            Compression::Gzip => (0, 9),
+            Compression::Zstd => (1, 22),
+            Compression::None => (0, 0),
+        };
+        if (lo..=hi).contains(&level) {
+            Ok(())
+        } else {
+            Err(format!(
+                "level {level} is out of range for {} ({lo}..={hi})",
+                self.name()
+            ))
+        }
+    }
+}
+
+impl FromStr for Compression {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "gzip" | "gz" => Ok(Compression::Gzip),
+            "zstd" | "zst" => Ok(Compression::Zstd),
+            "none" => Ok(Compression::None),
+            other => Err(format!(
+                "unknown compression '{other}' (expected gzip, zstd or none)"
+            )),
+        }
+    }
+}
+
+/// Errors of the archive layer. Each names the archive file.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("disk full while writing {path}")]
+    DiskFull {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot write archive {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn write_err(path: &Path, e: io::Error) -> ArchiveError {
+    if e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT) {
+        ArchiveError::DiskFull {
+            path: path.to_path_buf(),
+            source: e,
+        }
+    } else {
+        ArchiveError::Write {
+            path: path.to_path_buf(),
+            source: e,
+        }
+    }
+}
+
+/// Metadata written into a member header.
+#[derive(Clone, Copy, Debug)]
+pub struct MemberMeta {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime_ns: i64,
+}
+
+/// How streaming a file into the archive went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamOutcome {
+    /// Digest of the bytes stored (always exactly the announced size).
+    pub digest: Digest,
+    /// Bytes actually read from the source.
+    pub bytes_read: u64,
+    /// The source ended before the announced size; the rest was stored as zeros.
+    pub shrank: bool,
+    /// The source had more bytes than announced; they were not stored.
+    pub grew: bool,
+}
+
+/// Counts and hashes the compressed bytes on their way to the file.
+struct Sink {
+    file: File,
+    bytes: u64,
+    hash: blake3::Hasher,
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.bytes += n as u64;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+enum Encoder {
+    Gzip(flate2::write::GzEncoder<Sink>),
+    Zstd(zstd::stream::write::Encoder<'static, Sink>),
+    Plain(Sink),
+}
+
+impl Write for Encoder {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Encoder::Gzip(w) => w.write(buf),
+            Encoder::Zstd(w) => w.write(buf),
+            Encoder::Plain(w) => w.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Encoder::Gzip(w) => w.flush(),
+            Encoder::Zstd(w) => w.flush(),
+            Encoder::Plain(w) => w.flush(),
+        }
+    }
+}
+
+impl Encoder {
+    fn finish(self) -> io::Result<Sink> {
+        match self {
+            Encoder::Gzip(w) => w.finish(),
+            Encoder::Zstd(w) => w.finish(),
+            Encoder::Plain(w) => Ok(w),
+        }
+    }
+}
+
+/// A finished, durable archive.
+#[derive(Clone, Debug)]
+pub struct FinishedArchive {
+    pub path: PathBuf,
+    pub size: u64,
+    pub blake3: [u8; 32],
+}
+
+/// Writes one archive. See the module promises.
+pub struct ArchiveWriter {
+    builder: Option<tar::Builder<Encoder>>,
+    partial: PathBuf,
+    final_path: PathBuf,
+}
+
+impl std::fmt::Debug for ArchiveWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArchiveWriter")
+            .field("partial", &self.partial)
+            .finish()
+    }
+}
+
+impl ArchiveWriter {
+    /// Starts `final_path` as `final_path.partial` (created new, mode 0600).
+    pub fn create(
+        final_path: &Path,
+        compression: Compression,
+        level: i32,
+    ) -> Result<ArchiveWriter, ArchiveError> {
+        let mut partial = final_path.as_os_str().to_owned();
+        partial.push(".partial");
+        let partial = PathBuf::from(partial);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&partial)
+            .map_err(|e| write_err(&partial, e))?;
+        let sink = Sink {
+            file,
+            bytes: 0,
+            hash: blake3::Hasher::new(),
+        };
+        let enc = match compression {
+            Compression::Gzip => Encoder::Gzip(flate2::write::GzEncoder::new(
+                sink,
+                flate2::Compression::new(level.clamp(0, 9) as u32),
+            )),
+            Compression::Zstd => Encoder::Zstd(
+                zstd::stream::write::Encoder::new(sink, level)
+                    .map_err(|e| write_err(&partial, e))?,
+            ),
+            Compression::None => Encoder::Plain(sink),
+        };
+        let mut builder = tar::Builder::new(enc);
+        builder.mode(tar::HeaderMode::Complete);
+        builder.follow_symlinks(false);
+        Ok(ArchiveWriter {
+            builder: Some(builder),
+            partial,
+            final_path: final_path.to_path_buf(),
+        })
+    }
+
+    fn builder(&mut self) -> &mut tar::Builder<Encoder> {
+        self.builder
+            .as_mut()
+            .expect("archive writer used after finish")
+    }
+
+    fn header(kind: tar::EntryType, meta: &MemberMeta, size: u64) -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(meta.mode & 0o7777);
+        h.set_uid(meta.uid as u64);
+        h.set_gid(meta.gid as u64);
+        h.set_mtime(meta.mtime_ns.div_euclid(1_000_000_000).max(0) as u64);
+        h.set_size(size);
+        h
+    }
+
+    /// A directory member.
+    pub fn add_dir(&mut self, name: &[u8], meta: &MemberMeta) -> Result<(), ArchiveError> {
+        let mut h = Self::header(tar::EntryType::Directory, meta, 0);
+        let mut n = name.to_vec();
+        if !n.ends_with(b"/") {
+            n.push(b'/');
+        }
+        let r = self
+            .builder()
+            .append_data(&mut h, bytes_path(&n), io::empty());
+        r.map_err(|e| write_err(&self.partial, e))
+    }
+
+    /// A symbolic link member (the link is stored, never followed).
+    pub fn add_symlink(
+        &mut self,
+        name: &[u8],
+        target: &[u8],
+        meta: &MemberMeta,
+    ) -> Result<(), ArchiveError> {
+        let mut h = Self::header(tar::EntryType::Symlink, meta, 0);
+        let r = self
+            .builder()
+            .append_link(&mut h, bytes_path(name), bytes_path(target));
+        r.map_err(|e| write_err(&self.partial, e))
+    }
+
+    /// A hard link member pointing at an earlier member of this archive.
+    pub fn add_hardlink(
+        &mut self,
+        name: &[u8],
+        earlier_member: &[u8],
+        meta: &MemberMeta,
+    ) -> Result<(), ArchiveError> {
+        let mut h = Self::header(tar::EntryType::Link, meta, 0);
+        let r = self
+            .builder()
+            .append_link(&mut h, bytes_path(name), bytes_path(earlier_member));
+        r.map_err(|e| write_err(&self.partial, e))
+    }
+
+    /// A regular file member from bytes in memory.
+    pub fn add_file_bytes(
+        &mut self,
+        name: &[u8],
+        meta: &MemberMeta,
+        data: &[u8],
+    ) -> Result<(), ArchiveError> {
+        let mut h = Self::header(tar::EntryType::Regular, meta, data.len() as u64);
+        let r = self.builder().append_data(&mut h, bytes_path(name), data);
+        r.map_err(|e| write_err(&self.partial, e))
+    }
+
+    /// A regular file member of exactly `size` bytes streamed from `src`, hashed on the way.
+    /// Read errors from `src` are returned as `Err(Ok(io_error))` after the member has been
+    /// completed with zeros, so the archive stays valid; write errors are `Err(Err(..))`.
+    pub fn add_file_stream(
+        &mut self,
+        name: &[u8],
+        meta: &MemberMeta,
+        size: u64,
+        src: &mut dyn Read,
+        algo: HashAlgo,
+    ) -> Result<StreamOutcome, Result<io::Error, ArchiveError>> {
+        let mut h = Self::header(tar::EntryType::Regular, meta, size);
+        let mut reader = ExactReader {
+            src,
+            remaining: size,
+            hasher: algo.hasher(),
+            read: 0,
+            shrank: false,
+            read_error: None,
+        };
+        let r = self
+            .builder
+            .as_mut()
+            .expect("archive writer used after finish")
+            .append_data(&mut h, bytes_path(name), &mut reader);
+        let ExactReader {
+            hasher,
+            read,
+            shrank,
+            read_error,
+            src,
+            ..
+        } = reader;
+        if let Err(e) = r {
+            return Err(Err(write_err(&self.partial, e)));
+        }
+        if let Some(e) = read_error {
+            return Err(Ok(e));
+        }
+        // One more byte tells whether the file grew while it was read.
+        let grew = !shrank && matches!(src.read(&mut [0u8; 1]), Ok(n) if n > 0);
+        Ok(StreamOutcome {
+            digest: hasher.finish(),
+            bytes_read: read,
+            shrank,
+            grew,
+        })
+    }
+
+    /// Bytes of compressed output so far.
+    pub fn bytes_written(&self) -> u64 {
+        match self.builder.as_ref().map(|b| b.get_ref()) {
+            Some(Encoder::Gzip(w)) => w.get_ref().bytes,
+            Some(Encoder::Zstd(w)) => w.get_ref().bytes,
+            Some(Encoder::Plain(w)) => w.bytes,
+            None => 0,
+        }
+    }
+
+    /// Writes the tar end blocks and the compressor trailer, fsyncs, renames the partial file to
+    /// its final name and fsyncs the folder.
+    pub fn finish(mut self) -> Result<FinishedArchive, ArchiveError> {
+        let builder = self.builder.take().expect("finish called twice");
+        let p = self.partial.clone();
+        let enc = builder.into_inner().map_err(|e| write_err(&p, e))?;
+        let mut sink = enc.finish().map_err(|e| write_err(&p, e))?;
+        sink.file.flush().map_err(|e| write_err(&p, e))?;
+        sink.file.sync_all().map_err(|e| write_err(&p, e))?;
+        drop(sink.file);
+        fs::rename(&self.partial, &self.final_path).map_err(|e| write_err(&p, e))?;
+        if let Some(dir) = self.final_path.parent() {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| write_err(dir, e))?;
+        }
+        Ok(FinishedArchive {
+            path: self.final_path.clone(),
+            size: sink.bytes,
+            blake3: *sink.hash.finalize().as_bytes(),
+        })
+    }
+}
+
+impl Drop for ArchiveWriter {
+    fn drop(&mut self) {
+        // Abandoned without `finish`: the partial file must not survive to look like an
+        // archive. (Dropping the builder may try to write end blocks; that is harmless.)
+        if let Some(b) = self.builder.take() {
+            drop(b);
+            let _ = fs::remove_file(&self.partial);
+        }
+    }
+}
+
+fn bytes_path(b: &[u8]) -> &Path {
+    use std::os::unix::ffi::OsStrExt;
+    Path::new(std::ffi::OsStr::from_bytes(b))
+}
+
+/// Yields exactly `remaining` bytes: the source's, then zeros if it ends early or fails.
+struct ExactReader<'a> {
+    src: &'a mut dyn Read,
+    remaining: u64,
+    hasher: Hasher,
+    read: u64,
+    shrank: bool,
+    read_error: Option<io::Error>,
+}
+
+impl Read for ExactReader<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.remaining == 0 {
+            return Ok(0);
+        }
+        let want = out
+            .len()
+            .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        let n = if self.shrank || self.read_error.is_some() {
+            out[..want].fill(0);
+            want
+        } else {
+            match self.src.read(&mut out[..want]) {
+                Ok(0) => {
+                    self.shrank = true;
+                    out[..want].fill(0);
+                    want
+                }
+                Ok(n) => {
+                    self.read += n as u64;
+                    n
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => return Err(e),
+                Err(e) => {
+                    self.read_error = Some(e);
+                    out[..want].fill(0);
+                    want
+                }
+            }
+        };
+        self.hasher.update(&out[..n]);
+        self.remaining -= n as u64;
+        Ok(n)
+    }
+}

@@ -1,0 +1,116 @@
+//! The clap definitions: the first stage of the two-stage CLI. Nothing here reaches the
+//! library; `cli::run` turns these into the library's option structs.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// vault: content-addressed full and incremental tar backups.
+///
+/// Backups are plain .tar.gz (or .tar.zst) archives that GNU tar can read, plus an SQLite
+/// manifest (vault.db) that records every file's digest, so unchanged files are never read
+/// twice and deletions, renames and metadata changes are remembered.
+#[derive(Debug, Parser)]
+#[command(
+    name = "vault",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command takes.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Print one JSON document on stdout at the end; human text and progress go to stderr.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Print nothing but errors (and the JSON document with --json).
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Size of the worker pool (default: the number of cores).
+    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub jobs: Option<u16>,
+    /// The repository folder.
+    #[arg(long, global = true, value_name = "DIR", env = "VAULT_REPO")]
+    pub repo: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a repository (vault backup also creates one in a missing or empty folder).
+    Init,
+    /// Back up a folder: a full or an incremental snapshot.
+    ///
+    /// Without --full or --incremental the policy decides: a full when the source has no full
+    /// yet, when today is the full day (--full-on, Monday by default) and no full ran today,
+    /// or when the chain already holds --max-chain incrementals; an incremental otherwise.
+    /// Only files whose size, mtime, ctime, inode or device changed are read (all of them with
+    /// --rehash). Exit 3 when some files could not be read (the report names them).
+    Backup(BackupArgs),
+    /// List snapshots, oldest first.
+    Snapshots {
+        /// Only the snapshots of this source folder.
+        #[arg(long, value_name = "SRC")]
+        source: Option<PathBuf>,
+    },
+    /// List the paths of a snapshot.
+    Ls {
+        /// A snapshot id, a unique id prefix, or `latest`.
+        snap: String,
+        /// The source `latest` refers to, when the repository holds several.
+        #[arg(long, value_name = "SRC")]
+        source: Option<PathBuf>,
+    },
+    /// Show what changed between two snapshots (added, modified, deleted paths).
+    Diff {
+        /// The older snapshot (id, prefix or `latest`).
+        snap_a: String,
+        /// The newer snapshot (id, prefix or `latest`).
+        snap_b: String,
+        /// The source `latest` refers to, when the repository holds several.
+        #[arg(long, value_name = "SRC")]
+        source: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The folder to back up.
+    pub src: PathBuf,
+    /// Force a full snapshot.
+    #[arg(long, conflicts_with = "incremental")]
+    pub full: bool,
+    /// Force an incremental snapshot (needs a full of this source).
+    #[arg(long)]
+    pub incremental: bool,
+    /// The weekday of the policy's full: mon (default) … sun, or never.
+    #[arg(long, value_name = "DAY", default_value = "mon")]
+    pub full_on: String,
+    /// Start a new full after N incrementals.
+    #[arg(long, value_name = "N", default_value_t = 30)]
+    pub max_chain: u64,
+    /// Archive codec: gzip (.tar.gz), zstd (.tar.zst) or none (.tar).
+    #[arg(long, value_name = "CODEC", default_value = "gzip")]
+    pub compression: String,
+    /// Compression level (gzip 0-9, default 6; zstd 1-22, default 3).
+    #[arg(long, value_name = "N")]
+    pub level: Option<i32>,
+    /// Content digest for a new chain: blake3 (default) or md5; fixed per chain.
+    #[arg(long, value_name = "ALGO")]
+    pub hash: Option<String>,
+    /// Read and hash every file instead of trusting unchanged stat data.
+    #[arg(long)]
+    pub rehash: bool,
+    /// Leave out paths matching GLOB (relative to SRC; `*` also matches `/`). Repeatable.
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Print what would be read and recorded; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}

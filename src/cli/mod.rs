@@ -1,0 +1,299 @@
+//! The command line: clap types ([`args`]) become the library's option structs here, each
+//! command calls one library function, and its report is printed as human text or as one JSON
+//! document. Exit codes: 0 done, 1 error, 2 usage, 3 done with failed items.
+
+pub mod args;
+pub mod progress;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use args::{BackupArgs, Cli, Command};
+use vault::{BackupOptions, CancelToken, Error, Kind, Pool, Repository};
+
+/// How a command ended.
+pub enum Outcome {
+    Done,
+    /// Done, but some items failed (exit 3).
+    Partial,
+}
+
+/// Output settings shared by all commands.
+pub struct Out {
+    pub json: bool,
+    pub quiet: bool,
+}
+
+impl Out {
+    /// Human text: stdout normally, stderr when the JSON document owns stdout.
+    fn say(&self, text: &str) {
+        if self.quiet {
+            return;
+        }
+        if self.json {
+            eprintln!("{text}");
+        } else {
+            println!("{text}");
+        }
+    }
+    fn note(&self, text: &str) {
+        if !self.quiet {
+            eprintln!("vault: {text}");
+        }
+    }
+    fn json<T: serde::Serialize>(&self, value: &T) -> Result<(), Error> {
+        let mut out = std::io::stdout().lock();
+        serde_json::to_writer_pretty(&mut out, value)
+            .map_err(|e| Error::Internal(format!("cannot write JSON: {e}")))?;
+        let _ = writeln!(out);
+        Ok(())
+    }
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli, cancel: CancelToken) -> ExitCode {
+    let out = Out {
+        json: cli.global.json,
+        quiet: cli.global.quiet,
+    };
+    let pool = Pool::new(cli.global.jobs.map_or(0, usize::from));
+    let result = dispatch(&cli, &out, &pool, &cancel);
+    match result {
+        Ok(Outcome::Done) => ExitCode::SUCCESS,
+        Ok(Outcome::Partial) => ExitCode::from(3),
+        Err(e) => {
+            let mut msg = format!("vault: error: {e}");
+            let mut src = std::error::Error::source(&e);
+            // Add the lower cause when the message does not already carry it.
+            while let Some(s) = src {
+                let t = s.to_string();
+                if !msg.contains(&t) {
+                    msg.push_str(": ");
+                    msg.push_str(&t);
+                }
+                src = s.source();
+            }
+            eprintln!("{msg}");
+            ExitCode::from(if e.is_usage() { 2 } else { 1 })
+        }
+    }
+}
+
+fn repo_arg(cli: &Cli) -> Result<PathBuf, Error> {
+    cli.global
+        .repo
+        .clone()
+        .ok_or_else(|| Error::Usage("--repo DIR is required (or set VAULT_REPO)".into()))
+}
+
+fn dispatch(cli: &Cli, out: &Out, pool: &Pool, cancel: &CancelToken) -> Result<Outcome, Error> {
+    match &cli.command {
+        Command::Init => {
+            let repo = repo_arg(cli)?;
+            Repository::init(&repo)?;
+            if out.json {
+                out.json(&serde_json::json!({ "repository": repo, "created": true }))?;
+            }
+            out.say(&format!("created repository {}", repo.display()));
+            Ok(Outcome::Done)
+        }
+        Command::Backup(b) => backup(cli, b, out, pool, cancel),
+        Command::Snapshots { source } => {
+            let repo = Repository::open(&repo_arg(cli)?)?;
+            let list = vault::snapshots(&repo, source.as_deref())?;
+            if out.json {
+                out.json(&list)?;
+            } else if !out.quiet {
+                println!(
+                    "{:<16}  {:<20}  {:<11}  {:>8}  {:>10}  source",
+                    "id", "time", "kind", "paths", "stored"
+                );
+                for s in &list {
+                    println!(
+                        "{:<16}  {:<20}  {:<11}  {:>8}  {:>10}  {}",
+                        s.id,
+                        s.time,
+                        s.kind,
+                        s.files,
+                        human_bytes(s.bytes_stored),
+                        s.source
+                    );
+                }
+            }
+            Ok(Outcome::Done)
+        }
+        Command::Ls { snap, source } => {
+            let repo = Repository::open(&repo_arg(cli)?)?;
+            let row = vault::resolve(&repo, snap, source.as_deref())?;
+            let entries = vault::ls(&repo, &row)?;
+            if out.json {
+                let list: Vec<vault::LsEntry> = entries.iter().map(Into::into).collect();
+                out.json(&list)?;
+            } else if !out.quiet {
+                let mut stdout = std::io::stdout().lock();
+                for e in &entries {
+                    let l = vault::LsEntry::from(e);
+                    let _ = write!(
+                        stdout,
+                        "{}{} {:>5}:{:<5} {:>10} {}  {}",
+                        vault::engine::query::type_char(e.kind),
+                        l.mode,
+                        e.uid,
+                        e.gid,
+                        e.size,
+                        l.mtime,
+                        l.path
+                    );
+                    if let Some(t) = &l.target {
+                        let _ = write!(stdout, " -> {t}");
+                    }
+                    let _ = writeln!(stdout);
+                }
+            }
+            Ok(Outcome::Done)
+        }
+        Command::Diff {
+            snap_a,
+            snap_b,
+            source,
+        } => {
+            let repo = Repository::open(&repo_arg(cli)?)?;
+            let a = vault::resolve(&repo, snap_a, source.as_deref())?;
+            let b = vault::resolve(&repo, snap_b, source.as_deref())?;
+            let d = vault::diff(&repo, &a, &b)?;
+            if out.json {
+                out.json(&d)?;
+            } else if !out.quiet {
+                for p in &d.added {
+                    println!("+ {p}");
+                }
+                for m in &d.changes {
+                    println!("M {}  ({})", m.path, m.what.join(", "));
+                }
+                for p in &d.deleted {
+                    println!("- {p}");
+                }
+                eprintln!(
+                    "{} added, {} modified, {} deleted",
+                    d.added.len(),
+                    d.modified.len(),
+                    d.deleted.len()
+                );
+            }
+            Ok(Outcome::Done)
+        }
+    }
+}
+
+fn backup(
+    cli: &Cli,
+    b: &BackupArgs,
+    out: &Out,
+    pool: &Pool,
+    cancel: &CancelToken,
+) -> Result<Outcome, Error> {
+    let mut opts = BackupOptions::new(&b.src, repo_arg(cli)?);
+    opts.kind = if b.full {
+        Some(Kind::Full)
+    } else if b.incremental {
+        Some(Kind::Incremental)
+    } else {
+        None
+    };
+    opts.full_on = b.full_on.parse().map_err(Error::Usage)?;
+    opts.max_chain = b.max_chain;
+    opts.compression = b.compression.parse().map_err(Error::Usage)?;
+    opts.level = b.level;
+    opts.hash = b
+        .hash
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(Error::Usage)?;
+    opts.rehash = b.rehash;
+    opts.exclude = b.exclude.clone();
+    opts.dry_run = b.dry_run;
+
+    let bar = progress::Bar::new(!out.quiet);
+    let report = vault::backup(&opts, pool, cancel, &bar);
+    vault::Progress::finish(&bar);
+    let report = report?;
+    if report.created_repository {
+        out.note(&format!("created repository {}", opts.repo.display()));
+    }
+    if out.json {
+        out.json(&report)?;
+    }
+    let s = &report.stats;
+    if report.dry_run {
+        if let Some(reads) = &report.would_read {
+            for r in reads {
+                out.say(&format!(
+                    "would read {} ({} bytes, {:?})",
+                    r.path, r.size, r.reason
+                ));
+            }
+        }
+        if let Some(dels) = &report.would_delete {
+            for d in dels {
+                out.say(&format!("would record deleted {d}"));
+            }
+        }
+        out.say(&format!(
+            "dry run: {} backup of {} ({}): {} paths, {} new, {} changed, {} deleted, {} unchanged; nothing written",
+            report.kind, report.source, report.reason, s.files, s.new, s.changed, s.deleted, s.unchanged
+        ));
+    } else {
+        out.say(&format!(
+            "{} backup of {} ({})\nsnapshot {}: {} paths, {} new, {} changed, {} deleted, {} unchanged; read {}, stored {}{} in {:.2}s",
+            report.kind,
+            report.source,
+            report.reason,
+            report.snapshot.as_deref().unwrap_or("-"),
+            s.files,
+            s.new,
+            s.changed,
+            s.deleted,
+            s.unchanged,
+            human_bytes(s.bytes_read),
+            human_bytes(s.bytes_stored),
+            report
+                .archive
+                .as_deref()
+                .map(|a| format!(" in {a}"))
+                .unwrap_or_else(|| " (no new content, no archive)".into()),
+            s.duration_s
+        ));
+    }
+    for w in &report.warnings {
+        if !out.quiet {
+            eprintln!(
+                "vault: warning: {}: {}",
+                vault::tree::display_path(&w.path),
+                w.error
+            );
+        }
+    }
+    Ok(if !report.warnings.iter().any(|w| w.failed) {
+        Outcome::Done
+    } else {
+        Outcome::Partial
+    })
+}
+
+/// `1.5 MB`-style sizes (powers of 1000, as df -H and restic do).
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}

@@ -1,0 +1,262 @@
+//! Read-only questions about a repository: `snapshots`, `ls`, `diff`, and resolving the
+//! `SNAP` argument (an id, a unique id prefix, or `latest`). Readers take no lock.
+
+use std::path::Path;
+
+use crate::engine::repo::Repository;
+use crate::error::{Error, Result};
+use crate::manifest::SnapshotRow;
+use crate::tree::{display_path, Entry, EntryKind};
+
+/// One line of `vault snapshots --json`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SnapshotInfo {
+    pub id: String,
+    pub time: String,
+    pub source: String,
+    pub kind: &'static str,
+    pub parent: Option<String>,
+    pub archive: Option<String>,
+    pub files: u64,
+    pub bytes_stored: u64,
+    /// The full that starts this snapshot's chain.
+    pub chain: String,
+    pub hash: &'static str,
+    pub compression: String,
+    pub new: u64,
+    pub changed: u64,
+    pub deleted: u64,
+    pub bytes_read: u64,
+    pub warnings: u64,
+}
+
+impl SnapshotInfo {
+    fn from_row(r: &SnapshotRow, chain_id: String) -> SnapshotInfo {
+        SnapshotInfo {
+            id: r.id.clone(),
+            time: crate::time::rfc3339(r.time_ns),
+            source: display_path(&r.source_path),
+            kind: r.kind.name(),
+            parent: r.parent_id.clone(),
+            archive: r.archive.as_ref().map(|a| format!("archives/{a}")),
+            files: r.stats.files,
+            bytes_stored: r.archive_size.unwrap_or(0),
+            chain: chain_id,
+            hash: r.hash.name(),
+            compression: r.compression.clone(),
+            new: r.stats.new,
+            changed: r.stats.changed,
+            deleted: r.stats.deleted,
+            bytes_read: r.stats.bytes_read,
+            warnings: r.stats.warnings,
+        }
+    }
+}
+
+/// Every snapshot, oldest first; only those of `source` when given.
+pub fn snapshots(repo: &Repository, source: Option<&Path>) -> Result<Vec<SnapshotInfo>> {
+    let source_id = match source {
+        Some(s) => Some(source_id(repo, s)?),
+        None => None,
+    };
+    let rows = repo.manifest.snapshots(source_id)?;
+    let all = if source_id.is_some() {
+        repo.manifest.snapshots(None)?
+    } else {
+        rows.clone()
+    };
+    let id_of = |seq: i64| {
+        all.iter()
+            .find(|r| r.seq == seq)
+            .map(|r| r.id.clone())
+            .unwrap_or_default()
+    };
+    Ok(rows
+        .iter()
+        .map(|r| SnapshotInfo::from_row(r, id_of(r.chain_seq)))
+        .collect())
+}
+
+fn source_id(repo: &Repository, source: &Path) -> Result<i64> {
+    let abs = std::fs::canonicalize(source).unwrap_or_else(|_| source.to_path_buf());
+    use std::os::unix::ffi::OsStrExt;
+    repo.manifest
+        .source_id(abs.as_os_str().as_bytes())?
+        .ok_or_else(|| Error::Usage(format!("no snapshots of source {}", abs.display())))
+}
+
+/// Resolves `SNAP`: an id, a unique id prefix, or `latest` (of `source` when the repository
+/// holds several sources).
+pub fn resolve(repo: &Repository, snap: &str, source: Option<&Path>) -> Result<SnapshotRow> {
+    if snap == "latest" {
+        let sid = match source {
+            Some(s) => source_id(repo, s)?,
+            None => {
+                let sources = repo.manifest.sources()?;
+                match sources.as_slice() {
+                    [] => {
+                        return Err(Error::NoSuchSnapshot(
+                            "latest (the repository is empty)".into(),
+                        ))
+                    }
+                    [(id, _)] => *id,
+                    many => {
+                        let names: Vec<String> =
+                            many.iter().map(|(_, p)| display_path(p)).collect();
+                        return Err(Error::Usage(format!(
+                            "'latest' is ambiguous: the repository holds several sources ({}); add --source",
+                            names.join(", ")
+                        )));
+                    }
+                }
+            }
+        };
+        return repo
+            .manifest
+            .latest(sid)?
+            .ok_or_else(|| Error::NoSuchSnapshot("latest".into()));
+    }
+    if snap.is_empty() || !snap.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Error::NoSuchSnapshot(snap.to_string()));
+    }
+    let mut found = repo
+        .manifest
+        .snapshots_by_prefix(&snap.to_ascii_lowercase())?;
+    match found.len() {
+        0 => Err(Error::NoSuchSnapshot(snap.to_string())),
+        1 => Ok(found.remove(0)),
+        _ => Err(Error::AmbiguousSnapshot {
+            prefix: snap.to_string(),
+            candidates: found
+                .iter()
+                .map(|r| r.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+    }
+}
+
+/// One line of `vault ls --json`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LsEntry {
+    pub path: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub size: u64,
+    /// Octal permission bits, e.g. "0644".
+    pub mode: String,
+    /// RFC 3339 with nanoseconds.
+    pub mtime: String,
+    pub mtime_ns: i64,
+    pub uid: u32,
+    pub gid: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+}
+
+fn rfc3339_ns(ns: i64) -> String {
+    let base = crate::time::rfc3339(ns);
+    let frac = ns.rem_euclid(1_000_000_000);
+    if frac == 0 {
+        base
+    } else {
+        format!("{}.{:09}Z", base.trim_end_matches('Z'), frac)
+    }
+}
+
+impl From<&Entry> for LsEntry {
+    fn from(e: &Entry) -> LsEntry {
+        LsEntry {
+            path: display_path(&e.path),
+            kind: e.kind.name(),
+            size: e.size,
+            mode: format!("{:04o}", e.mode),
+            mtime: rfc3339_ns(e.mtime_ns),
+            mtime_ns: e.mtime_ns,
+            uid: e.uid,
+            gid: e.gid,
+            digest: e.digest.map(|d| d.to_hex()),
+            target: e.target.as_ref().map(|t| display_path(t)),
+        }
+    }
+}
+
+/// The tree of a snapshot.
+pub fn ls(repo: &Repository, snap: &SnapshotRow) -> Result<Vec<Entry>> {
+    Ok(repo.manifest.snapshot_entries(snap)?)
+}
+
+/// A modified path and what changed about it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Modification {
+    pub path: String,
+    pub what: Vec<&'static str>,
+}
+
+/// `vault diff --json`.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct DiffReport {
+    pub added: Vec<String>,
+    pub modified: Vec<String>,
+    pub deleted: Vec<String>,
+    /// `modified` with what changed for each path (content, type, mode, owner, mtime).
+    pub changes: Vec<Modification>,
+}
+
+/// Compares two snapshots' trees.
+pub fn diff(repo: &Repository, a: &SnapshotRow, b: &SnapshotRow) -> Result<DiffReport> {
+    let ta = repo.manifest.snapshot_entries(a)?;
+    let tb = repo.manifest.snapshot_entries(b)?;
+    Ok(diff_trees(&ta, &tb))
+}
+
+/// Compares two sorted trees.
+pub fn diff_trees(ta: &[Entry], tb: &[Entry]) -> DiffReport {
+    let mut out = DiffReport::default();
+    let (mut i, mut j) = (0, 0);
+    while i < ta.len() || j < tb.len() {
+        match (ta.get(i), tb.get(j)) {
+            (Some(x), Some(y)) if x.path == y.path => {
+                let what = y.changes_from(x);
+                if !what.is_empty() {
+                    out.modified.push(display_path(&y.path));
+                    out.changes.push(Modification {
+                        path: display_path(&y.path),
+                        what,
+                    });
+                }
+                i += 1;
+                j += 1;
+            }
+            (Some(x), Some(y)) if x.path < y.path => {
+                out.deleted.push(display_path(&x.path));
+                i += 1;
+            }
+            (Some(_), Some(y)) => {
+                out.added.push(display_path(&y.path));
+                j += 1;
+            }
+            (Some(x), None) => {
+                out.deleted.push(display_path(&x.path));
+                i += 1;
+            }
+            (None, Some(y)) => {
+                out.added.push(display_path(&y.path));
+                j += 1;
+            }
+            (None, None) => break,
+        }
+    }
+    out
+}
+
+/// A short type letter for human listings.
+pub fn type_char(k: EntryKind) -> char {
+    match k {
+        EntryKind::File => '-',
+        EntryKind::Dir => 'd',
+        EntryKind::Symlink => 'l',
+    }
+}

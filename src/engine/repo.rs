@@ -1,0 +1,158 @@
+//! The repository on disk: `vault.db`, `archives/` and a `lock` file.
+//!
+//! Promises: folders are created 0700 and files 0600; writers take an exclusive `flock` on
+//! `lock` (released by the kernel when the process dies, so a stale lock never needs removing);
+//! readers take no lock.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use crate::error::{repo_io, Error, Result};
+use crate::manifest::Manifest;
+
+const DB: &str = "vault.db";
+const ARCHIVES: &str = "archives";
+const LOCK: &str = "lock";
+
+/// An open repository.
+#[derive(Debug)]
+pub struct Repository {
+    root: PathBuf,
+    pub(crate) manifest: Manifest,
+    lock: Option<File>,
+}
+
+impl Repository {
+    /// Creates a repository in `root` (missing or empty). Fails if one is already there.
+    pub fn init(root: &Path) -> Result<Repository> {
+        if root.join(DB).exists() {
+            return Err(Error::Repo {
+                path: root.to_path_buf(),
+                what: "already holds a vault repository".into(),
+            });
+        }
+        if root.exists() {
+            let mut it = fs::read_dir(root).map_err(|e| repo_io(root, e))?;
+            if it.next().is_some() {
+                return Err(Error::Repo {
+                    path: root.to_path_buf(),
+                    what: "exists and is not empty; choose an empty or new folder".into(),
+                });
+            }
+        }
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(root)
+            .map_err(|e| repo_io(root, e))?;
+        let archives = root.join(ARCHIVES);
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&archives)
+            .map_err(|e| repo_io(&archives, e))?;
+        let db = root.join(DB);
+        let manifest = Manifest::create(&db)?;
+        fs::set_permissions(&db, fs::Permissions::from_mode(0o600)).map_err(|e| repo_io(&db, e))?;
+        Ok(Repository {
+            root: root.to_path_buf(),
+            manifest,
+            lock: None,
+        })
+    }
+
+    /// Opens an existing repository.
+    pub fn open(root: &Path) -> Result<Repository> {
+        let db = root.join(DB);
+        if !root.is_dir() {
+            return Err(Error::Repo {
+                path: root.to_path_buf(),
+                what: "no such folder".into(),
+            });
+        }
+        if !db.is_file() {
+            return Err(Error::Repo {
+                path: root.to_path_buf(),
+                what: "not a vault repository (no vault.db)".into(),
+            });
+        }
+        let manifest = Manifest::open(&db)?;
+        Ok(Repository {
+            root: root.to_path_buf(),
+            manifest,
+            lock: None,
+        })
+    }
+
+    /// Opens the repository, creating it when `root` is missing or empty. The flag says
+    /// whether it was created.
+    pub fn open_or_create(root: &Path) -> Result<(Repository, bool)> {
+        let empty = match fs::read_dir(root) {
+            Ok(mut it) => it.next().is_none(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+            Err(e) => return Err(repo_io(root, e)),
+        };
+        if empty {
+            Ok((Repository::init(root)?, true))
+        } else {
+            Ok((Repository::open(root)?, false))
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn archives_dir(&self) -> PathBuf {
+        self.root.join(ARCHIVES)
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Takes the writer lock, or fails at once naming the holder.
+    pub fn lock_exclusive(&mut self) -> Result<()> {
+        let path = self.root.join(LOCK);
+        let mut f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| repo_io(&path, e))?;
+        // SAFETY: flock on a descriptor we own.
+        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                let mut holder = String::new();
+                let _ = f.read_to_string(&mut holder);
+                let holder = holder.trim();
+                return Err(Error::Locked {
+                    path: self.root.clone(),
+                    holder: if holder.is_empty() {
+                        "another process".into()
+                    } else {
+                        holder.to_string()
+                    },
+                });
+            }
+            return Err(repo_io(&path, err));
+        }
+        let text = format!(
+            "PID {} since {}\n",
+            std::process::id(),
+            crate::time::rfc3339(crate::time::now_ns())
+        );
+        f.set_len(0).map_err(|e| repo_io(&path, e))?;
+        f.rewind().map_err(|e| repo_io(&path, e))?;
+        f.write_all(text.as_bytes())
+            .map_err(|e| repo_io(&path, e))?;
+        self.lock = Some(f);
+        Ok(())
+    }
+}

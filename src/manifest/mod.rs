@@ -1,0 +1,595 @@
+//! The SQLite manifest (`vault.db`): sources, snapshots, the versioned tree and where each
+//! content is stored. This is the only module that touches rusqlite.
+//!
+//! Promises:
+//! - The schema is versioned ([`schema::SCHEMA_VERSION`]) and migrated forward on open; a newer
+//!   schema is refused with [`ManifestError::TooNew`].
+//! - A snapshot is recorded by one transaction ([`Manifest::commit_snapshot`]), so it is either
+//!   wholly present or absent.
+//! - Unchanged paths cost no row per snapshot: a row of `entries` spans every snapshot from the
+//!   one that introduced that version to the one that replaced or deleted it.
+//! - Paths and digests are stored as bytes.
+
+pub mod schema;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
+
+use crate::hash::{Digest, HashAlgo};
+use crate::tree::{Entry, EntryKind, StatCache};
+
+/// Errors of the manifest layer. Each names the database file.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("manifest {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("manifest {path} has schema version {found}, newer than this vault understands ({supported}); upgrade vault")]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+    #[error("manifest {path} is damaged: {what}")]
+    Damaged { path: PathBuf, what: String },
+}
+
+/// Snapshot kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Full,
+    Incremental,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Full => "full",
+            Kind::Incremental => "incremental",
+        }
+    }
+    /// The short form used in archive names, as in the original script.
+    pub fn short(self) -> &'static str {
+        match self {
+            Kind::Full => "full",
+            Kind::Incremental => "incr",
+        }
+    }
+}
+
+/// A recorded snapshot.
+#[derive(Clone, Debug)]
+pub struct SnapshotRow {
+    pub seq: i64,
+    pub id: String,
+    pub source_id: i64,
+    pub source_path: Vec<u8>,
+    pub source_name: Vec<u8>,
+    pub kind: Kind,
+    pub parent_seq: Option<i64>,
+    pub parent_id: Option<String>,
+    pub chain_seq: i64,
+    pub time_ns: i64,
+    pub hash: HashAlgo,
+    pub compression: String,
+    pub archive: Option<String>,
+    pub archive_size: Option<u64>,
+    pub archive_blake3: Option<Vec<u8>>,
+    pub stats: SnapshotStats,
+}
+
+/// Counters recorded with a snapshot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotStats {
+    pub files: u64,
+    pub new: u64,
+    pub changed: u64,
+    pub deleted: u64,
+    pub unchanged: u64,
+    pub bytes_read: u64,
+    pub warnings: u64,
+    pub duration_ms: u64,
+}
+
+/// A snapshot about to be recorded.
+#[derive(Clone, Debug)]
+pub struct NewSnapshot {
+    pub id: String,
+    pub source_id: i64,
+    pub kind: Kind,
+    pub parent_seq: Option<i64>,
+    /// The chain's full; `None` for a full, which starts its own chain.
+    pub chain_seq: Option<i64>,
+    pub time_ns: i64,
+    pub hash: HashAlgo,
+    pub compression: String,
+    pub archive: Option<String>,
+    pub archive_size: Option<u64>,
+    pub archive_blake3: Option<Vec<u8>>,
+    pub stats: SnapshotStats,
+}
+
+/// A change to the versioned tree made by a new snapshot.
+#[derive(Clone, Debug)]
+pub enum EntryChange {
+    /// The path has this (new or changed) version from now on.
+    Put(Entry),
+    /// The path is gone from now on.
+    Remove(Vec<u8>),
+}
+
+/// A content stored in the new snapshot's archive.
+#[derive(Clone, Debug)]
+pub struct NewBlob {
+    pub digest: Digest,
+    pub member: Vec<u8>,
+    pub size: u64,
+}
+
+/// Where a content is stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlobLocation {
+    pub snap_seq: i64,
+    pub member: Vec<u8>,
+    pub size: u64,
+}
+
+/// An open manifest.
+#[derive(Debug)]
+pub struct Manifest {
+    conn: Connection,
+    path: PathBuf,
+}
+
+const SNAPSHOT_COLUMNS: &str =
+    "s.seq, s.id, s.source_id, src.path, src.name, s.kind, s.parent_seq, \
+     p.id, s.chain_seq, s.time_ns, s.hash, s.compression, s.archive, s.archive_size, \
+     s.archive_blake3, s.files, s.new, s.changed, s.deleted, s.unchanged, s.bytes_read, \
+     s.warnings, s.duration_ms";
+const SNAPSHOT_FROM: &str = "snapshots s JOIN sources src ON src.id = s.source_id \
+     LEFT JOIN snapshots p ON p.seq = s.parent_seq";
+const ENTRY_COLUMNS: &str =
+    "path, kind, mode, uid, gid, size, mtime_ns, ctime_ns, ino, dev, nlink, digest, target";
+
+impl Manifest {
+    /// Creates a new manifest at `path` (which must not exist) with the current schema.
+    pub fn create(path: &Path) -> Result<Manifest, ManifestError> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+        )
+        .map_err(|e| sql(path, e))?;
+        let mut m = Manifest {
+            conn,
+            path: path.to_path_buf(),
+        };
+        m.configure()?;
+        m.migrate()?;
+        Ok(m)
+    }
+
+    /// Opens an existing manifest, migrating an older schema forward.
+    pub fn open(path: &Path) -> Result<Manifest, ManifestError> {
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE)
+            .map_err(|e| sql(path, e))?;
+        let mut m = Manifest {
+            conn,
+            path: path.to_path_buf(),
+        };
+        m.configure()?;
+        m.migrate()?;
+        Ok(m)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn configure(&mut self) -> Result<(), ManifestError> {
+        self.conn
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+            )
+            .map_err(|e| self.err(e))?;
+        self.conn
+            .busy_timeout(std::time::Duration::from_secs(30))
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    fn err(&self, e: rusqlite::Error) -> ManifestError {
+        match e {
+            rusqlite::Error::SqliteFailure(ref f, _)
+                if matches!(
+                    f.code,
+                    rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase
+                ) =>
+            {
+                ManifestError::Damaged {
+                    path: self.path.clone(),
+                    what: e.to_string(),
+                }
+            }
+            e => sql(&self.path, e),
+        }
+    }
+
+    /// The schema version stored in the file.
+    pub fn schema_version(&self) -> Result<i64, ManifestError> {
+        self.conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| self.err(e))
+    }
+
+    fn migrate(&mut self) -> Result<(), ManifestError> {
+        let found = self.schema_version()?;
+        if found > schema::SCHEMA_VERSION {
+            return Err(ManifestError::TooNew {
+                path: self.path.clone(),
+                found,
+                supported: schema::SCHEMA_VERSION,
+            });
+        }
+        for (i, step) in schema::MIGRATIONS.iter().enumerate().skip(found as usize) {
+            let path = self.path.clone();
+            let tx = self.conn.transaction().map_err(|e| sql(&path, e))?;
+            tx.execute_batch(step).map_err(|e| sql(&path, e))?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)
+                .map_err(|e| sql(&path, e))?;
+            tx.commit().map_err(|e| sql(&path, e))?;
+        }
+        Ok(())
+    }
+
+    /// The id of a source, if it was ever backed up.
+    pub fn source_id(&self, path: &[u8]) -> Result<Option<i64>, ManifestError> {
+        self.conn
+            .query_row("SELECT id FROM sources WHERE path = ?1", [path], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Every source: (id, path).
+    pub fn sources(&self) -> Result<Vec<(i64, Vec<u8>)>, ManifestError> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT id, path FROM sources ORDER BY id")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// All snapshots, oldest first; of one source when `source_id` is given.
+    pub fn snapshots(&self, source_id: Option<i64>) -> Result<Vec<SnapshotRow>, ManifestError> {
+        let q = format!(
+            "SELECT {SNAPSHOT_COLUMNS} FROM {SNAPSHOT_FROM} \
+             WHERE ?1 IS NULL OR s.source_id = ?1 ORDER BY s.seq"
+        );
+        let mut st = self.conn.prepare_cached(&q).map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([source_id], snapshot_row)
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// The newest snapshot of a source.
+    pub fn latest(&self, source_id: i64) -> Result<Option<SnapshotRow>, ManifestError> {
+        let q = format!(
+            "SELECT {SNAPSHOT_COLUMNS} FROM {SNAPSHOT_FROM} \
+             WHERE s.source_id = ?1 ORDER BY s.seq DESC LIMIT 1"
+        );
+        self.conn
+            .query_row(&q, [source_id], snapshot_row)
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Snapshots whose id starts with `prefix`.
+    pub fn snapshots_by_prefix(&self, prefix: &str) -> Result<Vec<SnapshotRow>, ManifestError> {
+        let q = format!(
+            "SELECT {SNAPSHOT_COLUMNS} FROM {SNAPSHOT_FROM} \
+             WHERE substr(s.id, 1, length(?1)) = ?1 ORDER BY s.seq"
+        );
+        let mut st = self.conn.prepare_cached(&q).map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([prefix], snapshot_row)
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Number of snapshots in a chain (the full included).
+    pub fn chain_len(&self, chain_seq: i64) -> Result<u64, ManifestError> {
+        self.conn
+            .query_row(
+                "SELECT count(*) FROM snapshots WHERE chain_seq = ?1",
+                [chain_seq],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(|e| self.err(e))
+    }
+
+    /// The tree of the newest snapshot of a source, sorted by path.
+    pub fn live_entries(&self, source_id: i64) -> Result<Vec<Entry>, ManifestError> {
+        let q = format!(
+            "SELECT {ENTRY_COLUMNS} FROM entries WHERE source_id = ?1 AND to_seq IS NULL ORDER BY path"
+        );
+        let mut st = self.conn.prepare_cached(&q).map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([source_id], entry_row)
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// The tree of one snapshot, sorted by path.
+    pub fn snapshot_entries(&self, snap: &SnapshotRow) -> Result<Vec<Entry>, ManifestError> {
+        let q = format!(
+            "SELECT {ENTRY_COLUMNS} FROM entries WHERE source_id = ?1 AND from_seq <= ?2 \
+             AND (to_seq IS NULL OR to_seq > ?2) ORDER BY path"
+        );
+        let mut st = self.conn.prepare_cached(&q).map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map(params![snap.source_id, snap.seq], entry_row)
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Every digest stored in a chain.
+    pub fn chain_digests(&self, chain_seq: i64) -> Result<HashSet<Digest>, ManifestError> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT digest FROM blobs WHERE chain_seq = ?1")
+            .map_err(|e| self.err(e))?;
+        let mut out = HashSet::new();
+        let mut rows = st.query([chain_seq]).map_err(|e| self.err(e))?;
+        while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+            let b: Vec<u8> = r.get(0).map_err(|e| self.err(e))?;
+            let d = Digest::from_bytes(&b).ok_or_else(|| ManifestError::Damaged {
+                path: self.path.clone(),
+                what: format!("blob digest of {} bytes in chain {chain_seq}", b.len()),
+            })?;
+            out.insert(d);
+        }
+        Ok(out)
+    }
+
+    /// Where a content of a chain is stored.
+    pub fn blob(
+        &self,
+        chain_seq: i64,
+        digest: &Digest,
+    ) -> Result<Option<BlobLocation>, ManifestError> {
+        self.conn
+            .query_row(
+                "SELECT snap_seq, member, size FROM blobs WHERE chain_seq = ?1 AND digest = ?2",
+                params![chain_seq, digest.as_bytes()],
+                |r| {
+                    Ok(BlobLocation {
+                        snap_seq: r.get(0)?,
+                        member: r.get(1)?,
+                        size: r.get::<_, i64>(2)? as u64,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Records a snapshot, its tree changes and its stored contents in one transaction and
+    /// returns its seq. Nothing is recorded if any step fails.
+    pub fn commit_snapshot(
+        &mut self,
+        source_path: &[u8],
+        source_name: &[u8],
+        snap: &NewSnapshot,
+        changes: &[EntryChange],
+        blobs: &[NewBlob],
+    ) -> Result<i64, ManifestError> {
+        let path = self.path.clone();
+        let e = |e| sql(&path, e);
+        let tx = self.conn.transaction().map_err(e)?;
+        let source_id: i64 = match tx
+            .query_row(
+                "SELECT id FROM sources WHERE path = ?1",
+                [source_path],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(e)?
+        {
+            Some(id) => id,
+            None => {
+                tx.execute(
+                    "INSERT INTO sources (path, name) VALUES (?1, ?2)",
+                    params![source_path, source_name],
+                )
+                .map_err(e)?;
+                tx.last_insert_rowid()
+            }
+        };
+        if snap.source_id != 0 && snap.source_id != source_id {
+            return Err(ManifestError::Damaged {
+                path: path.clone(),
+                what: "source id mismatch".into(),
+            });
+        }
+        tx.execute(
+            "INSERT INTO snapshots (id, source_id, kind, parent_seq, chain_seq, time_ns, hash, \
+             compression, archive, archive_size, archive_blake3, files, new, changed, deleted, \
+             unchanged, bytes_read, warnings, duration_ms) \
+             VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+            params![
+                snap.id,
+                source_id,
+                snap.kind.name(),
+                snap.parent_seq,
+                snap.time_ns,
+                snap.hash.name(),
+                snap.compression,
+                snap.archive,
+                snap.archive_size.map(|s| s as i64),
+                snap.archive_blake3,
+                snap.stats.files as i64,
+                snap.stats.new as i64,
+                snap.stats.changed as i64,
+                snap.stats.deleted as i64,
+                snap.stats.unchanged as i64,
+                snap.stats.bytes_read as i64,
+                snap.stats.warnings as i64,
+                snap.stats.duration_ms as i64,
+            ],
+        )
+        .map_err(e)?;
+        let seq = tx.last_insert_rowid();
+        let chain_seq = snap.chain_seq.unwrap_or(seq);
+        tx.execute(
+            "UPDATE snapshots SET chain_seq = ?1 WHERE seq = ?2",
+            params![chain_seq, seq],
+        )
+        .map_err(e)?;
+        {
+            let mut close = tx
+                .prepare_cached(
+                    "UPDATE entries SET to_seq = ?1 WHERE source_id = ?2 AND path = ?3 AND to_seq IS NULL",
+                )
+                .map_err(e)?;
+            let mut put = tx
+                .prepare_cached(&format!(
+                    "INSERT INTO entries (source_id, from_seq, {ENTRY_COLUMNS}) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+                ))
+                .map_err(e)?;
+            for c in changes {
+                match c {
+                    EntryChange::Remove(p) => {
+                        close.execute(params![seq, source_id, p]).map_err(e)?;
+                    }
+                    EntryChange::Put(en) => {
+                        close.execute(params![seq, source_id, en.path]).map_err(e)?;
+                        put.execute(params![
+                            source_id,
+                            seq,
+                            en.path,
+                            en.kind.code(),
+                            en.mode as i64,
+                            en.uid as i64,
+                            en.gid as i64,
+                            en.size as i64,
+                            en.mtime_ns,
+                            en.stat.ctime_ns,
+                            en.stat.ino as i64,
+                            en.stat.dev as i64,
+                            en.stat.nlink as i64,
+                            en.digest.as_ref().map(|d| d.as_bytes().to_vec()),
+                            en.target,
+                        ])
+                        .map_err(e)?;
+                    }
+                }
+            }
+            let mut blob = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO blobs (chain_seq, digest, snap_seq, member, size) \
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(e)?;
+            for b in blobs {
+                blob.execute(params![
+                    chain_seq,
+                    b.digest.as_bytes(),
+                    seq,
+                    b.member,
+                    b.size as i64
+                ])
+                .map_err(e)?;
+            }
+        }
+        tx.commit().map_err(e)?;
+        Ok(seq)
+    }
+}
+
+fn sql(path: &Path, e: rusqlite::Error) -> ManifestError {
+    ManifestError::Sqlite {
+        path: path.to_path_buf(),
+        source: e,
+    }
+}
+
+fn bad_column(i: usize, what: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        i,
+        rusqlite::types::Type::Blob,
+        format!("invalid {what}").into(),
+    )
+}
+
+fn snapshot_row(r: &Row<'_>) -> rusqlite::Result<SnapshotRow> {
+    let kind: String = r.get(5)?;
+    let hash: String = r.get(10)?;
+    Ok(SnapshotRow {
+        seq: r.get(0)?,
+        id: r.get(1)?,
+        source_id: r.get(2)?,
+        source_path: r.get(3)?,
+        source_name: r.get(4)?,
+        kind: match kind.as_str() {
+            "full" => Kind::Full,
+            "incremental" => Kind::Incremental,
+            _ => return Err(bad_column(5, "snapshot kind")),
+        },
+        parent_seq: r.get(6)?,
+        parent_id: r.get(7)?,
+        chain_seq: r.get(8)?,
+        time_ns: r.get(9)?,
+        hash: hash.parse().map_err(|_| bad_column(10, "hash name"))?,
+        compression: r.get(11)?,
+        archive: r.get(12)?,
+        archive_size: r.get::<_, Option<i64>>(13)?.map(|s| s as u64),
+        archive_blake3: r.get(14)?,
+        stats: SnapshotStats {
+            files: r.get::<_, i64>(15)? as u64,
+            new: r.get::<_, i64>(16)? as u64,
+            changed: r.get::<_, i64>(17)? as u64,
+            deleted: r.get::<_, i64>(18)? as u64,
+            unchanged: r.get::<_, i64>(19)? as u64,
+            bytes_read: r.get::<_, i64>(20)? as u64,
+            warnings: r.get::<_, i64>(21)? as u64,
+            duration_ms: r.get::<_, i64>(22)? as u64,
+        },
+    })
+}
+
+fn entry_row(r: &Row<'_>) -> rusqlite::Result<Entry> {
+    let digest: Option<Vec<u8>> = r.get(11)?;
+    let digest = match digest {
+        None => None,
+        Some(b) => Some(Digest::from_bytes(&b).ok_or_else(|| bad_column(11, "digest"))?),
+    };
+    Ok(Entry {
+        path: r.get(0)?,
+        kind: EntryKind::from_code(r.get(1)?).ok_or_else(|| bad_column(1, "entry kind"))?,
+        mode: r.get::<_, i64>(2)? as u32,
+        uid: r.get::<_, i64>(3)? as u32,
+        gid: r.get::<_, i64>(4)? as u32,
+        size: r.get::<_, i64>(5)? as u64,
+        mtime_ns: r.get(6)?,
+        stat: StatCache {
+            ctime_ns: r.get(7)?,
+            ino: r.get::<_, i64>(8)? as u64,
+            dev: r.get::<_, i64>(9)? as u64,
+            nlink: r.get::<_, i64>(10)? as u64,
+        },
+        digest,
+        target: r.get(12)?,
+    })
+}

@@ -1,0 +1,125 @@
+//! The data model of a backed-up tree: one [`Entry`] per path below the source.
+//!
+//! Paths are relative to the source, stored as raw bytes (Unix paths need not be UTF-8) and
+//! never converted lossily except for display. An entry carries what restore needs (type, mode,
+//! owner, mtime in nanoseconds, content digest, symlink target) and the stat-cache fields that
+//! change detection needs (ctime, inode, device, link count).
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use crate::hash::Digest;
+
+/// What kind of filesystem object an entry is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EntryKind {
+    File,
+    Dir,
+    Symlink,
+}
+
+impl EntryKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            EntryKind::File => "file",
+            EntryKind::Dir => "dir",
+            EntryKind::Symlink => "symlink",
+        }
+    }
+
+    /// The code stored in the manifest.
+    pub fn code(self) -> i64 {
+        match self {
+            EntryKind::File => 0,
+            EntryKind::Dir => 1,
+            EntryKind::Symlink => 2,
+        }
+    }
+
+    pub fn from_code(c: i64) -> Option<EntryKind> {
+        match c {
+            0 => Some(EntryKind::File),
+            1 => Some(EntryKind::Dir),
+            2 => Some(EntryKind::Symlink),
+            _ => None,
+        }
+    }
+}
+
+/// One path of a snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Relative to the source, `/`-separated, never empty, never starting with `/`.
+    pub path: Vec<u8>,
+    pub kind: EntryKind,
+    /// Permission bits including setuid/setgid/sticky (`st_mode & 0o7777`).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Content size for files, target length for symlinks, 0 for directories.
+    pub size: u64,
+    pub mtime_ns: i64,
+    /// Content digest; files only.
+    pub digest: Option<Digest>,
+    /// Link target; symlinks only.
+    pub target: Option<Vec<u8>>,
+    pub stat: StatCache,
+}
+
+/// The stat fields that decide whether a file must be read again.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StatCache {
+    pub ctime_ns: i64,
+    pub ino: u64,
+    pub dev: u64,
+    pub nlink: u64,
+}
+
+impl Entry {
+    pub fn path(&self) -> &Path {
+        Path::new(OsStr::from_bytes(&self.path))
+    }
+
+    /// True when the stat data that change detection trusts is identical.
+    pub fn same_stat(&self, other: &Entry) -> bool {
+        self.kind == other.kind
+            && self.size == other.size
+            && self.mtime_ns == other.mtime_ns
+            && self.stat.ctime_ns == other.stat.ctime_ns
+            && self.stat.ino == other.stat.ino
+            && self.stat.dev == other.stat.dev
+    }
+
+    /// What differs between two versions of one path, as user-facing words.
+    pub fn changes_from(&self, old: &Entry) -> Vec<&'static str> {
+        let mut what = Vec::new();
+        if self.kind != old.kind {
+            what.push("type");
+            return what;
+        }
+        if self.digest != old.digest || self.target != old.target {
+            what.push("content");
+        }
+        if self.mode != old.mode {
+            what.push("mode");
+        }
+        if self.uid != old.uid || self.gid != old.gid {
+            what.push("owner");
+        }
+        if self.mtime_ns != old.mtime_ns {
+            what.push("mtime");
+        }
+        what
+    }
+
+    /// True when the user-visible state differs (ignores the stat cache).
+    pub fn differs_from(&self, old: &Entry) -> bool {
+        !self.changes_from(old).is_empty()
+    }
+}
+
+/// Display form of a relative path (lossy only for non-UTF-8 names).
+pub fn display_path(p: &[u8]) -> String {
+    String::from_utf8_lossy(p).into_owned()
+}
