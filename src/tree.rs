@@ -123,3 +123,31 @@ impl Entry {
 pub fn display_path(p: &[u8]) -> String {
     String::from_utf8_lossy(p).into_owned()
 }
+
+/// The order of paths in snapshots and archives: component by component (as if `/` sorted
+/// before every other byte), so that everything below a folder directly follows the folder.
+/// GNU tar relies on that to restore folder times.
+pub fn path_cmp(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    let key = |c: &u8| if *c == b'/' { 0 } else { *c };
+    a.iter().map(key).cmp(b.iter().map(key))
+}
+
+/// Sorts entries in [`path_cmp`] order.
+pub fn sort_entries(entries: &mut [Entry]) {
+    entries.sort_unstable_by(|x, y| path_cmp(&x.path, &y.path));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folder_contents_follow_the_folder() {
+        let mut v: Vec<&[u8]> = vec![b"empty.txt", b"empty/folder", b"empty", b"a/b", b"a-b"];
+        v.sort_by(|a, b| path_cmp(a, b));
+        assert_eq!(
+            v,
+            [&b"a/b"[..], b"a-b", b"empty", b"empty/folder", b"empty.txt"]
+        );
+    }
+}

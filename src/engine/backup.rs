@@ -582,7 +582,10 @@ pub fn backup(
         || vec![0u8; 256 * 1024],
         |buf, idx| {
             let it = &plan_ref.items[idx];
-            (idx, read_one(src_ref, it, algo, prehash(it.entry.size), buf))
+            (
+                idx,
+                read_one(src_ref, it, algo, prehash(it.entry.size), buf),
+            )
         },
         |(idx, content)| -> Result<()> {
             let it = &plan.items[idx];
@@ -630,7 +633,8 @@ pub fn backup(
                     };
                     let mut changed = changed;
                     let mut digest = known;
-                    let already = |d: &Digest| chain_digests.contains(d) || stored_here.contains_key(d);
+                    let already =
+                        |d: &Digest| chain_digests.contains(d) || stored_here.contains_key(d);
                     if let Some(d) = digest.filter(|d| already(d)) {
                         // Stored before: a hard link inside a full, nothing in an incremental.
                         if let (Some(w), Some(first)) = (writer.as_mut(), stored_here.get(&d)) {
@@ -665,14 +669,22 @@ pub fn backup(
                                         f
                                     }
                                     Err(e) => {
-                                        warnings.push(Warning::failed(it.entry.path.clone(), format!("cannot read: {e}")));
+                                        warnings.push(Warning::failed(
+                                            it.entry.path.clone(),
+                                            format!("cannot read: {e}"),
+                                        ));
                                         outcomes[idx] = Some(Outcome::Failed);
                                         return Ok(());
                                     }
                                 };
                                 let size = fresh.size;
-                                match w.add_file_stream(&member, &meta_of(&fresh), size, &mut f, algo)
-                                {
+                                match w.add_file_stream(
+                                    &member,
+                                    &meta_of(&fresh),
+                                    size,
+                                    &mut f,
+                                    algo,
+                                ) {
                                     Ok(o) => {
                                         bytes_read += o.bytes_read;
                                         progress.advance(o.bytes_read);
@@ -685,7 +697,10 @@ pub fn backup(
                                         o.digest
                                     }
                                     Err(Ok(read_err)) => {
-                                        warnings.push(Warning::failed(it.entry.path.clone(), format!("cannot read: {read_err}")));
+                                        warnings.push(Warning::failed(
+                                            it.entry.path.clone(),
+                                            format!("cannot read: {read_err}"),
+                                        ));
                                         outcomes[idx] = Some(Outcome::Failed);
                                         return Ok(());
                                     }
@@ -694,8 +709,10 @@ pub fn backup(
                             }
                         };
                         digest = Some(stored_digest);
-                        if !stored_here.contains_key(&stored_digest) {
-                            stored_here.insert(stored_digest, member.clone());
+                        if let std::collections::hash_map::Entry::Vacant(v) =
+                            stored_here.entry(stored_digest)
+                        {
+                            v.insert(member.clone());
                             blobs.push(NewBlob {
                                 digest: stored_digest,
                                 member,
@@ -704,7 +721,11 @@ pub fn backup(
                         }
                     }
                     if changed {
-                        warnings.push(Warning::failed(it.entry.path.clone(), "changed while being read; the stored copy may mix old and new content, and the next backup reads it again"));
+                        warnings.push(Warning::failed(
+                            it.entry.path.clone(),
+                            "changed while being read; the stored copy may mix old and new \
+                             content, and the next backup reads it again",
+                        ));
                     }
                     fresh.digest = digest;
                     outcomes[idx] = Some(Outcome::Ok(fresh));

@@ -5,7 +5,9 @@
 //! kept because their state could not be read this time. `--dry-run` prints this plan.
 
 use crate::manifest::Kind;
-use crate::tree::{Entry, EntryKind};
+use std::cmp::Ordering;
+
+use crate::tree::{path_cmp, Entry, EntryKind};
 
 /// Why a file is read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -66,7 +68,7 @@ fn under(path: &[u8], failed: &[Vec<u8>]) -> bool {
     })
 }
 
-/// Compares `scanned` (sorted by path) with `prev` (sorted by path).
+/// Compares `scanned` with `prev`, both sorted in [`path_cmp`] order.
 pub fn plan(
     prev: &[Entry],
     scanned: Vec<Entry>,
@@ -82,7 +84,7 @@ pub fn plan(
     let mut p = prev.iter().peekable();
     for entry in scanned {
         // Previous paths sorting before this one are not in the walk.
-        while let Some(old) = p.next_if(|o| o.path < entry.path) {
+        while let Some(old) = p.next_if(|o| path_cmp(&o.path, &entry.path) == Ordering::Less) {
             gone(&mut out, old, failed, kind);
         }
         let prev = p.next_if(|o| o.path == entry.path).cloned();

@@ -6,7 +6,7 @@ use std::path::Path;
 use crate::engine::repo::Repository;
 use crate::error::{Error, Result};
 use crate::manifest::SnapshotRow;
-use crate::tree::{display_path, Entry, EntryKind};
+use crate::tree::{display_path, path_cmp, Entry, EntryKind};
 
 /// One line of `vault snapshots --json`.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -212,7 +212,7 @@ pub fn diff(repo: &Repository, a: &SnapshotRow, b: &SnapshotRow) -> Result<DiffR
     Ok(diff_trees(&ta, &tb))
 }
 
-/// Compares two sorted trees.
+/// Compares two trees sorted in [`path_cmp`] order.
 pub fn diff_trees(ta: &[Entry], tb: &[Entry]) -> DiffReport {
     let mut out = DiffReport::default();
     let (mut i, mut j) = (0, 0);
@@ -230,7 +230,7 @@ pub fn diff_trees(ta: &[Entry], tb: &[Entry]) -> DiffReport {
                 i += 1;
                 j += 1;
             }
-            (Some(x), Some(y)) if x.path < y.path => {
+            (Some(x), Some(y)) if path_cmp(&x.path, &y.path).is_lt() => {
                 out.deleted.push(display_path(&x.path));
                 i += 1;
             }

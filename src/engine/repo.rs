@@ -17,6 +17,31 @@ const DB: &str = "vault.db";
 const ARCHIVES: &str = "archives";
 const LOCK: &str = "lock";
 
+/// Fails with a clear message when `root` cannot be written (read-only mount, permissions).
+fn ensure_writable(root: &Path) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(root.as_os_str().as_bytes()).map_err(|_| Error::Repo {
+        path: root.to_path_buf(),
+        what: "path contains a NUL byte".into(),
+    })?;
+    // SAFETY: valid C string; statvfs fills the struct we own.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } == 0 && st.f_flag & libc::ST_RDONLY != 0 {
+        return Err(Error::Repo {
+            path: root.to_path_buf(),
+            what: "is on a read-only filesystem".into(),
+        });
+    }
+    // SAFETY: valid C string.
+    if unsafe { libc::access(c.as_ptr(), libc::W_OK) } != 0 {
+        return Err(Error::Repo {
+            path: root.to_path_buf(),
+            what: format!("is not writable: {}", std::io::Error::last_os_error()),
+        });
+    }
+    Ok(())
+}
+
 /// An open repository.
 #[derive(Debug)]
 pub struct Repository {
@@ -97,6 +122,7 @@ impl Repository {
         if empty {
             Ok((Repository::init(root)?, true))
         } else {
+            ensure_writable(root)?;
             Ok((Repository::open(root)?, false))
         }
     }

@@ -4,7 +4,7 @@
 //! devices are skipped with a warning; a folder that cannot be listed is a warning and is
 //! reported in [`Scan::failed`] so that the plan keeps what the previous snapshot had below it;
 //! excluded paths (and the repository itself, when it lies inside the source) are not entered.
-//! The result is sorted by path bytes, so a folder always comes before what it holds.
+//! The result is sorted in [`crate::tree::path_cmp`] order: a folder, then what it holds.
 
 use std::ffi::OsStr;
 use std::fs::{self, Metadata};
@@ -236,7 +236,7 @@ pub fn scan(
             }
         }
     }
-    out.entries.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+    crate::tree::sort_entries(&mut out.entries);
     out.failed.sort_unstable();
     out.failed.dedup();
     Ok(out)

@@ -318,29 +318,32 @@ impl Manifest {
             .map_err(|e| self.err(e))
     }
 
-    /// The tree of the newest snapshot of a source, sorted by path.
+    /// The tree of the newest snapshot of a source, in [`crate::tree::path_cmp`] order.
     pub fn live_entries(&self, source_id: i64) -> Result<Vec<Entry>, ManifestError> {
-        let q = format!(
-            "SELECT {ENTRY_COLUMNS} FROM entries WHERE source_id = ?1 AND to_seq IS NULL ORDER BY path"
-        );
+        let q =
+            format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE source_id = ?1 AND to_seq IS NULL");
         let mut st = self.conn.prepare_cached(&q).map_err(|e| self.err(e))?;
         let rows = st
             .query_map([source_id], entry_row)
             .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+        let mut v: Vec<Entry> = rows.collect::<Result<_, _>>().map_err(|e| self.err(e))?;
+        crate::tree::sort_entries(&mut v);
+        Ok(v)
     }
 
-    /// The tree of one snapshot, sorted by path.
+    /// The tree of one snapshot, in [`crate::tree::path_cmp`] order.
     pub fn snapshot_entries(&self, snap: &SnapshotRow) -> Result<Vec<Entry>, ManifestError> {
         let q = format!(
             "SELECT {ENTRY_COLUMNS} FROM entries WHERE source_id = ?1 AND from_seq <= ?2 \
-             AND (to_seq IS NULL OR to_seq > ?2) ORDER BY path"
+             AND (to_seq IS NULL OR to_seq > ?2)"
         );
         let mut st = self.conn.prepare_cached(&q).map_err(|e| self.err(e))?;
         let rows = st
             .query_map(params![snap.source_id, snap.seq], entry_row)
             .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+        let mut v: Vec<Entry> = rows.collect::<Result<_, _>>().map_err(|e| self.err(e))?;
+        crate::tree::sort_entries(&mut v);
+        Ok(v)
     }
 
     /// Every digest stored in a chain.

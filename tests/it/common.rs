@@ -1,0 +1,201 @@
+//! Helpers shared by the integration tests: running the binary, building trees, and
+//! describing a tree so that two trees can be compared.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn vault_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_vault")
+}
+
+/// The result of one `vault` run.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}): {}\nstderr: {}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Run {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+/// Runs `vault ARGS` with VAULT_REPO unset.
+pub fn vault(args: &[&str]) -> Run {
+    Command::new(vault_bin())
+        .args(args)
+        .env_remove("VAULT_REPO")
+        .output()
+        .expect("run vault")
+        .into()
+}
+
+/// Runs `vault ARGS` and insists on exit code `code`.
+pub fn vault_ok(args: &[&str], code: i32) -> Run {
+    let r = vault(args);
+    assert_eq!(
+        r.code, code,
+        "vault {args:?} exited {} (wanted {code})\nstdout: {}\nstderr: {}",
+        r.code, r.stdout, r.stderr
+    );
+    r
+}
+
+pub fn p(path: &Path) -> &str {
+    path.to_str().expect("utf-8 test path")
+}
+
+/// Writes a file, creating parents.
+pub fn write(path: impl AsRef<Path>, data: impl AsRef<[u8]>) {
+    let path = path.as_ref();
+    if let Some(d) = path.parent() {
+        fs::create_dir_all(d).unwrap();
+    }
+    fs::write(path, data).unwrap();
+}
+
+/// Sets a path's mtime (seconds + nanoseconds), not following symlinks.
+pub fn set_mtime(path: &Path, secs: i64, nsec: i64) {
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let ts = [
+        libc::timespec {
+            tv_sec: secs as libc::time_t,
+            tv_nsec: nsec as _,
+        },
+        libc::timespec {
+            tv_sec: secs as libc::time_t,
+            tv_nsec: nsec as _,
+        },
+    ];
+    // SAFETY: valid C string and timespec array.
+    let rc = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            ts.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    assert_eq!(rc, 0, "utimensat {}", path.display());
+}
+
+/// What a tree looks like: path -> (type, mode, content or target, mtime seconds).
+pub type TreeShape = BTreeMap<String, (char, u32, Vec<u8>, i64)>;
+
+/// Describes every path below `root` (not `root` itself).
+pub fn shape(root: &Path) -> TreeShape {
+    let mut out = BTreeMap::new();
+    fn walk(root: &Path, dir: &Path, out: &mut TreeShape) {
+        let mut names: Vec<PathBuf> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        names.sort();
+        for path in names {
+            let m = fs::symlink_metadata(&path).unwrap();
+            let rel = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_string();
+            let (t, data) = if m.file_type().is_symlink() {
+                (
+                    'l',
+                    fs::read_link(&path)
+                        .unwrap()
+                        .as_os_str()
+                        .as_bytes()
+                        .to_vec(),
+                )
+            } else if m.is_dir() {
+                ('d', Vec::new())
+            } else {
+                ('f', fs::read(&path).unwrap())
+            };
+            let mode = if t == 'l' { 0 } else { m.mode() & 0o7777 };
+            out.insert(rel, (t, mode, data, if t == 'l' { 0 } else { m.mtime() }));
+            if t == 'd' {
+                walk(root, &path, out);
+            }
+        }
+    }
+    walk(root, root, &mut out);
+    out
+}
+
+/// Asserts two trees are identical, naming the first difference.
+pub fn assert_same_tree(want: &Path, got: &Path) {
+    let (a, b) = (shape(want), shape(got));
+    for (k, v) in &a {
+        match b.get(k) {
+            None => panic!("{k} is missing from {}", got.display()),
+            Some(w) if w != v => panic!(
+                "{k} differs: want type {} mode {:o} mtime {} ({} bytes), got type {} mode {:o} mtime {} ({} bytes)",
+                v.0, v.1, v.3, v.2.len(), w.0, w.1, w.3, w.2.len()
+            ),
+            _ => {}
+        }
+    }
+    for k in b.keys() {
+        assert!(a.contains_key(k), "{k} is extra in {}", got.display());
+    }
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// In CI a test that needs root must fail rather than skip.
+pub fn require_root(what: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{what} needs root, and CI is set"
+    );
+    eprintln!("skipping {what}: needs root");
+    false
+}
+
+/// Member names of a tar archive, as GNU tar lists them.
+pub fn tar_list(archive: &Path) -> Vec<String> {
+    let o = Command::new("tar")
+        .arg("-tf")
+        .arg(archive)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "tar -tf {}: {}",
+        archive.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}

@@ -1,0 +1,5 @@
+//! The integration tests: one binary (see tests/README.md). Each module drives the real `vault`
+//! binary against temporary folders.
+
+mod backup;
+mod common;
