@@ -1,1 +1,106 @@
-fn main() {}
+//! Criterion micro-benchmarks: digest throughput per algorithm and pool size, and the pure
+//! planner on a large tree. Run with `cargo bench --bench micro`.
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use vault::engine::plan::plan;
+use vault::tree::StatCache;
+use vault::{CancelToken, Entry, EntryKind, HashAlgo, Kind, Pool};
+
+fn data(len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8)
+        .collect()
+}
+
+fn hashing(c: &mut Criterion) {
+    let buf = data(1 << 20);
+    let mut g = c.benchmark_group("hash_1MiB");
+    g.throughput(Throughput::Bytes(buf.len() as u64));
+    for algo in [HashAlgo::Blake3, HashAlgo::Md5] {
+        g.bench_function(algo.name(), |b| b.iter(|| algo.digest(black_box(&buf))));
+    }
+    g.finish();
+
+    // 64 blocks of 256 KiB hashed on the pool, as a backup hashes small files.
+    let blocks: Vec<Vec<u8>> = (0..64).map(|_| data(256 << 10)).collect();
+    let total: u64 = blocks.iter().map(|b| b.len() as u64).sum();
+    let mut g = c.benchmark_group("pool_hash_16MiB");
+    g.throughput(Throughput::Bytes(total));
+    let max = std::thread::available_parallelism().map_or(2, |n| n.get());
+    for algo in [HashAlgo::Blake3, HashAlgo::Md5] {
+        for threads in [1usize, 2, 4, 8, 16]
+            .into_iter()
+            .filter(|&t| t <= max.max(2))
+        {
+            let pool = Pool::new(threads);
+            g.bench_with_input(BenchmarkId::new(algo.name(), threads), &threads, |b, _| {
+                b.iter(|| {
+                    let mut n = 0;
+                    pool.map_unordered(
+                        &CancelToken::new(),
+                        blocks.iter(),
+                        || (),
+                        |_, blk| algo.digest(blk),
+                        |_| {
+                            n += 1;
+                            Ok::<(), ()>(())
+                        },
+                    )
+                    .unwrap();
+                    n
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+fn tree(n: usize, stamp: i64) -> Vec<Entry> {
+    let mut v: Vec<Entry> = (0..n)
+        .map(|i| Entry {
+            path: format!("d{:04}/f{:07}.txt", i % 1000, i).into_bytes(),
+            kind: EntryKind::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            size: (i % 5000) as u64,
+            mtime_ns: stamp + if i % 100 == 0 { 1 } else { 0 },
+            digest: Some(HashAlgo::Blake3.digest(&i.to_le_bytes())),
+            target: None,
+            stat: StatCache {
+                ctime_ns: stamp,
+                ino: i as u64,
+                dev: 1,
+                nlink: 1,
+            },
+        })
+        .collect();
+    vault::tree::sort_entries(&mut v);
+    v
+}
+
+fn planning(c: &mut Criterion) {
+    let mut g = c.benchmark_group("plan");
+    g.sample_size(10);
+    for n in [100_000usize, 1_000_000] {
+        let prev = tree(n, 1_000);
+        let mut now = tree(n, 1_000);
+        for e in now.iter_mut() {
+            e.digest = None;
+        }
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_with_input(BenchmarkId::new("no_change", n), &n, |b, _| {
+            b.iter(|| {
+                plan(&prev, now.clone(), &[], Kind::Incremental, false)
+                    .items
+                    .len()
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, hashing, planning);
+criterion_main!(benches);

@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# End-to-end comparison of vault with GNU tar, pigz, zstd and restic on one tree, in one run.
+#
+#   benches/compare.sh [--tree DIR | --synthetic N] [--work DIR] [--jobs N] [--no-install]
+#
+# --tree DIR      back up a copy of DIR (default: a copy of /usr/share)
+# --synthetic N   generate a deterministic tree of N small files instead
+# --work DIR      scratch folder (default: a new folder under /tmp); removed at the end
+# --jobs N        vault's worker pool size (default: all cores)
+# --no-install    do not apt-get missing peers (rows for missing ones are skipped)
+#
+# Prints, per operation, wall time, CPU time (user+sys), peak RSS and output size of each
+# tool, and the ratio of vault's wall time to each peer's. The page cache is warmed first.
+# Nothing here touches the network.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+tree_src=/usr/share
+synthetic=0
+work=""
+jobs=""
+install=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --tree) tree_src="$2"; shift 2 ;;
+    --synthetic) synthetic="$2"; shift 2 ;;
+    --work) work="$2"; shift 2 ;;
+    --jobs) jobs="$2"; shift 2 ;;
+    --no-install) install=0; shift ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    *) echo "compare.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+
+if [ "$install" = 1 ]; then
+  need=()
+  [ -x /usr/bin/time ] || need+=(time)
+  command -v pigz >/dev/null || need+=(pigz)
+  command -v zstd >/dev/null || need+=(zstd)
+  command -v restic >/dev/null || need+=(restic)
+  if [ ${#need[@]} -gt 0 ]; then
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  fi
+fi
+[ -x /usr/bin/time ] || { echo "compare.sh: GNU time (/usr/bin/time) is needed: apt-get install time" >&2; exit 1; }
+
+cargo build --release --quiet
+vault="$PWD/target/release/vault"
+jobs_arg=()
+[ -n "$jobs" ] && jobs_arg=(--jobs "$jobs")
+
+[ -n "$work" ] || work=$(mktemp -d /tmp/vault-bench.XXXXXX)
+mkdir -p "$work"
+trap 'rm -rf "$work"' EXIT
+tree="$work/tree"
+
+if [ "$synthetic" -gt 0 ]; then
+  python3 - "$tree" "$synthetic" <<'PY'
+import os, random, sys
+root, n = sys.argv[1], int(sys.argv[2])
+rng = random.Random(42)
+words = [b"alpha", b"beta", b"gamma", b"delta", b"backup", b"vault", b"data", b"\n"]
+for i in range(n):
+    d = os.path.join(root, "d%03d" % (i % 997), "e%02d" % (i % 13))
+    os.makedirs(d, exist_ok=True)
+    size = rng.choice([0, 50, 200, 1000, 4000, 20000])
+    body = b" ".join(rng.choice(words) for _ in range(size // 5))
+    with open(os.path.join(d, "f%07d.txt" % i), "wb") as f:
+        f.write(body)
+PY
+  label="synthetic tree of $synthetic files"
+else
+  cp -a "$tree_src" "$tree"
+  label="copy of $tree_src"
+fi
+files=$(find "$tree" | wc -l)
+bytes=$(du -sb "$tree" | cut -f1)
+tar -cf /dev/null "$tree" 2>/dev/null || true   # warm the page cache
+
+results="$work/results.tsv"
+: > "$results"
+# measure OP TOOL OUTPUT_PATH -- command...
+measure() {
+  local op="$1" tool="$2" out="$3"; shift 4
+  local t="$work/time.txt"
+  if ! /usr/bin/time -f '%e %U %S %M' -o "$t" "$@" >"$work/last.out" 2>"$work/last.err"; then
+    local rc=$?
+    if [ "$tool" != "vault" ] || [ "$rc" != 3 ]; then
+      echo "compare.sh: $tool ($op) failed:" >&2; tail -5 "$work/last.err" >&2; return 1
+    fi
+  fi
+  local size=0
+  if [ -n "$out" ] && [ -e "$out" ]; then size=$(du -sb "$out" | cut -f1); fi
+  read -r wall user sys rss < "$t"
+  echo -e "$op\t$tool\t$wall\t$(echo "$user + $sys" | bc -l 2>/dev/null || python3 -c "print($user+$sys)")\t$rss\t$size" >> "$results"
+}
+# vault's archive size is the report's bytes_stored: patch it into the row just written.
+vault_size() {
+  local n
+  n=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["stats"]["bytes_stored"])' "$work/last.out")
+  sed -i "\$s|\t[0-9]*\$|\t$n|" "$results"
+}
+
+have() { command -v "$1" >/dev/null; }
+export RESTIC_PASSWORD=benchmark-only   # a throwaway repository on /tmp; not a secret
+
+# Full backups.
+measure full-gzip vault "" -- "$vault" "${jobs_arg[@]}" backup "$tree" --repo "$work/vrepo" --full --json -q
+vault_size
+measure full-gzip "tar -czf" "$work/t.tgz" -- tar -czf "$work/t.tgz" -C "$work" tree
+have pigz && measure full-gzip "tar -I pigz" "$work/p.tgz" -- tar -I pigz -cf "$work/p.tgz" -C "$work" tree
+measure full-zstd vault "" -- "$vault" "${jobs_arg[@]}" backup "$tree" --repo "$work/zrepo" --full --compression zstd --json -q
+vault_size
+have zstd && measure full-zstd "tar -I 'zstd -T0 -3'" "$work/t.tzst" -- tar -I 'zstd -T0 -3' -cf "$work/t.tzst" -C "$work" tree
+if have restic; then
+  restic init --repo "$work/rrepo" -q >/dev/null
+  measure full-zstd restic "$work/rrepo" -- restic backup --repo "$work/rrepo" -q "$tree"
+fi
+
+# GNU tar's own incremental chain: level 0 now.
+tar -czf "$work/l0.tgz" --listed-incremental="$work/snar" -C "$work" tree
+
+# No-change incrementals.
+measure no-change vault "" -- "$vault" "${jobs_arg[@]}" backup "$tree" --repo "$work/vrepo" --incremental --json -q
+vault_size
+cp "$work/snar" "$work/snar1"
+measure no-change "tar --listed-incremental" "$work/l1.tgz" -- tar -czf "$work/l1.tgz" --listed-incremental="$work/snar1" -C "$work" tree
+have restic && measure no-change restic "" -- restic backup --repo "$work/rrepo" -q "$tree"
+
+# 1% of the files changed (every 100th regular file gets a line appended).
+find "$tree" -type f | sort | awk 'NR % 100 == 0' | while read -r f; do echo "changed" >> "$f"; done
+measure 1pct-changed vault "" -- "$vault" "${jobs_arg[@]}" backup "$tree" --repo "$work/vrepo" --incremental --json -q
+vault_size
+cp "$work/snar1" "$work/snar2"
+measure 1pct-changed "tar --listed-incremental" "$work/l2.tgz" -- tar -czf "$work/l2.tgz" --listed-incremental="$work/snar2" -C "$work" tree
+have restic && measure 1pct-changed restic "" -- restic backup --repo "$work/rrepo" -q "$tree"
+
+echo
+echo "vault vs peers on a $label: $files paths, $((bytes / 1000000)) MB; $(nproc) cores; $(date -u +%Y-%m-%d)"
+echo
+python3 - "$results" <<'PY'
+import sys
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
+vault = {r[0]: float(r[2]) for r in rows if r[1] == "vault"}
+print("| operation | tool | wall s | CPU s | peak RSS MB | size MB | vault / tool (wall) |")
+print("|---|---|---:|---:|---:|---:|---:|")
+for op, tool, wall, cpu, rss, size in rows:
+    wall, cpu, rss, size = float(wall), float(cpu), int(rss) / 1024, int(size) / 1e6
+    ratio = "" if tool == "vault" else "%.2fx" % (vault[op] / wall if wall > 0 else float("inf"))
+    print("| %s | %s | %.2f | %.2f | %.0f | %.1f | %s |" % (op, tool, wall, cpu, rss, size, ratio))
+PY

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian machine: installs what the tests need, then runs
+# the formatting and lint gates, every test, the docs build, the fuzz targets' build and a smoke
+# run of the end-to-end benchmark. Run as root (the tests mount a tmpfs and switch users).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the tests and the benchmark smoke run use.
+need=()
+command -v tar >/dev/null || need+=(tar)
+command -v gzip >/dev/null || need+=(gzip)
+command -v zstd >/dev/null || need+=(zstd)
+command -v python3 >/dev/null || need+=(python3)
+command -v setpriv >/dev/null || need+=(util-linux)
+command -v md5sum >/dev/null || need+=(coreutils)
+[ -x /usr/bin/time ] || need+=(time)
+command -v pigz >/dev/null || need+=(pigz)
+command -v restic >/dev/null || need+=(restic)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "== installing: ${need[*]}"
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --check
+echo "== cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets -- -D warnings
+echo "== cargo doc"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
+echo "== cargo check (fuzz targets)"
+(cd fuzz && cargo check --quiet --bins)
+echo "== cargo test"
+cargo test --all-targets
+echo "== benchmark smoke run (tiny synthetic tree)"
+cargo build --release --quiet
+benches/compare.sh --synthetic 300 --no-install
