@@ -135,6 +135,17 @@ cp "$work/snar1" "$work/snar2"
 measure 1pct-changed "tar --listed-incremental" "$work/l2.tgz" -- tar -czf "$work/l2.tgz" --listed-incremental="$work/snar2" -C "$work" tree
 have restic && measure 1pct-changed restic "" -- restic backup --repo "$work/rrepo" -q "$tree"
 
+# Restore the newest snapshot of the chain (a full and two incrementals) into a fresh folder.
+measure restore vault "" -- "$vault" "${jobs_arg[@]}" restore latest --repo "$work/vrepo" --target "$work/out-vault" -q
+rm -rf "$work/out-vault"
+mkdir -p "$work/out-tar"
+extract_chain() { for a in "$work/l0.tgz" "$work/l1.tgz" "$work/l2.tgz"; do tar -xzf "$a" --listed-incremental=/dev/null -C "$work/out-tar" || return 1; done; }
+export -f extract_chain; export work
+measure restore "tar -x (3-archive chain)" "" -- bash -c extract_chain
+rm -rf "$work/out-tar"
+have restic && measure restore restic "" -- restic restore latest --repo "$work/rrepo" -q --target "$work/out-restic"
+rm -rf "$work/out-restic"
+
 echo
 echo "vault vs peers on a $label: $files paths, $((bytes / 1000000)) MB; $(nproc) cores; $(date -u +%Y-%m-%d)"
 echo

@@ -13,8 +13,11 @@ pub mod tree;
 
 pub use crate::archive::Compression;
 pub use crate::engine::backup::{backup, BackupOptions, BackupReport, BackupStats, FullDay};
+pub use crate::engine::check::{check, CheckReport};
+pub use crate::engine::forget::{forget, ForgetReport};
 pub use crate::engine::query::{diff, ls, resolve, snapshots, DiffReport, LsEntry, SnapshotInfo};
 pub use crate::engine::repo::Repository;
+pub use crate::engine::restore::{restore, RestoreOptions, RestoreReport, SnapSpec};
 pub use crate::engine::scan::Warning;
 pub use crate::error::{Error, Result};
 pub use crate::hash::{Digest, HashAlgo};

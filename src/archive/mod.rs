@@ -17,6 +17,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+pub mod reader;
+
 use crate::hash::{Digest, HashAlgo, Hasher};
 
 /// Archive codec.

@@ -67,6 +67,30 @@ pub enum Command {
         #[arg(long, value_name = "SRC")]
         source: Option<PathBuf>,
     },
+    /// Restore a snapshot into a folder: exactly the tree as it was, checked digest by digest.
+    ///
+    /// A non-empty target is refused unless --force is given. Nothing is ever written outside
+    /// the target, and symlinks are never followed. Exit 1 when any file could not be restored
+    /// (each is named).
+    Restore(RestoreArgs),
+    /// Verify the manifest and that every archive is present and intact.
+    ///
+    /// Exit 1, listing the affected snapshots, on any problem. Leftover *.partial files of an
+    /// interrupted backup are removed and reported, not counted as damage.
+    Check {
+        /// Also decompress every archive and check every stored file's digest.
+        #[arg(long)]
+        read_data: bool,
+    },
+    /// Delete whole chains (a full and its incrementals), keeping the newest N per source.
+    Forget {
+        /// How many chains (fulls) to keep per source.
+        #[arg(long, value_name = "N", required = true)]
+        keep_fulls: u64,
+        /// List what would be removed; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Show what changed between two snapshots (added, modified, deleted paths).
     Diff {
         /// The older snapshot (id, prefix or `latest`).
@@ -77,6 +101,38 @@ pub enum Command {
         #[arg(long, value_name = "SRC")]
         source: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// A snapshot id, a unique id prefix, or `latest` (or use --at).
+    #[arg(required_unless_present = "at", conflicts_with = "at")]
+    pub snap: Option<String>,
+    /// Instead of SNAP: the newest snapshot taken at or before TIME (RFC 3339 or
+    /// `YYYY-MM-DD[ HH:MM[:SS]]` local time).
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
+    /// The folder to restore into; it ends up holding the source tree as it was.
+    #[arg(long, value_name = "DIR")]
+    pub target: PathBuf,
+    /// The source `latest`/--at refers to, when the repository holds several.
+    #[arg(long, value_name = "SRC")]
+    pub source: Option<PathBuf>,
+    /// Restore only this path (relative to the source) and what is below it. Repeatable.
+    #[arg(long, value_name = "PATH")]
+    pub include: Vec<String>,
+    /// Restore into a non-empty target, overwriting what the snapshot has.
+    #[arg(long)]
+    pub force: bool,
+    /// With --force: also remove from the target what the snapshot does not have.
+    #[arg(long, requires = "force")]
+    pub delete: bool,
+    /// List what would be written; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Keep setuid/setgid bits (only when running as root; they are cleared otherwise).
+    #[arg(long)]
+    pub preserve_setid: bool,
 }
 
 #[derive(Debug, Args)]

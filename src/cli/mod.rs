@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use args::{BackupArgs, Cli, Command};
+use args::{BackupArgs, Cli, Command, RestoreArgs};
 use vault::{BackupOptions, CancelToken, Error, Kind, Pool, Repository};
 
 /// How a command ended.
@@ -99,6 +99,88 @@ fn dispatch(cli: &Cli, out: &Out, pool: &Pool, cancel: &CancelToken) -> Result<O
             Ok(Outcome::Done)
         }
         Command::Backup(b) => backup(cli, b, out, pool, cancel),
+        Command::Restore(r) => restore(cli, r, out, pool, cancel),
+        Command::Check { read_data } => {
+            let bar = progress::Bar::new(!out.quiet);
+            let report =
+                vault::engine::check::check(&repo_arg(cli)?, *read_data, pool, cancel, &bar);
+            vault::Progress::finish(&bar);
+            let report = report?;
+            if out.json {
+                out.json(&report)?;
+            }
+            for p in &report.partials_removed {
+                out.note(&format!("removed {p}, left by an interrupted backup"));
+            }
+            for p in &report.partials_in_use {
+                out.note(&format!("{p} belongs to a backup in progress; left alone"));
+            }
+            for o in &report.orphans {
+                out.note(&format!("{o} is not part of any snapshot"));
+            }
+            for p in &report.problems {
+                eprintln!(
+                    "vault: damaged: {}: {} (affects snapshots {})",
+                    p.what,
+                    p.error,
+                    p.snapshots.join(", ")
+                );
+            }
+            if report.ok {
+                out.say(&format!(
+                    "no problems: {} snapshots, {} archives{}",
+                    report.snapshots,
+                    report.archives,
+                    if report.read_data {
+                        ", all stored contents read and verified"
+                    } else {
+                        ""
+                    }
+                ));
+                Ok(Outcome::Done)
+            } else {
+                Err(Error::Refused(format!(
+                    "check found {} problem(s); affected snapshots: {}",
+                    report.problems.len(),
+                    report.affected_snapshots.join(", ")
+                )))
+            }
+        }
+        Command::Forget {
+            keep_fulls,
+            dry_run,
+        } => {
+            let report = vault::engine::forget::forget(&repo_arg(cli)?, *keep_fulls, *dry_run)?;
+            if out.json {
+                out.json(&report)?;
+            }
+            let verb = if report.dry_run {
+                "would remove"
+            } else {
+                "removed"
+            };
+            for c in &report.removed {
+                out.say(&format!(
+                    "{verb} chain {} of {}: {} snapshots, {} archives, {}",
+                    c.full,
+                    c.source,
+                    c.snapshots.len(),
+                    c.archives.len(),
+                    human_bytes(c.bytes)
+                ));
+            }
+            out.say(&format!(
+                "{} chains kept; {} {}",
+                report.kept_chains,
+                if report.dry_run {
+                    "would free"
+                } else {
+                    "freed"
+                },
+                human_bytes(report.bytes_freed)
+            ));
+            Ok(Outcome::Done)
+        }
         Command::Snapshots { source } => {
             let repo = Repository::open(&repo_arg(cli)?)?;
             let list = vault::snapshots(&repo, source.as_deref())?;
@@ -280,6 +362,81 @@ fn backup(
     } else {
         Outcome::Partial
     })
+}
+
+fn restore(
+    cli: &Cli,
+    r: &RestoreArgs,
+    out: &Out,
+    pool: &Pool,
+    cancel: &CancelToken,
+) -> Result<Outcome, Error> {
+    use vault::engine::restore::{RestoreOptions, SnapSpec};
+    let snapshot = match (&r.snap, &r.at) {
+        (_, Some(at)) => SnapSpec::At(vault::time::parse_time(at).map_err(Error::Usage)?),
+        (Some(s), None) => SnapSpec::Id(s.clone()),
+        (None, None) => return Err(Error::Usage("give SNAP or --at TIME".into())),
+    };
+    let opts = RestoreOptions {
+        repo: repo_arg(cli)?,
+        snapshot,
+        source: r.source.clone(),
+        target: r.target.clone(),
+        include: r.include.clone(),
+        force: r.force,
+        delete: r.delete,
+        dry_run: r.dry_run,
+        preserve_setid: r.preserve_setid,
+    };
+    let bar = progress::Bar::new(!out.quiet);
+    let report = vault::engine::restore::restore(&opts, pool, cancel, &bar);
+    vault::Progress::finish(&bar);
+    let report = report?;
+    if out.json {
+        out.json(&report)?;
+    }
+    if let Some(w) = &report.would_write {
+        for p in w {
+            out.say(&format!("would write {p}"));
+        }
+    }
+    for e in &report.errors {
+        eprintln!(
+            "vault: error: {}: {}",
+            vault::tree::display_path(&e.path),
+            e.error
+        );
+    }
+    out.say(&format!(
+        "{} snapshot {} of {} into {}: {} files, {} folders, {} symlinks, {} hard links, {}{}",
+        if report.dry_run {
+            "would restore"
+        } else {
+            "restored"
+        },
+        report.snapshot,
+        report.source,
+        report.target,
+        report.files,
+        report.dirs,
+        report.symlinks,
+        report.hardlinks,
+        human_bytes(report.bytes_written),
+        if report.deleted > 0 {
+            format!(", {} removed", report.deleted)
+        } else {
+            String::new()
+        }
+    ));
+    if report.errors.is_empty() {
+        Ok(Outcome::Done)
+    } else {
+        Err(Error::Refused(format!(
+            "restore of snapshot {} is incomplete: {} file(s) could not be restored (named above)",
+            report.snapshot,
+            report.errors.len()
+        )))
+    }
 }
 
 /// `1.5 MB`-style sizes (powers of 1000, as df -H and restic do).

@@ -1,9 +1,15 @@
-//! The backup engine: walking (`scan`), deciding (`plan`, pure), storing (`backup`) and
-//! answering questions about the repository (`query`). It reaches the manifest and the
-//! archives only through their modules, and reports progress through [`crate::progress`].
+//! The backup engine: walking (`scan`), deciding (`plan`, pure), storing (`backup`), getting
+//! back (`restore`, through the descriptor-relative `fsx`), verifying (`check`), pruning
+//! (`forget`) and answering questions about the repository (`query`). It reaches the manifest
+//! and the archives only through their modules, and reports progress through
+//! [`crate::progress`].
 
 pub mod backup;
+pub mod check;
+pub mod forget;
+pub(crate) mod fsx;
 pub mod plan;
 pub mod query;
 pub mod repo;
+pub mod restore;
 pub mod scan;

@@ -85,6 +85,46 @@ fn source_id(repo: &Repository, source: &Path) -> Result<i64> {
         .ok_or_else(|| Error::Usage(format!("no snapshots of source {}", abs.display())))
 }
 
+/// The source a command means: the one given, or the only one the repository holds.
+fn one_source(repo: &Repository, source: Option<&Path>, what: &str) -> Result<i64> {
+    if let Some(s) = source {
+        return source_id(repo, s);
+    }
+    let sources = repo.manifest.sources()?;
+    match sources.as_slice() {
+        [] => Err(Error::NoSuchSnapshot(format!(
+            "{what} (the repository is empty)"
+        ))),
+        [(id, _)] => Ok(*id),
+        many => {
+            let names: Vec<String> = many.iter().map(|(_, p)| display_path(p)).collect();
+            Err(Error::Usage(format!(
+                "'{what}' is ambiguous: the repository holds several sources ({}); add --source",
+                names.join(", ")
+            )))
+        }
+    }
+}
+
+/// The newest snapshot taken at or before `at_ns`. A time given in whole seconds (as
+/// `snapshots` prints them) covers that whole second.
+pub fn resolve_at(repo: &Repository, at_ns: i64, source: Option<&Path>) -> Result<SnapshotRow> {
+    let sid = one_source(repo, source, "--at")?;
+    let limit = if at_ns % 1_000_000_000 == 0 {
+        at_ns + 999_999_999
+    } else {
+        at_ns
+    };
+    repo.manifest
+        .snapshots(Some(sid))?
+        .into_iter()
+        .rev()
+        .find(|s| s.time_ns <= limit)
+        .ok_or_else(|| {
+            Error::NoSuchSnapshot(format!("at or before {}", crate::time::rfc3339(at_ns)))
+        })
+}
+
 /// Resolves `SNAP`: an id, a unique id prefix, or `latest` (of `source` when the repository
 /// holds several sources).
 pub fn resolve(repo: &Repository, snap: &str, source: Option<&Path>) -> Result<SnapshotRow> {

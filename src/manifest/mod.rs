@@ -387,6 +387,108 @@ impl Manifest {
             .map_err(|e| self.err(e))
     }
 
+    /// SQLite's own consistency check; empty when the file is sound.
+    pub fn integrity_problems(&self) -> Result<Vec<String>, ManifestError> {
+        let mut st = self
+            .conn
+            .prepare("PRAGMA integrity_check")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(|e| self.err(e))?;
+        let mut out: Vec<String> = rows.collect::<Result<_, _>>().map_err(|e| self.err(e))?;
+        out.retain(|l| l != "ok");
+        let mut fk = self
+            .conn
+            .prepare("PRAGMA foreign_key_check")
+            .map_err(|e| self.err(e))?;
+        let n = fk
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(|e| self.err(e))?
+            .count();
+        if n > 0 {
+            out.push(format!("{n} rows break foreign keys"));
+        }
+        Ok(out)
+    }
+
+    /// Files of a snapshot whose content the chain does not store (a damaged manifest).
+    pub fn unstored_files(&self, snap: &SnapshotRow) -> Result<Vec<Vec<u8>>, ManifestError> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT e.path FROM entries e WHERE e.source_id = ?1 AND e.from_seq <= ?2 \
+                 AND (e.to_seq IS NULL OR e.to_seq > ?2) AND e.kind = 0 AND e.size > 0 \
+                 AND NOT EXISTS (SELECT 1 FROM blobs b WHERE b.chain_seq = ?3 AND b.digest = e.digest)",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map(params![snap.source_id, snap.seq, snap.chain_seq], |r| {
+                r.get(0)
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// The contents stored in one snapshot's archive: (member, digest, size).
+    pub fn stored_in(&self, snap_seq: i64) -> Result<Vec<(Vec<u8>, Digest, u64)>, ManifestError> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT member, digest, size FROM blobs WHERE snap_seq = ?1")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([snap_seq], |r| {
+                let d: Vec<u8> = r.get(1)?;
+                Ok((
+                    r.get(0)?,
+                    Digest::from_bytes(&d).ok_or_else(|| bad_column(1, "digest"))?,
+                    r.get::<_, i64>(2)? as u64,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Removes whole chains of one source in one transaction: their snapshots, their stored
+    /// contents, and the tree rows no remaining snapshot of the source can see.
+    pub fn forget_chains(&mut self, source_id: i64, chains: &[i64]) -> Result<(), ManifestError> {
+        let path = self.path.clone();
+        let e = |e| sql(&path, e);
+        let tx = self.conn.transaction().map_err(e)?;
+        for c in chains {
+            tx.execute("DELETE FROM blobs WHERE chain_seq = ?1", [c])
+                .map_err(e)?;
+            tx.execute(
+                "UPDATE snapshots SET parent_seq = NULL WHERE parent_seq IN \
+                 (SELECT seq FROM snapshots WHERE chain_seq = ?1) AND chain_seq <> ?1",
+                [c],
+            )
+            .map_err(e)?;
+            tx.execute(
+                "DELETE FROM snapshots WHERE chain_seq = ?1 AND source_id = ?2",
+                params![c, source_id],
+            )
+            .map_err(e)?;
+        }
+        let oldest: Option<i64> = tx
+            .query_row(
+                "SELECT min(seq) FROM snapshots WHERE source_id = ?1",
+                [source_id],
+                |r| r.get(0),
+            )
+            .map_err(e)?;
+        match oldest {
+            Some(o) => tx.execute(
+                "DELETE FROM entries WHERE source_id = ?1 AND to_seq IS NOT NULL AND to_seq <= ?2",
+                params![source_id, o],
+            ),
+            None => tx.execute("DELETE FROM entries WHERE source_id = ?1", [source_id]),
+        }
+        .map_err(e)?;
+        tx.commit().map_err(e)?;
+        Ok(())
+    }
+
     /// Records a snapshot, its tree changes and its stored contents in one transaction and
     /// returns its seq. Nothing is recorded if any step fails.
     pub fn commit_snapshot(

@@ -160,38 +160,6 @@ fn incremental_records_exactly_the_changes() {
     assert_eq!(link["target"], "a.txt");
 }
 
-/// A tree with every kind of member, with fixed mtimes.
-fn rich_tree(src: &Path) {
-    write(src.join("top.txt"), "top level\n");
-    write(src.join("exec.sh"), "#!/bin/sh\necho hi\n");
-    fs::set_permissions(src.join("exec.sh"), fs::Permissions::from_mode(0o755)).unwrap();
-    write(src.join("empty.txt"), "");
-    write(src.join("nested/deeper/leaf.txt"), "leaf\n");
-    write(
-        src.join("nested/big.bin"),
-        (0..2_500_000u32)
-            .map(|i| (i % 251) as u8)
-            .collect::<Vec<_>>(),
-    );
-    write(src.join("dup/one.txt"), "same bytes\n");
-    write(src.join("dup/two.txt"), "same bytes\n");
-    write(src.join("数据/报告.txt"), "非 ASCII 名字\n");
-    let long = "a-rather-long-folder-name-that-goes-on/".repeat(4) + "and-a-long-file-name-too.txt";
-    write(src.join(&long), "long path\n");
-    fs::create_dir_all(src.join("empty/folder")).unwrap();
-    symlink("top.txt", src.join("link-to-top")).unwrap();
-    symlink("../nowhere/at/all", src.join("nested/dangling")).unwrap();
-    // Fixed mtimes, folders last so that setting a file's time does not move its folder's.
-    let mut all: Vec<_> = shape(src).keys().cloned().collect();
-    all.sort_by_key(|k| std::cmp::Reverse(k.matches('/').count()));
-    for (i, k) in all.iter().enumerate() {
-        set_mtime(&src.join(k), 1_700_000_000 + (i as i64 % 3), 0);
-    }
-    set_mtime(&src.join("dup/one.txt"), 1_700_000_000, 0);
-    set_mtime(&src.join("dup/two.txt"), 1_700_000_000, 0);
-    set_mtime(&src.join("dup"), 1_700_000_000, 0);
-}
-
 #[test]
 fn full_archive_extracts_identically_with_gnu_tar_and_python() {
     let t = tempfile::tempdir().unwrap();

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -100,7 +100,7 @@ pub fn set_mtime(path: &Path, secs: i64, nsec: i64) {
     assert_eq!(rc, 0, "utimensat {}", path.display());
 }
 
-/// What a tree looks like: path -> (type, mode, content or target, mtime seconds).
+/// What a tree looks like: path -> (type, mode, content or target, mtime in nanoseconds).
 pub type TreeShape = BTreeMap<String, (char, u32, Vec<u8>, i64)>;
 
 /// Describes every path below `root` (not `root` itself).
@@ -135,7 +135,8 @@ pub fn shape(root: &Path) -> TreeShape {
                 ('f', fs::read(&path).unwrap())
             };
             let mode = if t == 'l' { 0 } else { m.mode() & 0o7777 };
-            out.insert(rel, (t, mode, data, if t == 'l' { 0 } else { m.mtime() }));
+            let mtime = m.mtime() * 1_000_000_000 + m.mtime_nsec();
+            out.insert(rel, (t, mode, data, if t == 'l' { 0 } else { mtime }));
             if t == 'd' {
                 walk(root, &path, out);
             }
@@ -198,4 +199,36 @@ pub fn tar_list(archive: &Path) -> Vec<String> {
         .lines()
         .map(str::to_string)
         .collect()
+}
+
+/// A tree with every kind of member, with fixed mtimes.
+pub fn rich_tree(src: &Path) {
+    write(src.join("top.txt"), "top level\n");
+    write(src.join("exec.sh"), "#!/bin/sh\necho hi\n");
+    fs::set_permissions(src.join("exec.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+    write(src.join("empty.txt"), "");
+    write(src.join("nested/deeper/leaf.txt"), "leaf\n");
+    write(
+        src.join("nested/big.bin"),
+        (0..2_500_000u32)
+            .map(|i| (i % 251) as u8)
+            .collect::<Vec<_>>(),
+    );
+    write(src.join("dup/one.txt"), "same bytes\n");
+    write(src.join("dup/two.txt"), "same bytes\n");
+    write(src.join("数据/报告.txt"), "非 ASCII 名字\n");
+    let long = "a-rather-long-folder-name-that-goes-on/".repeat(4) + "and-a-long-file-name-too.txt";
+    write(src.join(&long), "long path\n");
+    fs::create_dir_all(src.join("empty/folder")).unwrap();
+    symlink("top.txt", src.join("link-to-top")).unwrap();
+    symlink("../nowhere/at/all", src.join("nested/dangling")).unwrap();
+    // Fixed mtimes, folders last so that setting a file's time does not move its folder's.
+    let mut all: Vec<_> = shape(src).keys().cloned().collect();
+    all.sort_by_key(|k| std::cmp::Reverse(k.matches('/').count()));
+    for (i, k) in all.iter().enumerate() {
+        set_mtime(&src.join(k), 1_700_000_000 + (i as i64 % 3), 0);
+    }
+    set_mtime(&src.join("dup/one.txt"), 1_700_000_000, 0);
+    set_mtime(&src.join("dup/two.txt"), 1_700_000_000, 0);
+    set_mtime(&src.join("dup"), 1_700_000_000, 0);
 }

@@ -3,3 +3,4 @@
 
 mod backup;
 mod common;
+mod restore;

@@ -1,0 +1,269 @@
+//! `vault check`: is every snapshot restorable?
+//!
+//! Checks, in order: SQLite's integrity check; that every file of every snapshot has its content
+//! stored in the snapshot's chain; that every archive is present with its recorded size and
+//! BLAKE3; with `read_data`, that every archive decompresses and every stored content has its
+//! recorded size and digest. A problem names the archive or path and lists every snapshot it
+//! affects (a damaged archive affects its own snapshot and the later ones of its chain).
+//! Leftover `*.partial` files of an interrupted backup are removed (when no backup is running)
+//! and reported, not counted as damage.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::Read;
+use std::sync::Mutex;
+
+use crate::archive::reader::{self, Flow, MemberKind};
+use crate::engine::repo::Repository;
+use crate::error::{Error, Result};
+use crate::manifest::SnapshotRow;
+use crate::pool::{CancelToken, Pool, PoolError};
+use crate::progress::Progress;
+use crate::tree::display_path;
+
+/// One problem found.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Problem {
+    /// What is damaged: `vault.db`, `archives/NAME`, or a snapshot path.
+    pub what: String,
+    pub error: String,
+    /// Ids of the snapshots it makes unrestorable (in part or whole).
+    pub snapshots: Vec<String>,
+}
+
+/// The outcome of `vault check`.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct CheckReport {
+    pub ok: bool,
+    pub snapshots: u64,
+    pub archives: u64,
+    pub read_data: bool,
+    /// Bytes of archive checked (with `read_data`, decompressed content hashed).
+    pub bytes_checked: u64,
+    pub problems: Vec<Problem>,
+    /// Every snapshot some problem affects.
+    pub affected_snapshots: Vec<String>,
+    /// Leftovers of interrupted backups, removed.
+    pub partials_removed: Vec<String>,
+    /// Leftovers found while a backup holds the lock (left alone).
+    pub partials_in_use: Vec<String>,
+    /// Archives no snapshot refers to (e.g. a backup killed between archive and commit).
+    pub orphans: Vec<String>,
+}
+
+fn affected_by(rows: &[SnapshotRow], damaged: &SnapshotRow) -> Vec<String> {
+    rows.iter()
+        .filter(|r| r.chain_seq == damaged.chain_seq && r.seq >= damaged.seq)
+        .map(|r| r.id.clone())
+        .collect()
+}
+
+/// Runs `vault check`.
+pub fn check(
+    repo_path: &std::path::Path,
+    read_data: bool,
+    pool: &Pool,
+    cancel: &CancelToken,
+    progress: &dyn Progress,
+) -> Result<CheckReport> {
+    let mut repo = Repository::open(repo_path)?;
+    let mut report = CheckReport {
+        read_data,
+        ..CheckReport::default()
+    };
+    let all_ids = |rows: &[SnapshotRow]| rows.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
+
+    let integrity = repo.manifest.integrity_problems()?;
+    let rows = repo.manifest.snapshots(None)?;
+    report.snapshots = rows.len() as u64;
+    if !integrity.is_empty() {
+        report.problems.push(Problem {
+            what: "vault.db".into(),
+            error: integrity.join("; "),
+            snapshots: all_ids(&rows),
+        });
+    }
+    for r in &rows {
+        let missing = repo.manifest.unstored_files(r)?;
+        if let Some(first) = missing.first() {
+            report.problems.push(Problem {
+                what: format!("snapshot {}", r.id),
+                error: format!(
+                    "{} file(s) whose content the chain does not store, e.g. {}",
+                    missing.len(),
+                    display_path(first)
+                ),
+                snapshots: vec![r.id.clone()],
+            });
+        }
+    }
+
+    // Debris and orphans in archives/.
+    let locked = repo.lock_exclusive().is_ok();
+    let dir = repo.archives_dir();
+    let known: HashMap<&str, &SnapshotRow> = rows
+        .iter()
+        .filter_map(|r| r.archive.as_deref().map(|a| (a, r)))
+        .collect();
+    let listing = std::fs::read_dir(&dir).map_err(|e| crate::error::repo_io(&dir, e))?;
+    for ent in listing.flatten() {
+        let name = ent.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".partial") {
+            if locked {
+                std::fs::remove_file(ent.path())
+                    .map_err(|e| crate::error::repo_io(ent.path(), e))?;
+                report.partials_removed.push(format!("archives/{name}"));
+            } else {
+                report.partials_in_use.push(format!("archives/{name}"));
+            }
+        } else if !known.contains_key(name.as_str()) {
+            report.orphans.push(format!("archives/{name}"));
+        }
+    }
+
+    // Archives: presence, size, checksum; with read_data, every stored content.
+    let with_archive: Vec<&SnapshotRow> = rows.iter().filter(|r| r.archive.is_some()).collect();
+    report.archives = with_archive.len() as u64;
+    let stored: HashMap<i64, Vec<(Vec<u8>, crate::hash::Digest, u64)>> = if read_data {
+        with_archive
+            .iter()
+            .map(|r| Ok((r.seq, repo.manifest.stored_in(r.seq)?)))
+            .collect::<Result<_>>()?
+    } else {
+        HashMap::new()
+    };
+    let total: u64 = with_archive
+        .iter()
+        .map(|r| r.archive_size.unwrap_or(0))
+        .sum();
+    progress.phase("check", Some(total));
+    let found: Mutex<Vec<(i64, String, String)>> = Mutex::new(Vec::new());
+    let checked = std::sync::atomic::AtomicU64::new(0);
+    let result = pool.map_unordered(
+        cancel,
+        with_archive.iter().copied(),
+        || vec![0u8; 256 * 1024],
+        |buf, r| {
+            let name = r.archive.clone().unwrap_or_default();
+            let path = dir.join(&name);
+            let mut problems = Vec::new();
+            match std::fs::File::open(&path) {
+                Err(e) => problems.push(format!("cannot open: {e}")),
+                Ok(mut f) => {
+                    let mut h = blake3::Hasher::new();
+                    let mut n = 0u64;
+                    loop {
+                        match f.read(buf) {
+                            Ok(0) => break,
+                            Ok(k) => {
+                                h.update(&buf[..k]);
+                                n += k as u64;
+                            }
+                            Err(e) => {
+                                problems.push(format!("read error: {e}"));
+                                break;
+                            }
+                        }
+                    }
+                    checked.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                    if Some(n) != r.archive_size {
+                        problems.push(format!(
+                            "size is {n} bytes, the manifest says {}",
+                            r.archive_size.unwrap_or(0)
+                        ));
+                    } else if r.archive_blake3.as_deref() != Some(h.finalize().as_bytes()) {
+                        problems.push("BLAKE3 checksum differs from the manifest's".into());
+                    }
+                }
+            }
+            if read_data && problems.iter().all(|p| !p.starts_with("cannot open")) {
+                problems.extend(read_archive(&path, r, stored.get(&r.seq)));
+            }
+            (r.seq, name, problems)
+        },
+        |(seq, name, problems)| {
+            progress.advance(
+                rows.iter()
+                    .find(|r| r.seq == seq)
+                    .and_then(|r| r.archive_size)
+                    .unwrap_or(0),
+            );
+            let mut f = found.lock().unwrap_or_else(|e| e.into_inner());
+            for p in problems {
+                f.push((seq, name.clone(), p));
+            }
+            Ok::<(), ()>(())
+        },
+    );
+    match result {
+        Ok(()) | Err(PoolError::Sink(())) => {}
+        Err(PoolError::Cancelled) => return Err(Error::Cancelled),
+        Err(PoolError::WorkerPanicked(m)) => return Err(Error::Internal(m)),
+    }
+    let mut found = found.into_inner().unwrap_or_else(|e| e.into_inner());
+    found.sort();
+    for (seq, name, error) in found {
+        let r = rows
+            .iter()
+            .find(|r| r.seq == seq)
+            .expect("row of a checked archive");
+        report.problems.push(Problem {
+            what: format!("archives/{name}"),
+            error,
+            snapshots: affected_by(&rows, r),
+        });
+    }
+    report.bytes_checked = checked.into_inner();
+    let affected: BTreeSet<(i64, String)> = report
+        .problems
+        .iter()
+        .flat_map(|p| p.snapshots.iter())
+        .filter_map(|id| {
+            rows.iter()
+                .find(|r| &r.id == id)
+                .map(|r| (r.seq, r.id.clone()))
+        })
+        .collect();
+    report.affected_snapshots = affected.into_iter().map(|(_, id)| id).collect();
+    report.ok = report.problems.is_empty();
+    progress.finish();
+    Ok(report)
+}
+
+/// Decompresses one archive and checks every content the manifest says it stores.
+fn read_archive(
+    path: &std::path::Path,
+    r: &SnapshotRow,
+    stored: Option<&Vec<(Vec<u8>, crate::hash::Digest, u64)>>,
+) -> Vec<String> {
+    let mut want: HashMap<&[u8], (crate::hash::Digest, u64)> = stored
+        .map(|v| v.iter().map(|(m, d, s)| (m.as_slice(), (*d, *s))).collect())
+        .unwrap_or_default();
+    let mut problems = Vec::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let res = reader::for_each_member(path, reader::compression_of(path), |m| {
+        if let Some((d, size)) = want.remove(m.name.as_slice()) {
+            if m.kind != MemberKind::Regular {
+                problems.push(format!("{}: not a regular member", display_path(&m.name)));
+                return Ok::<Flow, ()>(Flow::Continue);
+            }
+            match crate::hash::hash_reader(r.hash, m.data, &mut buf) {
+                Ok((got, n)) if n == size && got == d => {}
+                Ok((_, n)) if n != size => problems.push(format!(
+                    "{}: {n} bytes, the manifest says {size}",
+                    display_path(&m.name)
+                )),
+                Ok(_) => problems.push(format!("{}: digest mismatch", display_path(&m.name))),
+                Err(e) => problems.push(format!("{}: {e}", display_path(&m.name))),
+            }
+        }
+        Ok(Flow::Continue)
+    });
+    if let Err(Err(e)) = res {
+        problems.push(e.to_string());
+    }
+    for m in want.keys() {
+        problems.push(format!("{}: not found in the archive", display_path(m)));
+    }
+    problems.sort();
+    problems
+}

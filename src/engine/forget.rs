@@ -1,0 +1,109 @@
+//! `vault forget --keep-fulls N`: delete whole chains (a full and its incrementals), keeping the
+//! newest N per source.
+//!
+//! Promise: the manifest forgets a chain (one transaction) before any of its archives is deleted,
+//! so a crash in between leaves unreferenced archives (reported by `check` as orphans), never a
+//! snapshot pointing at a missing archive.
+
+use std::collections::BTreeMap;
+
+use crate::engine::repo::Repository;
+use crate::error::{repo_io, Error, Result};
+use crate::tree::display_path;
+
+/// One chain removed (or that would be).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ForgottenChain {
+    pub source: String,
+    /// Id of the chain's full.
+    pub full: String,
+    pub snapshots: Vec<String>,
+    pub archives: Vec<String>,
+    pub bytes: u64,
+}
+
+/// The outcome of `vault forget`.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct ForgetReport {
+    pub dry_run: bool,
+    pub kept_chains: u64,
+    pub removed: Vec<ForgottenChain>,
+    pub bytes_freed: u64,
+}
+
+/// Runs `vault forget`.
+pub fn forget(repo_path: &std::path::Path, keep_fulls: u64, dry_run: bool) -> Result<ForgetReport> {
+    if keep_fulls == 0 {
+        return Err(Error::Usage("--keep-fulls must be at least 1".into()));
+    }
+    let mut repo = Repository::open(repo_path)?;
+    if !dry_run {
+        repo.lock_exclusive()?;
+    }
+    let rows = repo.manifest.snapshots(None)?;
+    let mut report = ForgetReport {
+        dry_run,
+        ..ForgetReport::default()
+    };
+    // source -> chain_seq -> snapshots
+    let mut by_source: BTreeMap<i64, BTreeMap<i64, Vec<&crate::manifest::SnapshotRow>>> =
+        BTreeMap::new();
+    for r in &rows {
+        by_source
+            .entry(r.source_id)
+            .or_default()
+            .entry(r.chain_seq)
+            .or_default()
+            .push(r);
+    }
+    for (source_id, chains) in by_source {
+        let n = chains.len();
+        let drop_count = n.saturating_sub(keep_fulls as usize);
+        report.kept_chains += (n - drop_count) as u64;
+        let doomed: Vec<(i64, Vec<&crate::manifest::SnapshotRow>)> =
+            chains.into_iter().take(drop_count).collect();
+        if doomed.is_empty() {
+            continue;
+        }
+        let mut forgotten = Vec::new();
+        for (chain_seq, snaps) in &doomed {
+            let full = snaps
+                .iter()
+                .find(|s| s.seq == *chain_seq)
+                .map_or(String::new(), |s| s.id.clone());
+            forgotten.push(ForgottenChain {
+                source: display_path(&snaps[0].source_path),
+                full,
+                snapshots: snaps.iter().map(|s| s.id.clone()).collect(),
+                archives: snaps.iter().filter_map(|s| s.archive.clone()).collect(),
+                bytes: snaps.iter().filter_map(|s| s.archive_size).sum(),
+            });
+        }
+        if !dry_run {
+            let seqs: Vec<i64> = doomed.iter().map(|(c, _)| *c).collect();
+            repo.manifest.forget_chains(source_id, &seqs)?;
+            let dir = repo.archives_dir();
+            for c in &forgotten {
+                for a in &c.archives {
+                    let p = dir.join(a);
+                    match std::fs::remove_file(&p) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(repo_io(p, e)),
+                    }
+                }
+            }
+            if let Ok(d) = std::fs::File::open(&dir) {
+                let _ = d.sync_all();
+            }
+        }
+        for c in &mut forgotten {
+            for a in &mut c.archives {
+                *a = format!("archives/{a}");
+            }
+        }
+        report.bytes_freed += forgotten.iter().map(|c| c.bytes).sum::<u64>();
+        report.removed.extend(forgotten);
+    }
+    Ok(report)
+}
