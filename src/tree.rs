@@ -124,17 +124,21 @@ pub fn display_path(p: &[u8]) -> String {
     String::from_utf8_lossy(p).into_owned()
 }
 
-/// The order of paths in snapshots and archives: component by component (as if `/` sorted
-/// before every other byte), so that everything below a folder directly follows the folder.
-/// GNU tar relies on that to restore folder times.
+/// The order of members in archives: component by component (as if `/` sorted before every
+/// other byte), so that everything below a folder directly follows the folder. GNU tar relies on
+/// that to restore folder times. (Snapshots, the manifest and plans use plain byte order, in
+/// which a folder also precedes what it holds.)
 pub fn path_cmp(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
-    let key = |c: &u8| if *c == b'/' { 0 } else { *c };
-    a.iter().map(key).cmp(b.iter().map(key))
+    let key = |c: u8| if c == b'/' { 0 } else { c };
+    match a.iter().zip(b).position(|(x, y)| x != y) {
+        Some(i) => key(a[i]).cmp(&key(b[i])),
+        None => a.len().cmp(&b.len()),
+    }
 }
 
-/// Sorts entries in [`path_cmp`] order.
+/// Sorts entries in path byte order, the order of snapshots and plans.
 pub fn sort_entries(entries: &mut [Entry]) {
-    entries.sort_unstable_by(|x, y| path_cmp(&x.path, &y.path));
+    entries.sort_unstable_by(|x, y| x.path.cmp(&y.path));
 }
 
 #[cfg(test)]

@@ -1,9 +1,9 @@
 //! The planner on arbitrary trees: it must never panic, and its output must account for every
-//! path exactly once.
+//! walked and every previous path exactly once.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vault::engine::plan::plan;
+use vault::engine::plan::{plan, Prev};
 use vault::tree::{sort_entries, StatCache};
 use vault::{Entry, EntryKind, HashAlgo, Kind};
 
@@ -46,9 +46,12 @@ fuzz_target!(|data: &[u8]| {
     let now = entries(&data[split.max(1)..], data[0]);
     let failed: Vec<Vec<u8>> = if data[0] & 1 == 1 { vec![b"a".to_vec()] } else { vec![] };
     for kind in [Kind::Full, Kind::Incremental] {
-        let p = plan(&prev, now.clone(), &failed, kind, data[0] & 2 == 2);
-        assert_eq!(p.items.len(), now.len());
-        let matched = p.items.iter().filter(|i| i.prev.is_some()).count();
-        assert_eq!(matched + p.removed.len() + p.carried.len() + p.dropped.len(), prev.len());
+        let p = plan(prev.clone(), now.clone(), &failed, kind, data[0] & 2 == 2);
+        assert_eq!(p.items.len() as u64 + p.unchanged, now.len() as u64);
+        let matched = p.items.iter().filter(|i| i.prev != Prev::None).count() as u64 + p.unchanged;
+        assert_eq!(
+            matched + p.removed.len() as u64 + p.carried + p.dropped.len() as u64,
+            prev.len() as u64
+        );
     }
 });

@@ -17,6 +17,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+mod parallel;
 pub mod reader;
 
 use crate::hash::{Digest, HashAlgo, Hasher};
@@ -137,18 +138,35 @@ pub struct StreamOutcome {
     pub grew: bool,
 }
 
-/// Counts and hashes the compressed bytes on their way to the file.
+/// Counts and hashes the compressed bytes on their way to the file, and starts their
+/// writeback every few MiB so that the final fsync has little left to wait for.
 struct Sink {
     file: File,
     bytes: u64,
     hash: blake3::Hasher,
+    flushed: u64,
 }
+
+const WRITEBACK_STEP: u64 = 8 << 20;
 
 impl Write for Sink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.file.write(buf)?;
         self.bytes += n as u64;
         self.hash.update(&buf[..n]);
+        if self.bytes - self.flushed >= WRITEBACK_STEP {
+            use std::os::fd::AsRawFd;
+            // SAFETY: a hint to the kernel on an fd we own; failure only loses the hint.
+            unsafe {
+                libc::sync_file_range(
+                    self.file.as_raw_fd(),
+                    self.flushed as libc::off64_t,
+                    (self.bytes - self.flushed) as libc::off64_t,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                );
+            }
+            self.flushed = self.bytes;
+        }
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -157,23 +175,20 @@ impl Write for Sink {
 }
 
 enum Encoder {
-    Gzip(flate2::write::GzEncoder<Sink>),
-    Zstd(zstd::stream::write::Encoder<'static, Sink>),
-    Plain(Sink),
+    Parallel(parallel::ParallelWriter<Sink>),
+    Plain(Box<io::BufWriter<Sink>>),
 }
 
 impl Write for Encoder {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
-            Encoder::Gzip(w) => w.write(buf),
-            Encoder::Zstd(w) => w.write(buf),
+            Encoder::Parallel(w) => w.write(buf),
             Encoder::Plain(w) => w.write(buf),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
         match self {
-            Encoder::Gzip(w) => w.flush(),
-            Encoder::Zstd(w) => w.flush(),
+            Encoder::Parallel(w) => w.flush(),
             Encoder::Plain(w) => w.flush(),
         }
     }
@@ -182,9 +197,8 @@ impl Write for Encoder {
 impl Encoder {
     fn finish(self) -> io::Result<Sink> {
         match self {
-            Encoder::Gzip(w) => w.finish(),
-            Encoder::Zstd(w) => w.finish(),
-            Encoder::Plain(w) => Ok(w),
+            Encoder::Parallel(w) => w.finish(),
+            Encoder::Plain(w) => w.into_inner().map_err(|e| e.into_error()),
         }
     }
 }
@@ -213,11 +227,13 @@ impl std::fmt::Debug for ArchiveWriter {
 }
 
 impl ArchiveWriter {
-    /// Starts `final_path` as `final_path.partial` (created new, mode 0600).
+    /// Starts `final_path` as `final_path.partial` (created new, mode 0600). Compression runs
+    /// in blocks on `pool`'s workers (see `parallel`).
     pub fn create(
         final_path: &Path,
         compression: Compression,
         level: i32,
+        pool: &crate::pool::Pool,
     ) -> Result<ArchiveWriter, ArchiveError> {
         let mut partial = final_path.as_os_str().to_owned();
         partial.push(".partial");
@@ -232,17 +248,24 @@ impl ArchiveWriter {
             file,
             bytes: 0,
             hash: blake3::Hasher::new(),
+            flushed: 0,
         };
         let enc = match compression {
-            Compression::Gzip => Encoder::Gzip(flate2::write::GzEncoder::new(
+            Compression::Gzip => Encoder::Parallel(parallel::ParallelWriter::new(
+                pool,
+                parallel::BlockCodec::Gzip {
+                    level: level.clamp(0, 9) as u32,
+                },
                 sink,
-                flate2::Compression::new(level.clamp(0, 9) as u32),
             )),
-            Compression::Zstd => Encoder::Zstd(
-                zstd::stream::write::Encoder::new(sink, level)
-                    .map_err(|e| write_err(&partial, e))?,
-            ),
-            Compression::None => Encoder::Plain(sink),
+            Compression::Zstd => Encoder::Parallel(parallel::ParallelWriter::new(
+                pool,
+                parallel::BlockCodec::Zstd { level },
+                sink,
+            )),
+            Compression::None => {
+                Encoder::Plain(Box::new(io::BufWriter::with_capacity(1 << 20, sink)))
+            }
         };
         let mut builder = tar::Builder::new(enc);
         builder.mode(tar::HeaderMode::Complete);
@@ -373,27 +396,26 @@ impl ArchiveWriter {
         })
     }
 
-    /// Bytes of compressed output so far.
-    pub fn bytes_written(&self) -> u64 {
-        match self.builder.as_ref().map(|b| b.get_ref()) {
-            Some(Encoder::Gzip(w)) => w.get_ref().bytes,
-            Some(Encoder::Zstd(w)) => w.get_ref().bytes,
-            Some(Encoder::Plain(w)) => w.bytes,
-            None => 0,
-        }
-    }
-
     /// Writes the tar end blocks and the compressor trailer, fsyncs, renames the partial file to
     /// its final name and fsyncs the folder.
     pub fn finish(mut self) -> Result<FinishedArchive, ArchiveError> {
         let builder = self.builder.take().expect("finish called twice");
         let p = self.partial.clone();
-        let enc = builder.into_inner().map_err(|e| write_err(&p, e))?;
-        let mut sink = enc.finish().map_err(|e| write_err(&p, e))?;
-        sink.file.flush().map_err(|e| write_err(&p, e))?;
-        sink.file.sync_all().map_err(|e| write_err(&p, e))?;
-        drop(sink.file);
-        fs::rename(&self.partial, &self.final_path).map_err(|e| write_err(&p, e))?;
+        let sealed = (|| -> Result<Sink, ArchiveError> {
+            let enc = builder.into_inner().map_err(|e| write_err(&p, e))?;
+            let mut sink = enc.finish().map_err(|e| write_err(&p, e))?;
+            sink.file.flush().map_err(|e| write_err(&p, e))?;
+            sink.file.sync_all().map_err(|e| write_err(&p, e))?;
+            fs::rename(&self.partial, &self.final_path).map_err(|e| write_err(&p, e))?;
+            Ok(sink)
+        })();
+        let sink = match sealed {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = fs::remove_file(&self.partial);
+                return Err(e);
+            }
+        };
         if let Some(dir) = self.final_path.parent() {
             File::open(dir)
                 .and_then(|d| d.sync_all())

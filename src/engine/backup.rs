@@ -22,7 +22,7 @@ use std::time::Instant;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
 use crate::archive::{ArchiveWriter, Compression, MemberMeta};
-use crate::engine::plan::{self, Plan, ReadReason};
+use crate::engine::plan::{self, Plan, Prev, ReadReason};
 use crate::engine::repo::Repository;
 use crate::engine::scan::{self, entry_from_meta, ScanOptions, Warning};
 use crate::error::{Error, Result};
@@ -459,9 +459,9 @@ pub fn backup(
                 Some(l) => r.manifest.chain_len(l.chain_seq)?,
                 None => 0,
             };
-            (last, history, chain_len, r.manifest.live_entries(id)?)
+            (last, history, chain_len, Some(id))
         }
-        _ => (None, Vec::new(), 0, Vec::new()),
+        _ => (None, Vec::new(), 0, None),
     };
     let (kind, reason) = decide(opts, last.as_ref(), &history, chain_len, now_ns)?;
     let algo = match (kind, &last) {
@@ -479,27 +479,32 @@ pub fn backup(
             exclude: excludes,
             skip_dir,
         },
+        pool,
         cancel,
         progress,
     )?;
     let mut warnings = scan.warnings.clone();
-    let plan = plan::plan(&prev, scan.entries, &scan.failed, kind, opts.rehash);
-    drop(prev);
+    let plan = match (&repo, prev) {
+        (Some(r), Some(id)) => r.manifest.with_live_entries(id, |rows| {
+            plan::plan(rows, scan.entries, &scan.failed, kind, opts.rehash)
+        })?,
+        _ => plan::plan(Vec::new(), scan.entries, &scan.failed, kind, opts.rehash),
+    };
 
     if opts.dry_run {
         let mut stats = BackupStats::default();
         for it in &plan.items {
             stats.files += 1;
-            match &it.prev {
-                None => stats.new += 1,
-                Some(p) if it.read == ReadReason::No && !it.entry.differs_from(p) => {
+            match it.prev {
+                Prev::None => stats.new += 1,
+                Prev::Was { meta_same, .. } if it.read == ReadReason::No && meta_same => {
                     stats.unchanged += 1
                 }
-                Some(_) => stats.changed += 1,
+                Prev::Was { .. } => stats.changed += 1,
             }
         }
-        stats.files += plan.carried.len() as u64;
-        stats.unchanged += plan.carried.len() as u64;
+        stats.files += plan.unchanged + plan.carried;
+        stats.unchanged += plan.unchanged + plan.carried;
         stats.deleted = plan.removed.len() as u64;
         stats.duration_s = started.elapsed().as_secs_f64();
         return Ok(BackupReport {
@@ -555,7 +560,7 @@ pub fn backup(
 
     let mut writer: Option<ArchiveWriter> = None;
     if kind == Kind::Full {
-        let mut w = ArchiveWriter::create(&archive_path, opts.compression, level)?;
+        let mut w = ArchiveWriter::create(&archive_path, opts.compression, level, pool)?;
         w.add_dir(&name, &meta_of(&scan.root))?;
         writer = Some(w);
     }
@@ -568,7 +573,13 @@ pub fn backup(
     let total_bytes: u64 = plan.reads().map(|i| i.entry.size).sum();
     progress.phase("read", Some(total_bytes));
     let indices: Vec<usize> = if kind == Kind::Full {
-        (0..plan.items.len()).collect()
+        // Archive order: each folder's contents right after the folder (GNU tar needs that to
+        // restore folder times), which is not quite path byte order.
+        let mut v: Vec<usize> = (0..plan.items.len()).collect();
+        v.sort_by(|&a, &b| {
+            crate::tree::path_cmp(&plan.items[a].entry.path, &plan.items[b].entry.path)
+        });
+        v
     } else {
         (0..plan.items.len())
             .filter(|&i| plan.items[i].read != ReadReason::No)
@@ -646,6 +657,7 @@ pub fn backup(
                                 &archive_path,
                                 opts.compression,
                                 level,
+                                pool,
                             )?);
                         }
                         let w = writer.as_mut().expect("just created");
@@ -752,9 +764,9 @@ pub fn backup(
         let entry = match outcomes[idx].take() {
             Some(Outcome::Ok(e)) => e,
             Some(Outcome::Failed) => {
-                if let Some(p) = &it.prev {
+                if let Prev::Was { .. } = it.prev {
                     if kind == Kind::Full {
-                        changes.push(EntryChange::Remove(p.path.clone()));
+                        changes.push(EntryChange::Remove(it.entry.path.clone()));
                     } else {
                         stats.files += 1;
                         stats.unchanged += 1;
@@ -765,24 +777,18 @@ pub fn backup(
             None => it.entry.clone(),
         };
         stats.files += 1;
-        match &it.prev {
-            None => {
-                stats.new += 1;
-                changes.push(EntryChange::Put(entry));
-            }
-            Some(p) if *p == entry => stats.unchanged += 1,
-            Some(p) => {
-                if entry.differs_from(p) {
-                    stats.changed += 1;
-                } else {
-                    stats.unchanged += 1;
-                }
-                changes.push(EntryChange::Put(entry));
-            }
+        let (row, visible) = it.outcome(&entry);
+        match it.prev {
+            Prev::None => stats.new += 1,
+            Prev::Was { .. } if visible => stats.changed += 1,
+            Prev::Was { .. } => stats.unchanged += 1,
+        }
+        if row {
+            changes.push(EntryChange::Put(entry));
         }
     }
-    stats.files += plan.carried.len() as u64;
-    stats.unchanged += plan.carried.len() as u64;
+    stats.files += plan.unchanged + plan.carried;
+    stats.unchanged += plan.unchanged + plan.carried;
     stats.deleted = plan.removed.len() as u64;
     for p in plan.removed.iter().chain(&plan.dropped) {
         changes.push(EntryChange::Remove(p.clone()));

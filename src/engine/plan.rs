@@ -3,11 +3,14 @@
 //! It decides, without touching the disk, which files must be read (new, or stat data changed,
 //! or every file for a full or `--rehash`), which paths are gone, and which previous entries are
 //! kept because their state could not be read this time. `--dry-run` prints this plan.
+//!
+//! Both trees come in path byte order (the manifest's order); the previous one is consumed as a
+//! stream, and an incremental keeps no item for a path that is exactly as it was, so memory holds
+//! the walked tree and the changes, not two copies of the tree.
 
+use crate::hash::Digest;
 use crate::manifest::Kind;
-use std::cmp::Ordering;
-
-use crate::tree::{path_cmp, Entry, EntryKind};
+use crate::tree::{Entry, EntryKind};
 
 /// Why a file is read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -25,22 +28,60 @@ pub enum ReadReason {
     Rehash,
 }
 
+/// What the previous snapshot had at an item's path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Prev {
+    /// Nothing (a new path).
+    None,
+    /// Something. `meta_same`: type, mode, owner, mtime and (for symlinks) target are as they
+    /// were; `exact`: the stat cache too. `digest`: the previous content digest (files).
+    Was {
+        digest: Option<Digest>,
+        meta_same: bool,
+        exact: bool,
+    },
+}
+
 /// One walked path and what to do with it.
 #[derive(Clone, Debug)]
 pub struct Item {
     pub entry: Entry,
-    pub prev: Option<Entry>,
+    pub prev: Prev,
     pub read: ReadReason,
+}
+
+impl Item {
+    /// After reading (when read) the entry carries its digest: does the manifest need a new
+    /// row, and is it a user-visible change?
+    pub fn outcome(&self, entry: &Entry) -> (bool, bool) {
+        match self.prev {
+            Prev::None => (true, true),
+            Prev::Was {
+                digest,
+                meta_same,
+                exact,
+            } => {
+                let content_same = digest == entry.digest;
+                let visible = !meta_same || !content_same;
+                let row = visible || !exact;
+                (row, visible)
+            }
+        }
+    }
 }
 
 /// The plan for one backup.
 #[derive(Clone, Debug, Default)]
 pub struct Plan {
+    /// The walked paths that need work or a new manifest row, in path order; for a full, every
+    /// walked path.
     pub items: Vec<Item>,
+    /// Walked paths of an incremental that are exactly as before (no item kept for them).
+    pub unchanged: u64,
     /// Previous paths that are gone.
     pub removed: Vec<Vec<u8>>,
     /// Previous entries kept as they were (their state could not be read this time).
-    pub carried: Vec<Entry>,
+    pub carried: u64,
     /// Previous entries dropped because they could not be read and a full starts a new chain.
     pub dropped: Vec<Vec<u8>>,
 }
@@ -68,26 +109,36 @@ fn under(path: &[u8], failed: &[Vec<u8>]) -> bool {
     })
 }
 
-/// Compares `scanned` with `prev`, both sorted in [`path_cmp`] order.
+fn meta_same(a: &Entry, b: &Entry) -> bool {
+    a.kind == b.kind
+        && a.mode == b.mode
+        && a.uid == b.uid
+        && a.gid == b.gid
+        && a.mtime_ns == b.mtime_ns
+        && a.target == b.target
+}
+
+/// Compares `scanned` with `prev`, both sorted by path bytes. `prev` is consumed as a stream.
 pub fn plan(
-    prev: &[Entry],
+    prev: impl IntoIterator<Item = Entry>,
     scanned: Vec<Entry>,
     failed: &[Vec<u8>],
     kind: Kind,
     rehash: bool,
 ) -> Plan {
     debug_assert!(failed.windows(2).all(|w| w[0] <= w[1]));
+    debug_assert!(scanned.windows(2).all(|w| w[0].path < w[1].path));
     let mut out = Plan {
-        items: Vec::with_capacity(scanned.len()),
+        items: Vec::with_capacity(if kind == Kind::Full { scanned.len() } else { 0 }),
         ..Plan::default()
     };
-    let mut p = prev.iter().peekable();
-    for entry in scanned {
+    let mut p = prev.into_iter().peekable();
+    for mut entry in scanned {
         // Previous paths sorting before this one are not in the walk.
-        while let Some(old) = p.next_if(|o| path_cmp(&o.path, &entry.path) == Ordering::Less) {
+        while let Some(old) = p.next_if(|o| o.path < entry.path) {
             gone(&mut out, old, failed, kind);
         }
-        let prev = p.next_if(|o| o.path == entry.path).cloned();
+        let old = p.next_if(|o| o.path == entry.path);
         let read = if entry.kind != EntryKind::File {
             ReadReason::No
         } else if kind == Kind::Full {
@@ -95,16 +146,27 @@ pub fn plan(
         } else if rehash {
             ReadReason::Rehash
         } else {
-            match &prev {
+            match &old {
                 None => ReadReason::New,
                 Some(o) if o.kind != EntryKind::File || o.digest.is_none() => ReadReason::New,
                 Some(o) if !o.same_stat(&entry) => ReadReason::StatChanged,
                 Some(_) => ReadReason::No,
             }
         };
-        let mut entry = entry;
         if read == ReadReason::No && entry.kind == EntryKind::File {
-            entry.digest = prev.as_ref().and_then(|o| o.digest);
+            entry.digest = old.as_ref().and_then(|o| o.digest);
+        }
+        let prev = match &old {
+            None => Prev::None,
+            Some(o) => Prev::Was {
+                digest: o.digest,
+                meta_same: meta_same(o, &entry),
+                exact: *o == entry,
+            },
+        };
+        if kind == Kind::Incremental && read == ReadReason::No && old.as_ref() == Some(&entry) {
+            out.unchanged += 1;
+            continue;
         }
         out.items.push(Item { entry, prev, read });
     }
@@ -114,15 +176,15 @@ pub fn plan(
     out
 }
 
-fn gone(out: &mut Plan, old: &Entry, failed: &[Vec<u8>], kind: Kind) {
+fn gone(out: &mut Plan, old: Entry, failed: &[Vec<u8>], kind: Kind) {
     if under(&old.path, failed) {
         if kind == Kind::Full {
-            out.dropped.push(old.path.clone());
+            out.dropped.push(old.path);
         } else {
-            out.carried.push(old.clone());
+            out.carried += 1;
         }
     } else {
-        out.removed.push(old.path.clone());
+        out.removed.push(old.path);
     }
 }
 
@@ -158,22 +220,26 @@ mod tests {
     }
 
     #[test]
-    fn detects_new_changed_removed_and_keeps_unchanged_digest() {
+    fn detects_new_changed_removed_and_skips_unchanged() {
         let prev = vec![
             stored(file("a", 1, 1)),
             stored(file("b", 1, 1)),
             stored(file("c", 1, 1)),
         ];
         let scanned = vec![file("a", 1, 1), file("b", 2, 5), file("d", 1, 1)];
-        let p = plan(&prev, scanned, &[], Kind::Incremental, false);
+        let p = plan(prev.clone(), scanned, &[], Kind::Incremental, false);
+        assert_eq!(p.unchanged, 1);
         let reads: Vec<_> = p.items.iter().map(|i| i.read).collect();
-        assert_eq!(
-            reads,
-            [ReadReason::No, ReadReason::StatChanged, ReadReason::New]
-        );
-        assert_eq!(p.items[0].entry.digest, prev[0].digest);
+        assert_eq!(reads, [ReadReason::StatChanged, ReadReason::New]);
+        assert!(matches!(
+            p.items[0].prev,
+            Prev::Was {
+                meta_same: false,
+                ..
+            }
+        ));
         assert_eq!(p.removed, vec![b"c".to_vec()]);
-        assert!(p.carried.is_empty());
+        assert_eq!(p.carried, 0);
     }
 
     #[test]
@@ -184,19 +250,19 @@ mod tests {
             stored(file("dz", 1, 1)),
         ];
         let failed = vec![b"d".to_vec()];
-        let p = plan(&prev, vec![], &failed, Kind::Incremental, false);
-        assert_eq!(p.carried.len(), 2);
+        let p = plan(prev.clone(), vec![], &failed, Kind::Incremental, false);
+        assert_eq!(p.carried, 2);
         assert_eq!(p.removed, vec![b"dz".to_vec()]);
-        let p = plan(&prev, vec![], &failed, Kind::Full, false);
+        let p = plan(prev, vec![], &failed, Kind::Full, false);
         assert_eq!(p.dropped.len(), 2);
     }
 
     #[test]
     fn full_and_rehash_read_everything() {
         let prev = vec![stored(file("a", 1, 1))];
-        let p = plan(&prev, vec![file("a", 1, 1)], &[], Kind::Full, false);
+        let p = plan(prev.clone(), vec![file("a", 1, 1)], &[], Kind::Full, false);
         assert_eq!(p.items[0].read, ReadReason::Full);
-        let p = plan(&prev, vec![file("a", 1, 1)], &[], Kind::Incremental, true);
+        let p = plan(prev, vec![file("a", 1, 1)], &[], Kind::Incremental, true);
         assert_eq!(p.items[0].read, ReadReason::Rehash);
     }
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use crate::engine::repo::Repository;
 use crate::error::{Error, Result};
 use crate::manifest::SnapshotRow;
-use crate::tree::{display_path, path_cmp, Entry, EntryKind};
+use crate::tree::{display_path, Entry, EntryKind};
 
 /// One line of `vault snapshots --json`.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -252,7 +252,7 @@ pub fn diff(repo: &Repository, a: &SnapshotRow, b: &SnapshotRow) -> Result<DiffR
     Ok(diff_trees(&ta, &tb))
 }
 
-/// Compares two trees sorted in [`path_cmp`] order.
+/// Compares two trees sorted in path byte order.
 pub fn diff_trees(ta: &[Entry], tb: &[Entry]) -> DiffReport {
     let mut out = DiffReport::default();
     let (mut i, mut j) = (0, 0);
@@ -270,7 +270,7 @@ pub fn diff_trees(ta: &[Entry], tb: &[Entry]) -> DiffReport {
                 i += 1;
                 j += 1;
             }
-            (Some(x), Some(y)) if path_cmp(&x.path, &y.path).is_lt() => {
+            (Some(x), Some(y)) if x.path < y.path => {
                 out.deleted.push(display_path(&x.path));
                 i += 1;
             }

@@ -4,19 +4,19 @@
 //! devices are skipped with a warning; a folder that cannot be listed is a warning and is
 //! reported in [`Scan::failed`] so that the plan keeps what the previous snapshot had below it;
 //! excluded paths (and the repository itself, when it lies inside the source) are not entered.
-//! The result is sorted in [`crate::tree::path_cmp`] order: a folder, then what it holds.
+//! The result is sorted in path byte order (a folder before what it holds).
 
 use std::ffi::OsStr;
 use std::fs::{self, Metadata};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use globset::GlobSet;
 
 use crate::error::{Error, Result};
-use crate::pool::CancelToken;
+use crate::pool::{CancelToken, Pool, PoolError};
 use crate::progress::Progress;
 use crate::tree::{Entry, EntryKind, StatCache};
 
@@ -102,10 +102,120 @@ fn os(p: &[u8]) -> &Path {
     Path::new(OsStr::from_bytes(p))
 }
 
-/// Walks `src` (an absolute folder).
+/// What one folder's listing produced.
+#[derive(Default)]
+struct Listing {
+    entries: Vec<Entry>,
+    warnings: Vec<Warning>,
+    failed: Vec<Vec<u8>>,
+}
+
+/// Lists one folder (`dir`, relative to `src`): an lstat per child; sub-folders to enter are
+/// pushed to `more`.
+fn list_dir(src: &Path, dir: Vec<u8>, opts: &ScanOptions, more: &mut Vec<Vec<u8>>) -> Listing {
+    let mut out = Listing::default();
+    let abs = if dir.is_empty() {
+        src.to_path_buf()
+    } else {
+        src.join(os(&dir))
+    };
+    let rd = match fs::read_dir(&abs) {
+        Ok(rd) => rd,
+        Err(e) => {
+            out.warnings.push(Warning::failed(
+                dir.clone(),
+                format!("cannot list folder: {e}"),
+            ));
+            out.failed.push(dir);
+            return out;
+        }
+    };
+    for de in rd {
+        let de = match de {
+            Ok(de) => de,
+            Err(e) => {
+                out.warnings.push(Warning::failed(
+                    dir.clone(),
+                    format!("cannot list folder: {e}"),
+                ));
+                out.failed.push(dir.clone());
+                break;
+            }
+        };
+        let rel = join(&dir, de.file_name().as_bytes());
+        if !opts.exclude.is_empty() && opts.exclude.is_match(os(&rel)) {
+            continue;
+        }
+        let m = match de.metadata() {
+            Ok(m) => m,
+            Err(e) => {
+                let vanished = e.kind() == io::ErrorKind::NotFound;
+                let why = if vanished {
+                    "vanished before it could be read".to_string()
+                } else {
+                    format!("cannot stat: {e}")
+                };
+                out.warnings.push(Warning::failed(rel.clone(), why));
+                if !vanished {
+                    out.failed.push(rel);
+                }
+                continue;
+            }
+        };
+        let ft = m.file_type();
+        if ft.is_dir() {
+            if opts.skip_dir == Some((m.dev(), m.ino())) {
+                continue;
+            }
+            out.entries
+                .push(entry_from_meta(rel.clone(), EntryKind::Dir, &m));
+            more.push(rel);
+        } else if ft.is_file() {
+            out.entries.push(entry_from_meta(rel, EntryKind::File, &m));
+        } else if ft.is_symlink() {
+            match fs::read_link(de.path()) {
+                Ok(t) => {
+                    let mut e = entry_from_meta(rel, EntryKind::Symlink, &m);
+                    let t = t.into_os_string().into_vec();
+                    e.size = t.len() as u64;
+                    e.target = Some(t);
+                    out.entries.push(e);
+                }
+                Err(err) => {
+                    out.warnings.push(Warning::failed(
+                        rel.clone(),
+                        format!("cannot read symlink: {err}"),
+                    ));
+                    out.failed.push(rel);
+                }
+            }
+        } else {
+            let what = if ft.is_fifo() {
+                "FIFO"
+            } else if ft.is_socket() {
+                "socket"
+            } else if ft.is_block_device() {
+                "block device"
+            } else if ft.is_char_device() {
+                "character device"
+            } else {
+                "special file"
+            };
+            out.warnings.push(Warning {
+                path: rel,
+                error: format!("skipped: {what} (only files, folders and symlinks are backed up)"),
+                failed: false,
+            });
+        }
+    }
+    out
+}
+
+/// Walks `src` (an absolute folder), folders listed in parallel on the pool.
 pub fn scan(
     src: &Path,
     opts: &ScanOptions,
+    pool: &Pool,
     cancel: &CancelToken,
     progress: &dyn Progress,
 ) -> Result<Scan> {
@@ -132,111 +242,26 @@ pub fn scan(
         warnings: Vec::new(),
         failed: Vec::new(),
     };
-    let mut stack: Vec<Vec<u8>> = vec![Vec::new()];
-    let mut abs = PathBuf::new();
-    while let Some(dir) = stack.pop() {
-        if cancel.is_cancelled() {
-            return Err(Error::Cancelled);
-        }
-        abs.clear();
-        abs.push(src);
-        if !dir.is_empty() {
-            abs.push(os(&dir));
-        }
-        let rd = match fs::read_dir(&abs) {
-            Ok(rd) => rd,
-            Err(e) => {
-                out.warnings.push(Warning::failed(
-                    dir.clone(),
-                    format!("cannot list folder: {e}"),
-                ));
-                out.failed.push(dir);
-                continue;
-            }
-        };
-        for de in rd {
-            let de = match de {
-                Ok(de) => de,
-                Err(e) => {
-                    out.warnings.push(Warning::failed(
-                        dir.clone(),
-                        format!("cannot list folder: {e}"),
-                    ));
-                    out.failed.push(dir.clone());
-                    break;
-                }
-            };
-            let rel = join(&dir, de.file_name().as_bytes());
-            if opts.exclude.is_match(os(&rel)) {
-                continue;
-            }
-            let m = match de.metadata() {
-                Ok(m) => m,
-                Err(e) => {
-                    let vanished = e.kind() == io::ErrorKind::NotFound;
-                    let why = if vanished {
-                        "vanished before it could be read".to_string()
-                    } else {
-                        format!("cannot stat: {e}")
-                    };
-                    out.warnings.push(Warning::failed(rel.clone(), why));
-                    if !vanished {
-                        out.failed.push(rel);
-                    }
-                    continue;
-                }
-            };
-            let ft = m.file_type();
-            progress.advance(1);
-            if ft.is_dir() {
-                if opts.skip_dir == Some((m.dev(), m.ino())) {
-                    continue;
-                }
-                out.entries
-                    .push(entry_from_meta(rel.clone(), EntryKind::Dir, &m));
-                stack.push(rel);
-            } else if ft.is_file() {
-                out.entries.push(entry_from_meta(rel, EntryKind::File, &m));
-            } else if ft.is_symlink() {
-                match fs::read_link(de.path()) {
-                    Ok(t) => {
-                        let mut e = entry_from_meta(rel, EntryKind::Symlink, &m);
-                        let t = t.into_os_string().into_vec();
-                        e.size = t.len() as u64;
-                        e.target = Some(t);
-                        out.entries.push(e);
-                    }
-                    Err(err) => {
-                        out.warnings.push(Warning::failed(
-                            rel.clone(),
-                            format!("cannot read symlink: {err}"),
-                        ));
-                        out.failed.push(rel);
-                    }
-                }
-            } else {
-                let what = if ft.is_fifo() {
-                    "FIFO"
-                } else if ft.is_socket() {
-                    "socket"
-                } else if ft.is_block_device() {
-                    "block device"
-                } else if ft.is_char_device() {
-                    "character device"
-                } else {
-                    "special file"
-                };
-                out.warnings.push(Warning {
-                    path: rel,
-                    error: format!(
-                        "skipped: {what} (only files, folders and symlinks are backed up)"
-                    ),
-                    failed: false,
-                });
-            }
-        }
+    let r = pool.run_queue(
+        cancel,
+        vec![Vec::new()],
+        || (),
+        |_, dir, more| list_dir(src, dir, opts, more),
+        |l: Listing| {
+            progress.advance(l.entries.len() as u64);
+            out.entries.extend(l.entries);
+            out.warnings.extend(l.warnings);
+            out.failed.extend(l.failed);
+            Ok::<(), ()>(())
+        },
+    );
+    match r {
+        Ok(()) | Err(PoolError::Sink(())) => {}
+        Err(PoolError::Cancelled) => return Err(Error::Cancelled),
+        Err(PoolError::WorkerPanicked(m)) => return Err(Error::Internal(m)),
     }
     crate::tree::sort_entries(&mut out.entries);
+    out.warnings.sort_by(|a, b| a.path.cmp(&b.path));
     out.failed.sort_unstable();
     out.failed.dedup();
     Ok(out)

@@ -318,32 +318,53 @@ impl Manifest {
             .map_err(|e| self.err(e))
     }
 
-    /// The tree of the newest snapshot of a source, in [`crate::tree::path_cmp`] order.
+    /// The tree of the newest snapshot of a source, in path byte order.
     pub fn live_entries(&self, source_id: i64) -> Result<Vec<Entry>, ManifestError> {
-        let q =
-            format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE source_id = ?1 AND to_seq IS NULL");
+        self.with_live_entries(source_id, |rows| rows.collect())
+    }
+
+    /// Streams the tree of the newest snapshot of a source, in path byte order (the primary
+    /// key's order: no sort, no copy of the whole tree), to `f`. A row that cannot be read
+    /// ends the stream and is returned as the error.
+    pub fn with_live_entries<R>(
+        &self,
+        source_id: i64,
+        f: impl FnOnce(&mut dyn Iterator<Item = Entry>) -> R,
+    ) -> Result<R, ManifestError> {
+        let q = format!(
+            "SELECT {ENTRY_COLUMNS} FROM entries WHERE source_id = ?1 AND to_seq IS NULL ORDER BY path"
+        );
         let mut st = self.conn.prepare_cached(&q).map_err(|e| self.err(e))?;
         let rows = st
             .query_map([source_id], entry_row)
             .map_err(|e| self.err(e))?;
-        let mut v: Vec<Entry> = rows.collect::<Result<_, _>>().map_err(|e| self.err(e))?;
-        crate::tree::sort_entries(&mut v);
-        Ok(v)
+        let mut failure = None;
+        let mut it = rows.map_while(|r| match r {
+            Ok(e) => Some(e),
+            Err(e) => {
+                failure = Some(e);
+                None
+            }
+        });
+        let out = f(&mut it);
+        drop(it);
+        match failure {
+            Some(e) => Err(self.err(e)),
+            None => Ok(out),
+        }
     }
 
-    /// The tree of one snapshot, in [`crate::tree::path_cmp`] order.
+    /// The tree of one snapshot, in path byte order.
     pub fn snapshot_entries(&self, snap: &SnapshotRow) -> Result<Vec<Entry>, ManifestError> {
         let q = format!(
             "SELECT {ENTRY_COLUMNS} FROM entries WHERE source_id = ?1 AND from_seq <= ?2 \
-             AND (to_seq IS NULL OR to_seq > ?2)"
+             AND (to_seq IS NULL OR to_seq > ?2) ORDER BY path"
         );
         let mut st = self.conn.prepare_cached(&q).map_err(|e| self.err(e))?;
         let rows = st
             .query_map(params![snap.source_id, snap.seq], entry_row)
             .map_err(|e| self.err(e))?;
-        let mut v: Vec<Entry> = rows.collect::<Result<_, _>>().map_err(|e| self.err(e))?;
-        crate::tree::sort_entries(&mut v);
-        Ok(v)
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
     /// Every digest stored in a chain.
