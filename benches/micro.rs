@@ -93,9 +93,14 @@ fn planning(c: &mut Criterion) {
         g.throughput(Throughput::Elements(n as u64));
         g.bench_with_input(BenchmarkId::new("no_change", n), &n, |b, _| {
             b.iter(|| {
-                plan(&prev, now.clone(), &[], Kind::Incremental, false)
-                    .items
-                    .len()
+                plan(
+                    prev.iter().cloned(),
+                    now.clone(),
+                    &[],
+                    Kind::Incremental,
+                    false,
+                )
+                .unchanged
             })
         });
     }
