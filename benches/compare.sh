@@ -8,6 +8,8 @@
 # --work DIR      scratch folder (default: a new folder under /tmp); removed at the end
 # --jobs N        vault's worker pool size (default: all cores)
 # --no-install    do not apt-get missing peers (rows for missing ones are skipped)
+# --incremental-only  skip the full-backup peers, vault's zstd full and the restore rows (for
+#                 huge trees where only incremental time and memory are of interest)
 #
 # Prints, per operation, wall time, CPU time (user+sys), peak RSS and output size of each
 # tool, and the ratio of vault's wall time to each peer's. The page cache is warmed first.
@@ -20,6 +22,7 @@ synthetic=0
 work=""
 jobs=""
 install=1
+inc_only=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --tree) tree_src="$2"; shift 2 ;;
@@ -27,6 +30,7 @@ while [ $# -gt 0 ]; do
     --work) work="$2"; shift 2 ;;
     --jobs) jobs="$2"; shift 2 ;;
     --no-install) install=0; shift ;;
+    --incremental-only) inc_only=1; shift ;;
     -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "compare.sh: unknown argument $1" >&2; exit 2 ;;
   esac
@@ -107,11 +111,17 @@ export RESTIC_PASSWORD=benchmark-only   # a throwaway repository on /tmp; not a 
 # Full backups.
 measure full-gzip vault "" -- "$vault" "${jobs_arg[@]}" backup "$tree" --repo "$work/vrepo" --full --json -q
 vault_size
-measure full-gzip "tar -czf" "$work/t.tgz" -- tar -czf "$work/t.tgz" -C "$work" tree
-have pigz && measure full-gzip "tar -I pigz" "$work/p.tgz" -- tar -I pigz -cf "$work/p.tgz" -C "$work" tree
-measure full-zstd vault "" -- "$vault" "${jobs_arg[@]}" backup "$tree" --repo "$work/zrepo" --full --compression zstd --json -q
-vault_size
-have zstd && measure full-zstd "tar -I 'zstd -T0 -3'" "$work/t.tzst" -- tar -I 'zstd -T0 -3' -cf "$work/t.tzst" -C "$work" tree
+if [ "$inc_only" = 0 ]; then
+  measure full-gzip "tar -czf" "$work/t.tgz" -- tar -czf "$work/t.tgz" -C "$work" tree
+  rm -f "$work/t.tgz"
+  have pigz && measure full-gzip "tar -I pigz" "$work/p.tgz" -- tar -I pigz -cf "$work/p.tgz" -C "$work" tree
+  rm -f "$work/p.tgz"
+  measure full-zstd vault "" -- "$vault" "${jobs_arg[@]}" backup "$tree" --repo "$work/zrepo" --full --compression zstd --json -q
+  vault_size
+  rm -rf "$work/zrepo"
+  have zstd && measure full-zstd "tar -I 'zstd -T0 -3'" "$work/t.tzst" -- tar -I 'zstd -T0 -3' -cf "$work/t.tzst" -C "$work" tree
+  rm -f "$work/t.tzst"
+fi
 if have restic; then
   restic init --repo "$work/rrepo" -q >/dev/null
   measure full-zstd restic "$work/rrepo" -- restic backup --repo "$work/rrepo" -q "$tree"
@@ -136,6 +146,7 @@ measure 1pct-changed "tar --listed-incremental" "$work/l2.tgz" -- tar -czf "$wor
 have restic && measure 1pct-changed restic "" -- restic backup --repo "$work/rrepo" -q "$tree"
 
 # Restore the newest snapshot of the chain (a full and two incrementals) into a fresh folder.
+[ "$inc_only" = 1 ] || {
 measure restore vault "" -- "$vault" "${jobs_arg[@]}" restore latest --repo "$work/vrepo" --target "$work/out-vault" -q
 rm -rf "$work/out-vault"
 mkdir -p "$work/out-tar"
@@ -145,6 +156,7 @@ measure restore "tar -x (3-archive chain)" "" -- bash -c extract_chain
 rm -rf "$work/out-tar"
 have restic && measure restore restic "" -- restic restore latest --repo "$work/rrepo" -q --target "$work/out-restic"
 rm -rf "$work/out-restic"
+}
 
 echo
 echo "vault vs peers on a $label: $files paths, $((bytes / 1000000)) MB; $(nproc) cores; $(date -u +%Y-%m-%d)"
@@ -153,10 +165,14 @@ python3 - "$results" <<'PY'
 import sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 vault = {r[0]: float(r[2]) for r in rows if r[1] == "vault"}
-print("| operation | tool | wall s | CPU s | peak RSS MB | size MB | vault / tool (wall) |")
-print("|---|---|---:|---:|---:|---:|---:|")
+rss_v = {r[0]: int(r[4]) for r in rows if r[1] == "vault"}
+print("| operation | tool | wall s | CPU s | peak RSS MB | size MB | vault / tool (wall) | vault / tool (RSS) |")
+print("|---|---|---:|---:|---:|---:|---:|---:|")
 for op, tool, wall, cpu, rss, size in rows:
     wall, cpu, rss, size = float(wall), float(cpu), int(rss) / 1024, int(size) / 1e6
-    ratio = "" if tool == "vault" else "%.2fx" % (vault[op] / wall if wall > 0 else float("inf"))
-    print("| %s | %s | %.2f | %.2f | %.0f | %.1f | %s |" % (op, tool, wall, cpu, rss, size, ratio))
+    ratio = mem = ""
+    if tool != "vault" and op in vault:
+        ratio = "%.2fx" % (vault[op] / wall if wall > 0 else float("inf"))
+        mem = "%.2fx" % (rss_v[op] / (rss * 1024) if rss > 0 else float("inf"))
+    print("| %s | %s | %.2f | %.2f | %.0f | %.1f | %s | %s |" % (op, tool, wall, cpu, rss, size, ratio, mem))
 PY

@@ -290,7 +290,10 @@ enum Content {
 
 /// The final state of a read file.
 enum Outcome {
-    Ok(Entry),
+    /// Read as walked: only the digest is new (the common case, kept small).
+    Digest(Digest),
+    /// The file changed between the walk and the read: its fresh stat data and digest.
+    Fresh(Box<Entry>),
     Failed,
 }
 
@@ -739,8 +742,13 @@ pub fn backup(
                              content, and the next backup reads it again",
                         ));
                     }
+                    fresh.digest = it.entry.digest;
+                    let as_walked = fresh == it.entry;
                     fresh.digest = digest;
-                    outcomes[idx] = Some(Outcome::Ok(fresh));
+                    outcomes[idx] = Some(match digest {
+                        Some(d) if as_walked => Outcome::Digest(d),
+                        _ => Outcome::Fresh(Box::new(fresh)),
+                    });
                 }
             }
             Ok(())
@@ -762,7 +770,12 @@ pub fn backup(
     let mut changes: Vec<EntryChange> = Vec::new();
     for (idx, it) in plan.items.iter().enumerate() {
         let entry = match outcomes[idx].take() {
-            Some(Outcome::Ok(e)) => e,
+            Some(Outcome::Digest(d)) => {
+                let mut e = it.entry.clone();
+                e.digest = Some(d);
+                e
+            }
+            Some(Outcome::Fresh(e)) => *e,
             Some(Outcome::Failed) => {
                 if let Prev::Was { .. } = it.prev {
                     if kind == Kind::Full {
