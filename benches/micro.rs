@@ -1,12 +1,13 @@
-//! Criterion micro-benchmarks: digest throughput per algorithm and pool size, and the pure
-//! planner on a large tree. Run with `cargo bench --bench micro`.
+//! Criterion micro-benchmarks: digest throughput per algorithm and pool size, block-parallel
+//! compression per codec, level and pool size, and the pure planner on a large tree. Run with `cargo bench --bench micro`.
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use vault::archive::compress_stream;
 use vault::engine::plan::plan;
 use vault::tree::StatCache;
-use vault::{CancelToken, Entry, EntryKind, HashAlgo, Kind, Pool};
+use vault::{CancelToken, Compression, Entry, EntryKind, HashAlgo, Kind, Pool};
 
 fn data(len: usize) -> Vec<u8> {
     (0..len)
@@ -50,6 +51,50 @@ fn hashing(c: &mut Criterion) {
                     )
                     .unwrap();
                     n
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+/// Block-parallel compression of 32 MiB of tar-like data, per codec, level and pool size.
+fn compression(c: &mut Criterion) {
+    // Text-like bytes (the kind of content /usr/share holds), compressing about 3:1.
+    let words: Vec<&[u8]> = b"the of and backup vault archive file folder 0123 tar gzip zstd \n"
+        .split(|&b| b == b' ')
+        .collect();
+    let mut input = Vec::with_capacity(32 << 20);
+    let mut x = 12345u64;
+    while input.len() < 32 << 20 {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        input.extend_from_slice(words[(x >> 33) as usize % words.len()]);
+        input.push(if x & 7 == 0 { b'\n' } else { b' ' });
+    }
+    let mut g = c.benchmark_group("compress_32MiB");
+    g.sample_size(10);
+    g.throughput(Throughput::Bytes(input.len() as u64));
+    let max = std::thread::available_parallelism().map_or(2, |n| n.get());
+    for (codec, level) in [
+        (Compression::Gzip, 1),
+        (Compression::Gzip, 6),
+        (Compression::Gzip, 9),
+        (Compression::Zstd, 3),
+        (Compression::Zstd, 19),
+    ] {
+        for threads in [1usize, 2, 4, 8, 16]
+            .into_iter()
+            .filter(|&t| t <= max.max(2))
+        {
+            let pool = Pool::new(threads);
+            let id = format!("{}-{level}", codec.name());
+            g.bench_with_input(BenchmarkId::new(id, threads), &threads, |b, _| {
+                b.iter(|| {
+                    compress_stream(&pool, codec, level, &mut &input[..], Vec::new())
+                        .unwrap()
+                        .len()
                 })
             });
         }
@@ -107,5 +152,5 @@ fn planning(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, hashing, planning);
+criterion_group!(benches, hashing, compression, planning);
 criterion_main!(benches);

@@ -116,6 +116,31 @@ fn write_err(path: &Path, e: io::Error) -> ArchiveError {
     }
 }
 
+/// Compresses everything `input` yields with the block-parallel codec of `compression` (what
+/// archives use) into `out`; returns `out`. For benchmarks and tools.
+pub fn compress_stream<W: Write + Send + 'static>(
+    pool: &crate::pool::Pool,
+    compression: Compression,
+    level: i32,
+    input: &mut dyn Read,
+    out: W,
+) -> io::Result<W> {
+    let codec = match compression {
+        Compression::Gzip => parallel::BlockCodec::Gzip {
+            level: level.clamp(0, 9) as u32,
+        },
+        Compression::Zstd => parallel::BlockCodec::Zstd { level },
+        Compression::None => {
+            let mut out = out;
+            io::copy(input, &mut out)?;
+            return Ok(out);
+        }
+    };
+    let mut w = parallel::ParallelWriter::new(pool, codec, out);
+    io::copy(input, &mut w)?;
+    w.finish()
+}
+
 /// Metadata written into a member header.
 #[derive(Clone, Copy, Debug)]
 pub struct MemberMeta {

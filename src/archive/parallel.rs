@@ -240,3 +240,57 @@ impl Compressors {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn sample(len: usize) -> Vec<u8> {
+        // Compressible but not trivial: words with a slowly changing pattern.
+        (0..len)
+            .map(|i| b"vault backs up folders "[i % 23] ^ ((i / 5000) as u8 & 3))
+            .collect()
+    }
+
+    #[test]
+    fn gzip_blocks_make_one_ordinary_member() {
+        let data = sample(5 * (1 << 20) + 12345);
+        for threads in [1, 3] {
+            let mut w = ParallelWriter::new(
+                &Pool::new(threads),
+                BlockCodec::Gzip { level: 6 },
+                Vec::new(),
+            );
+            for chunk in data.chunks(70_001) {
+                w.write_all(chunk).unwrap();
+            }
+            let gz = w.finish().unwrap();
+            // GzDecoder reads exactly one member: all the data must be in it.
+            let mut back = Vec::new();
+            flate2::read::GzDecoder::new(&gz[..])
+                .read_to_end(&mut back)
+                .unwrap();
+            assert_eq!(back, data);
+            assert!(gz.len() < data.len() / 10);
+        }
+    }
+
+    #[test]
+    fn empty_input_and_zstd_frames_round_trip() {
+        let w = ParallelWriter::new(&Pool::new(2), BlockCodec::Gzip { level: 6 }, Vec::new());
+        let gz = w.finish().unwrap();
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_end(&mut back)
+            .unwrap();
+        assert!(back.is_empty());
+
+        let data = sample(5 * (1 << 20));
+        let mut w = ParallelWriter::new(&Pool::new(2), BlockCodec::Zstd { level: 3 }, Vec::new());
+        w.write_all(&data).unwrap();
+        let z = w.finish().unwrap();
+        let back = zstd::stream::decode_all(&z[..]).unwrap();
+        assert_eq!(back, data);
+    }
+}
