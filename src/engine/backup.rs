@@ -590,166 +590,189 @@ pub fn backup(
     };
     let plan_ref: &Plan = &plan;
     let src_ref: &Path = &src;
+    // Work goes to the pool in batches (up to 64 paths or 1 MiB of small files), so that
+    // channel hand-offs do not dominate trees of small files.
+    let mut batches: Vec<Vec<usize>> = Vec::new();
+    let mut cur: Vec<usize> = Vec::new();
+    let mut cur_bytes = 0u64;
+    for idx in indices {
+        let it = &plan.items[idx];
+        if it.read != ReadReason::No {
+            cur_bytes += it.entry.size.min(INLINE_MAX);
+        }
+        cur.push(idx);
+        if cur.len() >= 64 || cur_bytes >= INLINE_MAX {
+            batches.push(std::mem::take(&mut cur));
+            cur_bytes = 0;
+        }
+    }
+    if !cur.is_empty() {
+        batches.push(cur);
+    }
+    let mut handle = |(idx, content): (usize, Content)| -> Result<()> {
+        let it = &plan.items[idx];
+        let member = member_name(&name, &it.entry.path);
+        match (it.entry.kind, content) {
+            (EntryKind::Dir, _) => {
+                if let Some(w) = writer.as_mut() {
+                    w.add_dir(&member, &meta_of(&it.entry))?;
+                }
+            }
+            (EntryKind::Symlink, _) => {
+                if let Some(w) = writer.as_mut() {
+                    let t = it.entry.target.as_deref().unwrap_or_default();
+                    w.add_symlink(&member, t, &meta_of(&it.entry))?;
+                }
+            }
+            (EntryKind::File, Content::Skip) => {}
+            (EntryKind::File, Content::Failed(err)) => {
+                warnings.push(Warning::failed(it.entry.path.clone(), err));
+                outcomes[idx] = Some(Outcome::Failed);
+            }
+            (EntryKind::File, content) => {
+                let (mut fresh, known, changed, inline) = match content {
+                    Content::Inline {
+                        fresh,
+                        data,
+                        digest,
+                        changed,
+                    } => {
+                        bytes_read += data.len() as u64;
+                        progress.advance(data.len() as u64);
+                        (fresh, Some(digest), changed, Some(data))
+                    }
+                    Content::Hashed {
+                        fresh,
+                        digest,
+                        read,
+                        changed,
+                    } => {
+                        bytes_read += read;
+                        (fresh, Some(digest), changed, None)
+                    }
+                    Content::Deferred { fresh } => (fresh, None, false, None),
+                    Content::Skip | Content::Failed(_) => unreachable!("handled above"),
+                };
+                let mut changed = changed;
+                let mut digest = known;
+                let already = |d: &Digest| chain_digests.contains(d) || stored_here.contains_key(d);
+                if let Some(d) = digest.filter(|d| already(d)) {
+                    // Stored before: a hard link inside a full, nothing in an incremental.
+                    if let (Some(w), Some(first)) = (writer.as_mut(), stored_here.get(&d)) {
+                        w.add_hardlink(&member, first, &meta_of(&fresh))?;
+                    }
+                } else {
+                    if writer.is_none() {
+                        writer = Some(ArchiveWriter::create(
+                            &archive_path,
+                            opts.compression,
+                            level,
+                            pool,
+                        )?);
+                    }
+                    let w = writer.as_mut().expect("just created");
+                    let stored_digest = match inline {
+                        Some(data) => {
+                            fresh.size = data.len() as u64;
+                            w.add_file_bytes(&member, &meta_of(&fresh), &data)?;
+                            digest.expect("inline content is hashed")
+                        }
+                        None => {
+                            let abs = src.join(it.entry.path());
+                            let mut f = match open_nofollow(&abs)
+                                .and_then(|f| fresh_entry(&f, &it.entry).map(|e| (f, e)))
+                            {
+                                Ok((f, e)) => {
+                                    if digest.is_none() {
+                                        fresh = e;
+                                    } else if !e.same_stat(&fresh) {
+                                        changed = true;
+                                    }
+                                    f
+                                }
+                                Err(e) => {
+                                    warnings.push(Warning::failed(
+                                        it.entry.path.clone(),
+                                        format!("cannot read: {e}"),
+                                    ));
+                                    outcomes[idx] = Some(Outcome::Failed);
+                                    return Ok(());
+                                }
+                            };
+                            let size = fresh.size;
+                            match w.add_file_stream(&member, &meta_of(&fresh), size, &mut f, algo) {
+                                Ok(o) => {
+                                    bytes_read += o.bytes_read;
+                                    progress.advance(o.bytes_read);
+                                    if o.shrank || o.grew || stat_moved(&f, &fresh) {
+                                        changed = true;
+                                    }
+                                    if digest.is_some_and(|d| d != o.digest) {
+                                        changed = true;
+                                    }
+                                    o.digest
+                                }
+                                Err(Ok(read_err)) => {
+                                    warnings.push(Warning::failed(
+                                        it.entry.path.clone(),
+                                        format!("cannot read: {read_err}"),
+                                    ));
+                                    outcomes[idx] = Some(Outcome::Failed);
+                                    return Ok(());
+                                }
+                                Err(Err(write_err)) => return Err(write_err.into()),
+                            }
+                        }
+                    };
+                    digest = Some(stored_digest);
+                    if let std::collections::hash_map::Entry::Vacant(v) =
+                        stored_here.entry(stored_digest)
+                    {
+                        v.insert(member.clone());
+                        blobs.push(NewBlob {
+                            digest: stored_digest,
+                            member,
+                            size: fresh.size,
+                        });
+                    }
+                }
+                if changed {
+                    warnings.push(Warning::failed(
+                        it.entry.path.clone(),
+                        "changed while being read; the stored copy may mix old and new \
+                             content, and the next backup reads it again",
+                    ));
+                }
+                fresh.digest = it.entry.digest;
+                let as_walked = fresh == it.entry;
+                fresh.digest = digest;
+                outcomes[idx] = Some(match digest {
+                    Some(d) if as_walked => Outcome::Digest(d),
+                    _ => Outcome::Fresh(Box::new(fresh)),
+                });
+            }
+        }
+        Ok(())
+    };
     let result = pool.map_ordered(
         cancel,
-        indices,
+        batches,
         || vec![0u8; 256 * 1024],
-        |buf, idx| {
-            let it = &plan_ref.items[idx];
-            (
-                idx,
-                read_one(src_ref, it, algo, prehash(it.entry.size), buf),
-            )
+        |buf, batch: Vec<usize>| {
+            batch
+                .into_iter()
+                .map(|idx| {
+                    let it = &plan_ref.items[idx];
+                    (
+                        idx,
+                        read_one(src_ref, it, algo, prehash(it.entry.size), buf),
+                    )
+                })
+                .collect::<Vec<_>>()
         },
-        |(idx, content)| -> Result<()> {
-            let it = &plan.items[idx];
-            let member = member_name(&name, &it.entry.path);
-            match (it.entry.kind, content) {
-                (EntryKind::Dir, _) => {
-                    if let Some(w) = writer.as_mut() {
-                        w.add_dir(&member, &meta_of(&it.entry))?;
-                    }
-                }
-                (EntryKind::Symlink, _) => {
-                    if let Some(w) = writer.as_mut() {
-                        let t = it.entry.target.as_deref().unwrap_or_default();
-                        w.add_symlink(&member, t, &meta_of(&it.entry))?;
-                    }
-                }
-                (EntryKind::File, Content::Skip) => {}
-                (EntryKind::File, Content::Failed(err)) => {
-                    warnings.push(Warning::failed(it.entry.path.clone(), err));
-                    outcomes[idx] = Some(Outcome::Failed);
-                }
-                (EntryKind::File, content) => {
-                    let (mut fresh, known, changed, inline) = match content {
-                        Content::Inline {
-                            fresh,
-                            data,
-                            digest,
-                            changed,
-                        } => {
-                            bytes_read += data.len() as u64;
-                            progress.advance(data.len() as u64);
-                            (fresh, Some(digest), changed, Some(data))
-                        }
-                        Content::Hashed {
-                            fresh,
-                            digest,
-                            read,
-                            changed,
-                        } => {
-                            bytes_read += read;
-                            (fresh, Some(digest), changed, None)
-                        }
-                        Content::Deferred { fresh } => (fresh, None, false, None),
-                        Content::Skip | Content::Failed(_) => unreachable!("handled above"),
-                    };
-                    let mut changed = changed;
-                    let mut digest = known;
-                    let already =
-                        |d: &Digest| chain_digests.contains(d) || stored_here.contains_key(d);
-                    if let Some(d) = digest.filter(|d| already(d)) {
-                        // Stored before: a hard link inside a full, nothing in an incremental.
-                        if let (Some(w), Some(first)) = (writer.as_mut(), stored_here.get(&d)) {
-                            w.add_hardlink(&member, first, &meta_of(&fresh))?;
-                        }
-                    } else {
-                        if writer.is_none() {
-                            writer = Some(ArchiveWriter::create(
-                                &archive_path,
-                                opts.compression,
-                                level,
-                                pool,
-                            )?);
-                        }
-                        let w = writer.as_mut().expect("just created");
-                        let stored_digest = match inline {
-                            Some(data) => {
-                                fresh.size = data.len() as u64;
-                                w.add_file_bytes(&member, &meta_of(&fresh), &data)?;
-                                digest.expect("inline content is hashed")
-                            }
-                            None => {
-                                let abs = src.join(it.entry.path());
-                                let mut f = match open_nofollow(&abs)
-                                    .and_then(|f| fresh_entry(&f, &it.entry).map(|e| (f, e)))
-                                {
-                                    Ok((f, e)) => {
-                                        if digest.is_none() {
-                                            fresh = e;
-                                        } else if !e.same_stat(&fresh) {
-                                            changed = true;
-                                        }
-                                        f
-                                    }
-                                    Err(e) => {
-                                        warnings.push(Warning::failed(
-                                            it.entry.path.clone(),
-                                            format!("cannot read: {e}"),
-                                        ));
-                                        outcomes[idx] = Some(Outcome::Failed);
-                                        return Ok(());
-                                    }
-                                };
-                                let size = fresh.size;
-                                match w.add_file_stream(
-                                    &member,
-                                    &meta_of(&fresh),
-                                    size,
-                                    &mut f,
-                                    algo,
-                                ) {
-                                    Ok(o) => {
-                                        bytes_read += o.bytes_read;
-                                        progress.advance(o.bytes_read);
-                                        if o.shrank || o.grew || stat_moved(&f, &fresh) {
-                                            changed = true;
-                                        }
-                                        if digest.is_some_and(|d| d != o.digest) {
-                                            changed = true;
-                                        }
-                                        o.digest
-                                    }
-                                    Err(Ok(read_err)) => {
-                                        warnings.push(Warning::failed(
-                                            it.entry.path.clone(),
-                                            format!("cannot read: {read_err}"),
-                                        ));
-                                        outcomes[idx] = Some(Outcome::Failed);
-                                        return Ok(());
-                                    }
-                                    Err(Err(write_err)) => return Err(write_err.into()),
-                                }
-                            }
-                        };
-                        digest = Some(stored_digest);
-                        if let std::collections::hash_map::Entry::Vacant(v) =
-                            stored_here.entry(stored_digest)
-                        {
-                            v.insert(member.clone());
-                            blobs.push(NewBlob {
-                                digest: stored_digest,
-                                member,
-                                size: fresh.size,
-                            });
-                        }
-                    }
-                    if changed {
-                        warnings.push(Warning::failed(
-                            it.entry.path.clone(),
-                            "changed while being read; the stored copy may mix old and new \
-                             content, and the next backup reads it again",
-                        ));
-                    }
-                    fresh.digest = it.entry.digest;
-                    let as_walked = fresh == it.entry;
-                    fresh.digest = digest;
-                    outcomes[idx] = Some(match digest {
-                        Some(d) if as_walked => Outcome::Digest(d),
-                        _ => Outcome::Fresh(Box::new(fresh)),
-                    });
-                }
+        |done: Vec<(usize, Content)>| -> Result<()> {
+            for d in done {
+                handle(d)?;
             }
             Ok(())
         },
