@@ -82,7 +82,7 @@ fn compression(c: &mut Criterion) {
         (Compression::Gzip, 6),
         (Compression::Gzip, 9),
         (Compression::Zstd, 3),
-        (Compression::Zstd, 19),
+        (Compression::Zstd, 9),
     ] {
         for threads in [1usize, 2, 4, 8, 16]
             .into_iter()
