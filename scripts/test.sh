@@ -16,6 +16,7 @@ command -v md5sum >/dev/null || need+=(coreutils)
 [ -x /usr/bin/time ] || need+=(time)
 command -v pigz >/dev/null || need+=(pigz)
 command -v restic >/dev/null || need+=(restic)
+command -v bsdtar >/dev/null || need+=(libarchive-tools)
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing: ${need[*]}"
   apt-get update -qq

@@ -209,6 +209,25 @@ fn full_archive_extracts_identically_with_gnu_tar_and_python() {
     assert!(st.success());
     assert_same_tree(&src, &py.join("proj"));
 
+    // bsdtar (libarchive) and gzip itself read it too: one ordinary gzip member.
+    let bsd = t.path().join("bsd");
+    fs::create_dir(&bsd).unwrap();
+    let st = Command::new("bsdtar")
+        .arg("-xf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&bsd)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_same_tree(&src, &bsd.join("proj"));
+    let st = Command::new("gzip")
+        .arg("-t")
+        .arg(&archive)
+        .status()
+        .unwrap();
+    assert!(st.success());
+
     // zstd archives extract with GNU tar too.
     let rz = backup_json(
         &src,
