@@ -17,6 +17,9 @@ command -v md5sum >/dev/null || need+=(coreutils)
 command -v pigz >/dev/null || need+=(pigz)
 command -v restic >/dev/null || need+=(restic)
 command -v bsdtar >/dev/null || need+=(libarchive-tools)
+command -v fping >/dev/null || need+=(fping)
+command -v ip >/dev/null || need+=(iproute2)
+command -v unshare >/dev/null || need+=(util-linux)
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing: ${need[*]}"
   apt-get update -qq
@@ -36,3 +39,4 @@ cargo test --all-targets
 echo "== benchmark smoke run (tiny synthetic tree)"
 cargo build --release --quiet
 benches/compare.sh --synthetic 300 --no-install
+benches/scan.sh --runs 1 --no-install

@@ -1,11 +1,13 @@
 //! vault: content-addressed full and incremental tar backups with an SQLite manifest, and ops
 //! modules, all on one worker pool. See docs/architecture.md for the code map and invariants.
 
+pub mod alert;
 pub mod archive;
 pub mod engine;
 pub mod error;
 pub mod hash;
 pub mod manifest;
+pub mod ops;
 pub mod pool;
 pub mod progress;
 pub mod time;

@@ -91,6 +91,14 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Sweep hosts: which are up (ICMP echo, and/or TCP connect probes).
+    ///
+    /// TARGET: an address (127.0.0.1, ::1), a CIDR block (127.0.0.0/24; network and broadcast
+    /// addresses left out), a range (127.0.0.1-20 or 127.0.0.1-127.0.1.4) or a host name. One
+    /// socket sends every ICMP probe, paced by --rate, and replies are matched as they come, so a
+    /// sweep of unanswering hosts takes about one timeout, not one per host. Exit 0 when every
+    /// host is up, 3 when some are down.
+    Scan(ScanArgs),
     /// Show what changed between two snapshots (added, modified, deleted paths).
     Diff {
         /// The older snapshot (id, prefix or `latest`).
@@ -101,6 +109,40 @@ pub enum Command {
         #[arg(long, value_name = "SRC")]
         source: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct ScanArgs {
+    /// Addresses, CIDR blocks, ranges or host names.
+    pub targets: Vec<String>,
+    /// Read more targets from FILE, one per line (# starts a comment).
+    #[arg(long, value_name = "FILE")]
+    pub hosts_file: Option<PathBuf>,
+    /// Probe these TCP ports (e.g. 22,80,8000-8010): open, closed (refused) or filtered (no answer).
+    /// Without --icmp, no ICMP is sent then.
+    #[arg(long, value_name = "PORTS")]
+    pub tcp: Option<String>,
+    /// Send ICMP echo as well as the --tcp probes.
+    #[arg(long)]
+    pub icmp: bool,
+    /// How long to wait for an answer (grows 1.5x with each retry).
+    #[arg(long, value_name = "DUR", default_value = "1s")]
+    pub timeout: String,
+    /// Probes to resend to a host that did not answer.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub retries: u32,
+    /// Probes per second.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub rate: u32,
+    /// Repeat the sweep every DUR until interrupted, reporting each state change once.
+    #[arg(long, value_name = "DUR")]
+    pub every: Option<String>,
+    /// Remember host states in DIR/scan.db and report up->down and down->up (--repo works too).
+    #[arg(long, value_name = "DIR")]
+    pub state: Option<PathBuf>,
+    /// Allow sweeping more than 65,536 addresses.
+    #[arg(long)]
+    pub yes: bool,
 }
 
 #[derive(Debug, Args)]

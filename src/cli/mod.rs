@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use args::{BackupArgs, Cli, Command, RestoreArgs};
+use args::{BackupArgs, Cli, Command, RestoreArgs, ScanArgs};
 use vault::{BackupOptions, CancelToken, Error, Kind, Pool, Repository};
 
 /// How a command ended.
@@ -100,6 +100,7 @@ fn dispatch(cli: &Cli, out: &Out, pool: &Pool, cancel: &CancelToken) -> Result<O
         }
         Command::Backup(b) => backup(cli, b, out, pool, cancel),
         Command::Restore(r) => restore(cli, r, out, pool, cancel),
+        Command::Scan(a) => scan(cli, a, out, pool, cancel),
         Command::Check { read_data } => {
             let bar = progress::Bar::new(!out.quiet);
             let report =
@@ -358,6 +359,118 @@ fn backup(
         }
     }
     Ok(if !report.warnings.iter().any(|w| w.failed) {
+        Outcome::Done
+    } else {
+        Outcome::Partial
+    })
+}
+
+fn print_hosts(out: &Out, report: &vault::ops::sweep::ScanReport) {
+    for h in &report.hosts {
+        let mut line = if h.host == h.address {
+            h.host.clone()
+        } else {
+            format!("{} ({})", h.host, h.address)
+        };
+        line.push_str(if h.up { " up" } else { " down" });
+        if let Some(r) = h.rtt_ms {
+            line.push_str(&format!(" {r}ms"));
+        }
+        for (p, st) in &h.ports {
+            line.push_str(&format!(" {p}/{}", st.name()));
+        }
+        out.say(&line);
+    }
+}
+
+fn scan(
+    cli: &Cli,
+    a: &ScanArgs,
+    out: &Out,
+    pool: &Pool,
+    cancel: &CancelToken,
+) -> Result<Outcome, Error> {
+    use vault::ops::sweep::{parse_ports, sweep, ScanOptions};
+    let mut opts = ScanOptions::new(a.targets.clone());
+    opts.hosts_file = a.hosts_file.clone();
+    if let Some(p) = &a.tcp {
+        opts.tcp_ports = parse_ports(p).map_err(Error::Usage)?;
+        opts.icmp = a.icmp;
+    }
+    opts.timeout = vault::time::parse_duration(&a.timeout).map_err(Error::Usage)?;
+    opts.retries = a.retries;
+    opts.rate = a.rate;
+    opts.yes = a.yes;
+    opts.state_dir = a.state.clone().or_else(|| cli.global.repo.clone());
+    let every = a
+        .every
+        .as_deref()
+        .map(vault::time::parse_duration)
+        .transpose()
+        .map_err(Error::Usage)?;
+    if every.is_some_and(|d| d.is_zero()) {
+        return Err(Error::Usage("--every must be more than 0".into()));
+    }
+    let notifier = vault::alert::NoNotifier;
+    let mut all_transitions = Vec::new();
+    let mut last = None;
+    let mut rounds = 0u64;
+    loop {
+        let report = match sweep(&opts, pool, cancel) {
+            Ok(r) => r,
+            Err(Error::Cancelled) if last.is_some() => break,
+            Err(e) => return Err(e),
+        };
+        rounds += 1;
+        if rounds == 1 && !out.json {
+            print_hosts(out, &report);
+        }
+        for t in &report.transitions {
+            let line = format!("{}: {} -> {}", t.host, t.from, t.to);
+            if out.json {
+                out.note(&line);
+            } else {
+                out.say(&line);
+            }
+        }
+        if let Err(e) = vault::alert::Notifier::notify(&notifier, &report.events()) {
+            out.note(&format!("warning: alert not sent: {e}"));
+        }
+        if !out.quiet {
+            eprintln!(
+                "{} up, {} down ({} hosts in {:.2}s{})",
+                report.up,
+                report.down,
+                report.hosts.len(),
+                report.duration_s,
+                match report.icmp_socket {
+                    Some(vault::ops::icmp::SocketKind::Raw) => ", ICMP raw socket",
+                    Some(vault::ops::icmp::SocketKind::Datagram) => ", ICMP datagram socket",
+                    None => "",
+                }
+            );
+        }
+        all_transitions.extend(report.transitions.clone());
+        last = Some(report);
+        let Some(period) = every else { break };
+        let until = std::time::Instant::now() + period;
+        while std::time::Instant::now() < until && !cancel.is_cancelled() {
+            std::thread::sleep(
+                std::time::Duration::from_millis(50).min(until - std::time::Instant::now()),
+            );
+        }
+        if cancel.is_cancelled() {
+            break;
+        }
+    }
+    let mut report = last.expect("at least one sweep");
+    report.transitions = all_transitions;
+    if out.json {
+        let mut v = serde_json::to_value(&report).map_err(|e| Error::Internal(e.to_string()))?;
+        v["rounds"] = rounds.into();
+        out.json(&v)?;
+    }
+    Ok(if report.down == 0 {
         Outcome::Done
     } else {
         Outcome::Partial

@@ -10,6 +10,7 @@
 //!   one that introduced that version to the one that replaced or deleted it.
 //! - Paths and digests are stored as bytes.
 
+pub mod hosts;
 pub mod schema;
 
 use std::collections::HashSet;

@@ -1,0 +1,367 @@
+//! ICMP echo, done like fping: one socket sends every probe, paced, while replies are collected
+//! and matched on (source address, sequence number).
+//!
+//! A raw socket is used when the process may open one (CAP_NET_RAW); otherwise an unprivileged
+//! ICMP datagram socket (Linux "ping socket", allowed by `net.ipv4.ping_group_range`), where the
+//! kernel owns the identifier and delivers only this socket's replies. IPv4 and IPv6 (ICMPv6)
+//! share one event loop. Every wait is bounded by the probe timeouts.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::io;
+use std::mem;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use crate::pool::CancelToken;
+
+/// Which kind of ICMP socket a sweep got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SocketKind {
+    Raw,
+    Datagram,
+}
+
+/// Probe pacing and patience.
+#[derive(Clone, Copy, Debug)]
+pub struct Pacing {
+    pub timeout: Duration,
+    pub retries: u32,
+    /// Probes per second.
+    pub rate: u32,
+}
+
+/// Timeouts grow by this factor with each retry, as fping's default backoff.
+pub const BACKOFF: f64 = 1.5;
+
+const PAYLOAD: usize = 56;
+
+fn checksum(data: &[u8]) -> u16 {
+    let mut sum = 0u32;
+    for c in data.chunks(2) {
+        let w = if c.len() == 2 {
+            u16::from_be_bytes([c[0], c[1]])
+        } else {
+            u16::from_be_bytes([c[0], 0])
+        };
+        sum += u32::from(w);
+    }
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+fn echo_request(v6: bool, id: u16, seq: u16) -> Vec<u8> {
+    let mut p = vec![0u8; 8 + PAYLOAD];
+    p[0] = if v6 { 128 } else { 8 };
+    p[4..6].copy_from_slice(&id.to_be_bytes());
+    p[6..8].copy_from_slice(&seq.to_be_bytes());
+    for (i, b) in p[8..].iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    if !v6 {
+        // (The kernel computes ICMPv6 checksums itself.)
+        let c = checksum(&p);
+        p[2..4].copy_from_slice(&c.to_be_bytes());
+    }
+    p
+}
+
+struct Sock {
+    fd: OwnedFd,
+    kind: SocketKind,
+    v6: bool,
+}
+
+fn open(v6: bool) -> io::Result<Sock> {
+    let (domain, proto) = if v6 {
+        (libc::AF_INET6, libc::IPPROTO_ICMPV6)
+    } else {
+        (libc::AF_INET, libc::IPPROTO_ICMP)
+    };
+    let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+    // SAFETY: plain socket(2) calls; a returned fd is owned by the OwnedFd.
+    unsafe {
+        let fd = libc::socket(domain, libc::SOCK_RAW | flags, proto);
+        let (fd, kind) = if fd >= 0 {
+            (fd, SocketKind::Raw)
+        } else {
+            let raw_err = io::Error::last_os_error();
+            let fd = libc::socket(domain, libc::SOCK_DGRAM | flags, proto);
+            if fd < 0 {
+                let dgram_err = io::Error::last_os_error();
+                return Err(io::Error::new(
+                    dgram_err.kind(),
+                    format!(
+                        "cannot open an ICMP socket: raw: {raw_err}; datagram: {dgram_err}. ICMP needs \
+                         CAP_NET_RAW (root) or net.ipv4.ping_group_range to include your group; \
+                         or probe TCP ports instead with --tcp PORTS"
+                    ),
+                ));
+            }
+            (fd, SocketKind::Datagram)
+        };
+        let size: libc::c_int = 4 << 20;
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            &size as *const _ as *const libc::c_void,
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        Ok(Sock {
+            fd: OwnedFd::from_raw_fd(fd),
+            kind,
+            v6,
+        })
+    }
+}
+
+fn send_to(s: &Sock, addr: IpAddr, packet: &[u8]) -> io::Result<()> {
+    // SAFETY: the sockaddr structs are fully initialised and outlive the call.
+    let rc = unsafe {
+        match addr {
+            IpAddr::V4(a) => {
+                let mut sa: libc::sockaddr_in = mem::zeroed();
+                sa.sin_family = libc::AF_INET as libc::sa_family_t;
+                sa.sin_addr.s_addr = u32::from_ne_bytes(a.octets());
+                libc::sendto(
+                    s.fd.as_raw_fd(),
+                    packet.as_ptr() as *const libc::c_void,
+                    packet.len(),
+                    0,
+                    &sa as *const _ as *const libc::sockaddr,
+                    mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                )
+            }
+            IpAddr::V6(a) => {
+                let mut sa: libc::sockaddr_in6 = mem::zeroed();
+                sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                sa.sin6_addr.s6_addr = a.octets();
+                libc::sendto(
+                    s.fd.as_raw_fd(),
+                    packet.as_ptr() as *const libc::c_void,
+                    packet.len(),
+                    0,
+                    &sa as *const _ as *const libc::sockaddr,
+                    mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+                )
+            }
+        }
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Reads one datagram: (source, ICMP message) or None when nothing is waiting.
+fn recv_one(s: &Sock, buf: &mut [u8]) -> io::Result<Option<(IpAddr, usize, usize)>> {
+    // SAFETY: recvfrom writes at most buf.len() bytes and a sockaddr_storage.
+    let mut ss: libc::sockaddr_storage = unsafe { mem::zeroed() };
+    let mut len = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    let n = unsafe {
+        libc::recvfrom(
+            s.fd.as_raw_fd(),
+            buf.as_mut_ptr() as *mut libc::c_void,
+            buf.len(),
+            0,
+            &mut ss as *mut _ as *mut libc::sockaddr,
+            &mut len,
+        )
+    };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        return match e.kind() {
+            io::ErrorKind::WouldBlock => Ok(None),
+            io::ErrorKind::Interrupted => Ok(None),
+            _ => Err(e),
+        };
+    }
+    let n = n as usize;
+    let src = match ss.ss_family as libc::c_int {
+        libc::AF_INET => {
+            // SAFETY: the family says it is a sockaddr_in.
+            let sa: &libc::sockaddr_in = unsafe { &*(&ss as *const _ as *const libc::sockaddr_in) };
+            IpAddr::V4(Ipv4Addr::from(u32::from_be(sa.sin_addr.s_addr)))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says it is a sockaddr_in6.
+            let sa: &libc::sockaddr_in6 =
+                unsafe { &*(&ss as *const _ as *const libc::sockaddr_in6) };
+            IpAddr::V6(Ipv6Addr::from(sa.sin6_addr.s6_addr))
+        }
+        _ => return Ok(Some((IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0, 0))),
+    };
+    // Raw IPv4 sockets deliver the IP header too.
+    let start = if !s.v6 && s.kind == SocketKind::Raw && n > 0 {
+        usize::from(buf[0] & 0x0f) * 4
+    } else {
+        0
+    };
+    Ok(Some((src, start, n)))
+}
+
+/// Pings every address; returns each one's round-trip time in ms, or None when it never
+/// answered, and the socket kind used.
+pub fn sweep(
+    addrs: &[IpAddr],
+    pacing: Pacing,
+    cancel: &CancelToken,
+) -> io::Result<(Vec<Option<f64>>, SocketKind)> {
+    let mut rtt: Vec<Option<f64>> = vec![None; addrs.len()];
+    if addrs.is_empty() {
+        return Ok((rtt, SocketKind::Raw));
+    }
+    let v4 = if addrs.iter().any(|a| a.is_ipv4()) {
+        Some(open(false)?)
+    } else {
+        None
+    };
+    let v6 = if addrs.iter().any(|a| a.is_ipv6()) {
+        Some(open(true)?)
+    } else {
+        None
+    };
+    let kind = v4
+        .as_ref()
+        .or(v6.as_ref())
+        .map_or(SocketKind::Raw, |s| s.kind);
+    let id = (std::process::id() & 0xffff) as u16;
+    let interval = Duration::from_secs_f64(1.0 / f64::from(pacing.rate.max(1)));
+
+    let mut queue: VecDeque<(usize, u32)> = (0..addrs.len()).map(|i| (i, 0)).collect();
+    let mut deadlines: BinaryHeap<Reverse<(Instant, usize, u32, u16)>> = BinaryHeap::new();
+    let mut pending: HashMap<(IpAddr, u16), (usize, Instant)> = HashMap::new();
+    let mut waiting = 0usize; // hosts with a probe out and no answer yet
+    let mut seq: u16 = 0;
+    let mut next_send = Instant::now();
+    let mut buf = vec![0u8; 4096];
+
+    loop {
+        if cancel.is_cancelled() {
+            return Err(io::Error::new(io::ErrorKind::Interrupted, "cancelled"));
+        }
+        let now = Instant::now();
+        // Send what is due.
+        while let Some(&(i, attempt)) = queue.front() {
+            if now < next_send {
+                break;
+            }
+            queue.pop_front();
+            if rtt[i].is_some() {
+                continue;
+            }
+            let addr = addrs[i];
+            let sock = if addr.is_ipv4() {
+                v4.as_ref()
+            } else {
+                v6.as_ref()
+            };
+            let sock = sock.expect("a socket for each family present");
+            seq = seq.wrapping_add(1);
+            let packet = echo_request(addr.is_ipv6(), id, seq);
+            let sent = Instant::now();
+            // A send error (no route, …) is an unanswered probe, not a failed sweep.
+            let _ = send_to(sock, addr, &packet);
+            pending.insert((addr, seq), (i, sent));
+            let t = pacing.timeout.mul_f64(BACKOFF.powi(attempt as i32));
+            deadlines.push(Reverse((sent + t, i, attempt, seq)));
+            if attempt == 0 {
+                waiting += 1;
+            }
+            next_send = (next_send + interval).max(now.checked_sub(interval).unwrap_or(now));
+        }
+        // Expire probes; retry or give up.
+        while let Some(Reverse((dl, i, attempt, s))) = deadlines.peek().copied() {
+            if rtt[i].is_some() {
+                deadlines.pop();
+                continue;
+            }
+            if dl > now {
+                break;
+            }
+            deadlines.pop();
+            pending.remove(&(addrs[i], s));
+            if attempt < pacing.retries {
+                queue.push_back((i, attempt + 1));
+            } else {
+                waiting -= 1;
+            }
+        }
+        if queue.is_empty() && waiting == 0 {
+            break;
+        }
+        // Wait for replies until the next send or deadline.
+        let mut until = deadlines.peek().map(|Reverse((d, ..))| *d);
+        if !queue.is_empty() {
+            until = Some(until.map_or(next_send, |u| u.min(next_send)));
+        }
+        let wait = until.map_or(Duration::from_millis(10), |u| {
+            u.saturating_duration_since(Instant::now())
+        });
+        let mut fds: Vec<libc::pollfd> = [v4.as_ref(), v6.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|s| libc::pollfd {
+                fd: s.fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        let ts = libc::timespec {
+            tv_sec: wait.as_secs() as libc::time_t,
+            tv_nsec: wait.subsec_nanos() as _,
+        };
+        // SAFETY: fds is a valid array of pollfd for the call's duration.
+        unsafe {
+            libc::ppoll(
+                fds.as_mut_ptr(),
+                fds.len() as libc::nfds_t,
+                &ts,
+                std::ptr::null(),
+            );
+        }
+        for s in [v4.as_ref(), v6.as_ref()].into_iter().flatten() {
+            while let Some((src, start, n)) = recv_one(s, &mut buf)? {
+                let got = Instant::now();
+                if n < start + 8 {
+                    continue;
+                }
+                let m = &buf[start..n];
+                let reply = if s.v6 { 129 } else { 0 };
+                if m[0] != reply {
+                    continue;
+                }
+                if s.kind == SocketKind::Raw && u16::from_be_bytes([m[4], m[5]]) != id {
+                    continue;
+                }
+                let rseq = u16::from_be_bytes([m[6], m[7]]);
+                if let Some((i, sent)) = pending.remove(&(src, rseq)) {
+                    if rtt[i].is_none() {
+                        rtt[i] = Some(got.duration_since(sent).as_secs_f64() * 1000.0);
+                        waiting -= 1;
+                    }
+                }
+            }
+        }
+    }
+    Ok((rtt, kind))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echo_request_checksum_verifies() {
+        let p = echo_request(false, 0x1234, 7);
+        assert_eq!(p.len(), 64);
+        assert_eq!(checksum(&p), 0);
+        assert_eq!(&p[4..8], &[0x12, 0x34, 0, 7]);
+    }
+}

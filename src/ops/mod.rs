@@ -1,0 +1,8 @@
+//! Ops modules: plug-ins that run on the same worker pool as the backup engine (`scan` today;
+//! `ssh`, `remote`, `mail` and `watch` to come). They reach the manifest only through its
+//! narrow stores and never touch archives.
+
+pub mod icmp;
+pub mod sweep;
+pub mod targets;
+pub mod tcp;
