@@ -99,6 +99,14 @@ pub enum Command {
     /// sweep of unanswering hosts takes about one timeout, not one per host. Exit 0 when every
     /// host is up, 3 when some are down.
     Scan(ScanArgs),
+    /// Run a command on many hosts over SSH, in parallel: `vault ssh HOST... -- COMMAND`.
+    ///
+    /// Prints, per host in the order given, `[host] OUT:` and `[host] ERROR:` blocks and the exit
+    /// status. Host keys are checked against --known-hosts: an unknown host is refused unless
+    /// --accept-new; a changed key is always refused. Authentication: the SSH agent, then -i
+    /// keys, then a password from --password-env, --password-file or --ask-password (never from
+    /// the command line). Exit 3 when any host failed or exited non-zero.
+    Ssh(SshArgs),
     /// Show what changed between two snapshots (added, modified, deleted paths).
     Diff {
         /// The older snapshot (id, prefix or `latest`).
@@ -109,6 +117,56 @@ pub enum Command {
         #[arg(long, value_name = "SRC")]
         source: Option<PathBuf>,
     },
+}
+
+/// SSH connection flags, shared by `ssh`, `push` and `pull`.
+#[derive(Debug, Args)]
+pub struct SshFlags {
+    /// Private key file to try (repeatable).
+    #[arg(short = 'i', long = "identity", value_name = "KEY")]
+    pub identity: Vec<PathBuf>,
+    /// Read the key passphrase from environment variable VAR.
+    #[arg(long, value_name = "VAR")]
+    pub passphrase_env: Option<String>,
+    /// Read the password from environment variable VAR.
+    #[arg(long, value_name = "VAR")]
+    pub password_env: Option<String>,
+    /// Read the password from the first line of FILE.
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Prompt for the password on the terminal.
+    #[arg(long)]
+    pub ask_password: bool,
+    /// Do not use the SSH agent.
+    #[arg(long)]
+    pub no_agent: bool,
+    /// The known_hosts file (default ~/.ssh/known_hosts; hashed entries are understood).
+    #[arg(long, value_name = "FILE")]
+    pub known_hosts: Option<PathBuf>,
+    /// Trust and record the keys of hosts not yet in known_hosts. A changed key is still refused.
+    #[arg(long)]
+    pub accept_new: bool,
+    /// Limit for connect, handshake, authentication and the command, per host.
+    #[arg(long, value_name = "DUR", default_value = "30s")]
+    pub timeout: String,
+}
+
+#[derive(Debug, Args)]
+pub struct SshArgs {
+    /// Targets: [user@]host[:port].
+    #[arg(required_unless_present = "hosts_file")]
+    pub targets: Vec<String>,
+    /// The command to run (after --).
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+    /// Read more targets from FILE, one per line (# starts a comment).
+    #[arg(long, value_name = "FILE")]
+    pub hosts_file: Option<PathBuf>,
+    /// How many hosts at a time.
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    pub parallel: usize,
+    #[command(flatten)]
+    pub ssh: SshFlags,
 }
 
 #[derive(Debug, Args)]

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use args::{BackupArgs, Cli, Command, RestoreArgs, ScanArgs};
+use args::{BackupArgs, Cli, Command, RestoreArgs, ScanArgs, SshArgs, SshFlags};
 use vault::{BackupOptions, CancelToken, Error, Kind, Pool, Repository};
 
 /// How a command ended.
@@ -101,6 +101,7 @@ fn dispatch(cli: &Cli, out: &Out, pool: &Pool, cancel: &CancelToken) -> Result<O
         Command::Backup(b) => backup(cli, b, out, pool, cancel),
         Command::Restore(r) => restore(cli, r, out, pool, cancel),
         Command::Scan(a) => scan(cli, a, out, pool, cancel),
+        Command::Ssh(a) => ssh(a, out, cancel),
         Command::Check { read_data } => {
             let bar = progress::Bar::new(!out.quiet);
             let report =
@@ -359,6 +360,123 @@ fn backup(
         }
     }
     Ok(if !report.warnings.iter().any(|w| w.failed) {
+        Outcome::Done
+    } else {
+        Outcome::Partial
+    })
+}
+
+/// Reads a line from the terminal with echo off.
+fn prompt_secret(prompt: &str) -> Result<String, Error> {
+    use std::io::{BufRead, Write};
+    use std::os::fd::AsRawFd;
+    let tty = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+        .map_err(|e| Error::Usage(format!("--ask-password needs a terminal: {e}")))?;
+    let fd = tty.as_raw_fd();
+    // SAFETY: termios calls on the terminal we opened; the old mode is restored below.
+    let mut old: libc::termios = unsafe { std::mem::zeroed() };
+    unsafe { libc::tcgetattr(fd, &mut old) };
+    let mut quiet = old;
+    quiet.c_lflag &= !libc::ECHO;
+    unsafe { libc::tcsetattr(fd, libc::TCSANOW, &quiet) };
+    let _ = write!(&tty, "{prompt}");
+    let mut line = String::new();
+    let r = std::io::BufReader::new(&tty).read_line(&mut line);
+    unsafe { libc::tcsetattr(fd, libc::TCSANOW, &old) };
+    let _ = writeln!(&tty);
+    r.map_err(|e| Error::Usage(format!("cannot read the password: {e}")))?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_string())
+}
+
+/// SSH settings from the flags; secrets only from the environment, a file or the terminal.
+fn ssh_settings(
+    f: &SshFlags,
+) -> Result<(vault::ops::ssh::SshAuth, vault::ops::ssh::SshOptions), Error> {
+    use vault::ops::ssh::{default_known_hosts, read_secret_file, SshAuth, SshOptions};
+    let env = |var: &str| {
+        std::env::var(var)
+            .map_err(|_| Error::Usage(format!("environment variable {var} is not set")))
+    };
+    let password = match (&f.password_env, &f.password_file, f.ask_password) {
+        (Some(v), _, _) => Some(env(v)?),
+        (None, Some(p), _) => Some(read_secret_file(p).map_err(|e| {
+            Error::Usage(format!("cannot read password file {}: {e}", p.display()))
+        })?),
+        (None, None, true) => Some(prompt_secret("SSH password: ")?),
+        _ => None,
+    };
+    let passphrase = f.passphrase_env.as_deref().map(env).transpose()?;
+    let auth = SshAuth {
+        user: None,
+        keys: f.identity.clone(),
+        passphrase,
+        password,
+        agent: !f.no_agent,
+    };
+    let opts = SshOptions {
+        known_hosts: f.known_hosts.clone().unwrap_or_else(default_known_hosts),
+        accept_new: f.accept_new,
+        timeout: vault::time::parse_duration(&f.timeout).map_err(Error::Usage)?,
+    };
+    Ok((auth, opts))
+}
+
+fn ssh(a: &SshArgs, out: &Out, cancel: &CancelToken) -> Result<Outcome, Error> {
+    use vault::ops::ssh::{run_many, SshTarget};
+    let mut texts = a.targets.clone();
+    if let Some(f) = &a.hosts_file {
+        texts.extend(vault::ops::targets::read_hosts_file(f).map_err(Error::Usage)?);
+    }
+    let targets: Vec<SshTarget> = texts
+        .iter()
+        .map(|t| SshTarget::parse(t))
+        .collect::<Result<_, _>>()
+        .map_err(Error::Usage)?;
+    if a.parallel == 0 {
+        return Err(Error::Usage("--parallel must be at least 1".into()));
+    }
+    let (auth, opts) = ssh_settings(&a.ssh)?;
+    let command = a.command.join(" ");
+    let results =
+        run_many(&targets, &command, &auth, &opts, a.parallel, cancel).map_err(|e| match e {
+            vault::PoolError::Cancelled => Error::Cancelled,
+            vault::PoolError::WorkerPanicked(m) => Error::Internal(m),
+            vault::PoolError::Sink(()) => Error::Internal("ssh result collection failed".into()),
+        })?;
+    if out.json {
+        out.json(&serde_json::json!({ "hosts": results }))?;
+    } else if !out.quiet {
+        for r in &results {
+            println!("[{}] OUT:", r.host);
+            print!("{}", r.stdout);
+            if !r.stdout.is_empty() && !r.stdout.ends_with('\n') {
+                println!();
+            }
+            println!("[{}] ERROR:", r.host);
+            print!("{}", r.stderr);
+            if !r.stderr.is_empty() && !r.stderr.ends_with('\n') {
+                println!();
+            }
+            match (&r.error, r.exit_status) {
+                (Some(e), _) => println!("[{}] failed: {e}", r.host),
+                (None, Some(s)) => println!("[{}] exit status {s}", r.host),
+                (None, None) => {}
+            }
+        }
+    }
+    let failed = results.iter().filter(|r| r.failed()).count();
+    if !out.quiet {
+        eprintln!(
+            "{} hosts, {} ok, {} failed",
+            results.len(),
+            results.len() - failed,
+            failed
+        );
+    }
+    Ok(if failed == 0 {
         Outcome::Done
     } else {
         Outcome::Partial

@@ -5,3 +5,5 @@ mod backup;
 mod common;
 mod restore;
 mod scan;
+mod ssh;
+mod sshd;
