@@ -24,6 +24,7 @@ command -v unshare >/dev/null || need+=(util-linux)
 command -v ssh >/dev/null || need+=(openssh-client)
 command -v pkg-config >/dev/null || need+=(pkg-config)
 [ -f /usr/include/openssl/ssl.h ] || need+=(libssl-dev)
+command -v rclone >/dev/null || need+=(rclone)
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing: ${need[*]}"
   apt-get update -qq
@@ -44,3 +45,4 @@ echo "== benchmark smoke run (tiny synthetic tree)"
 cargo build --release --quiet
 benches/compare.sh --synthetic 300 --no-install
 benches/scan.sh --runs 1 --no-install
+benches/ssh.sh --targets 5 --no-install

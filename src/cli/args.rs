@@ -107,6 +107,27 @@ pub enum Command {
     /// keys, then a password from --password-env, --password-file or --ask-password (never from
     /// the command line). Exit 3 when any host failed or exited non-zero.
     Ssh(SshArgs),
+    /// Copy the repository to sftp://[user@]host[:port]/path or rclone:REMOTE:PATH.
+    ///
+    /// Sends only the archives the destination lacks, each under a temporary name, checked,
+    /// then renamed; the manifest goes last. An interrupted push, run again, sends only what
+    /// is missing. Uses the same SSH flags as `vault ssh`.
+    Push {
+        /// sftp://[user@]host[:port]/path or rclone:REMOTE:PATH
+        dest: String,
+        /// Read every uploaded archive back and check its BLAKE3 before renaming it.
+        #[arg(long)]
+        verify: bool,
+        #[command(flatten)]
+        ssh: SshFlags,
+    },
+    /// Fetch a repository from sftp://… or rclone:… into --repo (empty, or an earlier pull).
+    Pull {
+        /// sftp://[user@]host[:port]/path or rclone:REMOTE:PATH
+        src: String,
+        #[command(flatten)]
+        ssh: SshFlags,
+    },
     /// Show what changed between two snapshots (added, modified, deleted paths).
     Diff {
         /// The older snapshot (id, prefix or `latest`).

@@ -102,6 +102,42 @@ fn dispatch(cli: &Cli, out: &Out, pool: &Pool, cancel: &CancelToken) -> Result<O
         Command::Restore(r) => restore(cli, r, out, pool, cancel),
         Command::Scan(a) => scan(cli, a, out, pool, cancel),
         Command::Ssh(a) => ssh(a, out, cancel),
+        Command::Push { dest, verify, ssh } => {
+            use vault::ops::remote::{push, Remote};
+            let remote = Remote::parse(dest).map_err(Error::Usage)?;
+            let (auth, opts) = ssh_settings(ssh)?;
+            let r = push(&repo_arg(cli)?, &remote, &auth, &opts, *verify)?;
+            if out.json {
+                out.json(&r)?;
+            }
+            out.say(&format!(
+                "pushed to {}: {} archives sent ({}), {} already there; manifest with {} snapshots",
+                r.remote,
+                r.sent.len(),
+                human_bytes(r.bytes),
+                r.skipped,
+                r.snapshots
+            ));
+            Ok(Outcome::Done)
+        }
+        Command::Pull { src, ssh } => {
+            use vault::ops::remote::{pull, Remote};
+            let remote = Remote::parse(src).map_err(Error::Usage)?;
+            let (auth, opts) = ssh_settings(ssh)?;
+            let r = pull(&remote, &repo_arg(cli)?, &auth, &opts)?;
+            if out.json {
+                out.json(&r)?;
+            }
+            out.say(&format!(
+                "pulled from {}: {} archives received ({}), {} already here; {} snapshots",
+                r.remote,
+                r.sent.len(),
+                human_bytes(r.bytes),
+                r.skipped,
+                r.snapshots
+            ));
+            Ok(Outcome::Done)
+        }
         Command::Check { read_data } => {
             let bar = progress::Bar::new(!out.quiet);
             let report =

@@ -409,6 +409,14 @@ impl Manifest {
             .map_err(|e| self.err(e))
     }
 
+    /// Writes a consistent copy of the whole manifest to `dst` (SQLite's online backup API),
+    /// even while a backup is writing to it.
+    pub fn copy_to(&self, dst: &Path) -> Result<(), ManifestError> {
+        self.conn
+            .backup(rusqlite::MAIN_DB, dst, None)
+            .map_err(|e| sql(dst, e))
+    }
+
     /// SQLite's own consistency check; empty when the file is sound.
     pub fn integrity_problems(&self) -> Result<Vec<String>, ManifestError> {
         let mut st = self

@@ -3,6 +3,7 @@
 
 mod backup;
 mod common;
+mod remote;
 mod restore;
 mod scan;
 mod ssh;

@@ -1,0 +1,512 @@
+//! `vault push` / `vault pull`: replicate a repository to an SFTP server or an rclone remote,
+//! and back.
+//!
+//! Promises:
+//! - Only archives the other side lacks are sent; each goes under a temporary name, is checked
+//!   (size; BLAKE3 of the bytes read, against the manifest; with `verify`, read back), then
+//!   renamed. A complete file under its final name is therefore always a verified one, and a rerun
+//!   after an interruption sends only what is missing.
+//! - The manifest travels last, as a consistent copy (SQLite's backup API), so the other side
+//!   never names an archive it does not have.
+//! - Pulling into an empty folder gives a repository `vault restore` works from.
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::engine::repo::Repository;
+use crate::error::{repo_io, Error, Result};
+use crate::manifest::Manifest;
+use crate::ops::ssh::{self, SshAuth, SshOptions, SshTarget};
+
+/// Where a repository is replicated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Remote {
+    /// `sftp://[user@]host[:port]/path`
+    Sftp { target: SshTarget, path: String },
+    /// `rclone:REMOTE:PATH`, through the `rclone` command.
+    Rclone { spec: String },
+}
+
+impl Remote {
+    pub fn parse(s: &str) -> std::result::Result<Remote, String> {
+        if let Some(rest) = s.strip_prefix("sftp://") {
+            let (authority, path) = match rest.find('/') {
+                Some(i) => (&rest[..i], &rest[i..]),
+                None => {
+                    return Err(format!(
+                        "bad destination '{s}': sftp://[user@]host[:port]/path needs a path"
+                    ))
+                }
+            };
+            let target = SshTarget::parse(authority)?;
+            let path = path.trim_end_matches('/');
+            if path.is_empty() {
+                return Err(format!("bad destination '{s}': the path must not be /"));
+            }
+            return Ok(Remote::Sftp {
+                target,
+                path: path.to_string(),
+            });
+        }
+        if let Some(spec) = s.strip_prefix("rclone:") {
+            if !spec.contains(':') {
+                return Err(format!(
+                    "bad destination '{s}': expected rclone:REMOTE:PATH"
+                ));
+            }
+            return Ok(Remote::Rclone {
+                spec: spec.trim_end_matches('/').to_string(),
+            });
+        }
+        Err(format!(
+            "bad destination '{s}': expected sftp://[user@]host[:port]/path or rclone:REMOTE:PATH"
+        ))
+    }
+}
+
+impl std::fmt::Display for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Remote::Sftp { target, path } => write!(f, "sftp://{target}{path}"),
+            Remote::Rclone { spec } => write!(f, "rclone:{spec}"),
+        }
+    }
+}
+
+/// What `push` or `pull` did.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct SyncReport {
+    pub remote: String,
+    /// Archives transferred this time.
+    pub sent: Vec<String>,
+    /// Archives already on the other side.
+    pub skipped: u64,
+    pub bytes: u64,
+    pub snapshots: u64,
+}
+
+/// File operations on the remote side, relative to its repository folder.
+trait Store {
+    fn list_archives(&mut self) -> Result<Vec<(String, u64)>>;
+    fn prepare(&mut self) -> Result<()>;
+    /// Uploads `local` to `name`, returning the BLAKE3 and size of the bytes sent.
+    fn upload(&mut self, local: &Path, name: &str) -> Result<([u8; 32], u64)>;
+    fn size(&mut self, name: &str) -> Result<Option<u64>>;
+    fn read_back(&mut self, name: &str) -> Result<([u8; 32], u64)>;
+    /// Renames, replacing `to` if present.
+    fn rename(&mut self, from: &str, to: &str) -> Result<()>;
+    /// Downloads `name` to `local`, returning the BLAKE3 and size of the bytes received.
+    fn download(&mut self, name: &str, local: &Path) -> Result<([u8; 32], u64)>;
+}
+
+fn remote_err(remote: &str, what: impl std::fmt::Display) -> Error {
+    Error::Refused(format!("{remote}: {what}"))
+}
+
+/// Copies a stream, hashing it.
+fn copy_hashing(r: &mut dyn Read, w: &mut dyn Write) -> io::Result<([u8; 32], u64)> {
+    let mut h = blake3::Hasher::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut n = 0u64;
+    loop {
+        let k = match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(k) => k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        h.update(&buf[..k]);
+        w.write_all(&buf[..k])?;
+        n += k as u64;
+    }
+    w.flush()?;
+    Ok((*h.finalize().as_bytes(), n))
+}
+
+struct SftpStore {
+    sftp: ssh2::Sftp,
+    base: PathBuf,
+    label: String,
+    _conn: ssh::Connected,
+}
+
+impl SftpStore {
+    fn open(
+        target: &SshTarget,
+        path: &str,
+        auth: &SshAuth,
+        opts: &SshOptions,
+        label: String,
+    ) -> Result<SftpStore> {
+        let conn = ssh::connect(target, auth, opts).map_err(|e| remote_err(&label, e))?;
+        // Transfers may take longer than one command: lift the per-call limit, keep keepalives.
+        conn.session
+            .set_timeout(opts.timeout.as_millis().min(u128::from(u32::MAX)) as u32);
+        let sftp = conn
+            .session
+            .sftp()
+            .map_err(|e| remote_err(&label, e.message()))?;
+        Ok(SftpStore {
+            sftp,
+            base: PathBuf::from(path),
+            label,
+            _conn: conn,
+        })
+    }
+    fn p(&self, name: &str) -> PathBuf {
+        self.base.join(name)
+    }
+    fn err(&self, what: &str, e: ssh2::Error) -> Error {
+        remote_err(&self.label, format!("{what}: {}", e.message()))
+    }
+}
+
+impl Store for SftpStore {
+    fn list_archives(&mut self) -> Result<Vec<(String, u64)>> {
+        match self.sftp.readdir(self.p("archives")) {
+            Ok(v) => Ok(v
+                .into_iter()
+                .filter_map(|(p, st)| {
+                    Some((
+                        p.file_name()?.to_string_lossy().into_owned(),
+                        st.size.unwrap_or(0),
+                    ))
+                })
+                .collect()),
+            Err(_) => Ok(Vec::new()),
+        }
+    }
+    fn prepare(&mut self) -> Result<()> {
+        let mut cur = PathBuf::new();
+        for c in self.p("archives").components() {
+            cur.push(c);
+            if cur.as_os_str() == "/" {
+                continue;
+            }
+            if self.sftp.stat(&cur).is_err() {
+                self.sftp
+                    .mkdir(&cur, 0o700)
+                    .map_err(|e| self.err(&format!("cannot create {}", cur.display()), e))?;
+            }
+        }
+        Ok(())
+    }
+    fn upload(&mut self, local: &Path, name: &str) -> Result<([u8; 32], u64)> {
+        let mut src = fs::File::open(local).map_err(|e| repo_io(local, e))?;
+        let mut dst = self
+            .sftp
+            .create(&self.p(name))
+            .map_err(|e| self.err(&format!("cannot create {name}"), e))?;
+        copy_hashing(&mut src, &mut dst)
+            .map_err(|e| remote_err(&self.label, format!("sending {name}: {e}")))
+    }
+    fn size(&mut self, name: &str) -> Result<Option<u64>> {
+        Ok(self.sftp.stat(&self.p(name)).ok().and_then(|s| s.size))
+    }
+    fn read_back(&mut self, name: &str) -> Result<([u8; 32], u64)> {
+        let mut f = self
+            .sftp
+            .open(self.p(name))
+            .map_err(|e| self.err(&format!("cannot read {name}"), e))?;
+        copy_hashing(&mut f, &mut io::sink())
+            .map_err(|e| remote_err(&self.label, format!("reading {name}: {e}")))
+    }
+    fn rename(&mut self, from: &str, to: &str) -> Result<()> {
+        // OpenSSH's SFTP rename does not replace: remove the old file first.
+        let _ = self.sftp.unlink(&self.p(to));
+        self.sftp
+            .rename(&self.p(from), &self.p(to), None)
+            .map_err(|e| self.err(&format!("cannot rename {from} to {to}"), e))
+    }
+    fn download(&mut self, name: &str, local: &Path) -> Result<([u8; 32], u64)> {
+        let mut src = self
+            .sftp
+            .open(self.p(name))
+            .map_err(|e| self.err(&format!("cannot read {name}"), e))?;
+        let mut dst = new_local_file(local)?;
+        let r = copy_hashing(&mut src, &mut dst)
+            .map_err(|e| remote_err(&self.label, format!("receiving {name}: {e}")))?;
+        dst.sync_all().map_err(|e| repo_io(local, e))?;
+        Ok(r)
+    }
+}
+
+fn new_local_file(p: &Path) -> Result<fs::File> {
+    fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(p)
+        .map_err(|e| repo_io(p, e))
+}
+
+struct RcloneStore {
+    spec: String,
+    label: String,
+}
+
+impl RcloneStore {
+    fn p(&self, name: &str) -> String {
+        format!("{}/{}", self.spec, name)
+    }
+    fn run(&self, args: &[&str]) -> Result<Vec<u8>> {
+        let out = Command::new("rclone")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| {
+                remote_err(
+                    &self.label,
+                    format!("cannot run rclone (apt-get install rclone): {e}"),
+                )
+            })?;
+        if !out.status.success() {
+            let msg = String::from_utf8_lossy(&out.stderr);
+            let last = msg
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("failed");
+            return Err(remote_err(
+                &self.label,
+                format!("rclone {}: {}", args[0], last.trim()),
+            ));
+        }
+        Ok(out.stdout)
+    }
+}
+
+impl Store for RcloneStore {
+    fn list_archives(&mut self) -> Result<Vec<(String, u64)>> {
+        let Ok(out) = self.run(&["lsjson", &self.p("archives")]) else {
+            return Ok(Vec::new());
+        };
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap_or_default();
+        Ok(v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|e| e["IsDir"] != true)
+                    .filter_map(|e| Some((e["Name"].as_str()?.to_string(), e["Size"].as_u64()?)))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+    fn prepare(&mut self) -> Result<()> {
+        self.run(&["mkdir", &self.p("archives")]).map(drop)
+    }
+    fn upload(&mut self, local: &Path, name: &str) -> Result<([u8; 32], u64)> {
+        let mut f = fs::File::open(local).map_err(|e| repo_io(local, e))?;
+        let (h, n) = copy_hashing(&mut f, &mut io::sink()).map_err(|e| repo_io(local, e))?;
+        self.run(&["copyto", &local.display().to_string(), &self.p(name)])?;
+        Ok((h, n))
+    }
+    fn size(&mut self, name: &str) -> Result<Option<u64>> {
+        let Ok(out) = self.run(&["lsjson", &self.p(name)]) else {
+            return Ok(None);
+        };
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap_or_default();
+        Ok(v.get(0).and_then(|e| e["Size"].as_u64()))
+    }
+    fn read_back(&mut self, name: &str) -> Result<([u8; 32], u64)> {
+        let mut child = Command::new("rclone")
+            .args(["cat", &self.p(name)])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| remote_err(&self.label, format!("cannot run rclone: {e}")))?;
+        let r = copy_hashing(child.stdout.as_mut().expect("piped"), &mut io::sink());
+        let ok = child.wait().map(|s| s.success()).unwrap_or(false);
+        match r {
+            Ok(v) if ok => Ok(v),
+            _ => Err(remote_err(&self.label, format!("cannot read back {name}"))),
+        }
+    }
+    fn rename(&mut self, from: &str, to: &str) -> Result<()> {
+        self.run(&["moveto", &self.p(from), &self.p(to)]).map(drop)
+    }
+    fn download(&mut self, name: &str, local: &Path) -> Result<([u8; 32], u64)> {
+        self.run(&["copyto", &self.p(name), &local.display().to_string()])?;
+        let mut f = fs::File::open(local).map_err(|e| repo_io(local, e))?;
+        copy_hashing(&mut f, &mut io::sink()).map_err(|e| repo_io(local, e))
+    }
+}
+
+fn open_store(remote: &Remote, auth: &SshAuth, opts: &SshOptions) -> Result<Box<dyn Store>> {
+    let label = remote.to_string();
+    Ok(match remote {
+        Remote::Sftp { target, path } => {
+            Box::new(SftpStore::open(target, path, auth, opts, label)?)
+        }
+        Remote::Rclone { spec } => Box::new(RcloneStore {
+            spec: spec.clone(),
+            label,
+        }),
+    })
+}
+
+/// The archives a manifest refers to: (name, size, BLAKE3).
+fn archives_of(m: &Manifest) -> Result<Vec<(String, u64, Vec<u8>)>> {
+    Ok(m.snapshots(None)?
+        .into_iter()
+        .filter_map(|s| Some((s.archive?, s.archive_size?, s.archive_blake3?)))
+        .collect())
+}
+
+/// Sends the repository at `repo` to `remote`.
+pub fn push(
+    repo: &Path,
+    remote: &Remote,
+    auth: &SshAuth,
+    opts: &SshOptions,
+    verify: bool,
+) -> Result<SyncReport> {
+    let label = remote.to_string();
+    let r = Repository::open(repo)?;
+    // A consistent copy of the manifest: what it names is what gets sent.
+    let copy = repo.join(format!(".push-{}.db", std::process::id()));
+    let _ = fs::remove_file(&copy);
+    r.manifest().copy_to(&copy)?;
+    struct Cleanup(PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = fs::remove_file(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(copy.clone());
+    let snapshot = Manifest::open(&copy)?;
+    let wanted = archives_of(&snapshot)?;
+    let snapshots = snapshot.snapshots(None)?.len() as u64;
+    drop(snapshot);
+
+    let mut store = open_store(remote, auth, opts)?;
+    store.prepare()?;
+    let have: std::collections::HashMap<String, u64> = store.list_archives()?.into_iter().collect();
+    let mut report = SyncReport {
+        remote: label.clone(),
+        snapshots,
+        ..SyncReport::default()
+    };
+    for (name, size, blake) in &wanted {
+        if have.get(name) == Some(size) {
+            report.skipped += 1;
+            continue;
+        }
+        let local = r.archives_dir().join(name);
+        let tmp = format!("archives/{name}.partial-push");
+        let (sent_hash, sent) = store.upload(&local, &tmp)?;
+        if sent != *size || sent_hash[..] != blake[..] {
+            return Err(Error::Refused(format!(
+                "local archive {} does not match the manifest (size or BLAKE3); run vault check; nothing renamed",
+                local.display()
+            )));
+        }
+        if store.size(&tmp)? != Some(*size) {
+            return Err(remote_err(
+                &label,
+                format!("{tmp} has the wrong size after upload"),
+            ));
+        }
+        if verify {
+            let (h, n) = store.read_back(&tmp)?;
+            if n != *size || h[..] != blake[..] {
+                return Err(remote_err(
+                    &label,
+                    format!("{tmp} differs from what was sent"),
+                ));
+            }
+        }
+        store.rename(&tmp, &format!("archives/{name}"))?;
+        report.sent.push(format!("archives/{name}"));
+        report.bytes += size;
+    }
+    // The manifest last.
+    let (_, n) = store.upload(&copy, "vault.db.partial-push")?;
+    if store.size("vault.db.partial-push")? != Some(n) {
+        return Err(remote_err(
+            &label,
+            "vault.db has the wrong size after upload",
+        ));
+    }
+    store.rename("vault.db.partial-push", "vault.db")?;
+    Ok(report)
+}
+
+/// Fetches `remote` into the repository folder `repo` (missing or empty, or an earlier pull).
+pub fn pull(remote: &Remote, repo: &Path, auth: &SshAuth, opts: &SshOptions) -> Result<SyncReport> {
+    let label = remote.to_string();
+    let existing = repo.join("vault.db").exists();
+    let mut local = if existing {
+        Repository::open(repo)?
+    } else {
+        let (r, _) = Repository::open_or_create(repo)?;
+        r
+    };
+    local.lock_exclusive()?;
+    let mut store = open_store(remote, auth, opts)?;
+    let tmp_db = repo.join(format!(".pull-{}.db", std::process::id()));
+    let (_, n) = store.download("vault.db", &tmp_db)?;
+    if n == 0 {
+        let _ = fs::remove_file(&tmp_db);
+        return Err(remote_err(
+            &label,
+            "holds no vault.db: not a vault repository",
+        ));
+    }
+    let theirs = Manifest::open(&tmp_db)?;
+    let wanted = archives_of(&theirs)?;
+    let their_ids: std::collections::HashSet<String> =
+        theirs.snapshots(None)?.into_iter().map(|s| s.id).collect();
+    drop(theirs);
+    let mine: Vec<String> = local
+        .manifest()
+        .snapshots(None)?
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    if let Some(extra) = mine.iter().find(|id| !their_ids.contains(*id)) {
+        let _ = fs::remove_file(&tmp_db);
+        return Err(Error::Refused(format!(
+            "{} has snapshot {extra} that {label} lacks; refusing to replace its manifest (push it first, or pull into an empty folder)",
+            repo.display()
+        )));
+    }
+    let mut report = SyncReport {
+        remote: label.clone(),
+        snapshots: their_ids.len() as u64,
+        ..SyncReport::default()
+    };
+    let dir = local.archives_dir();
+    for (name, size, blake) in &wanted {
+        let fin = dir.join(name);
+        if fs::metadata(&fin).map(|m| m.len()).ok() == Some(*size) {
+            report.skipped += 1;
+            continue;
+        }
+        let part = dir.join(format!("{name}.partial"));
+        let (h, got) = store.download(&format!("archives/{name}"), &part)?;
+        if got != *size || h[..] != blake[..] {
+            let _ = fs::remove_file(&part);
+            return Err(remote_err(
+                &label,
+                format!("archives/{name} does not match its manifest (size or BLAKE3)"),
+            ));
+        }
+        fs::rename(&part, &fin).map_err(|e| repo_io(&fin, e))?;
+        report.sent.push(format!("archives/{name}"));
+        report.bytes += size;
+    }
+    if let Ok(d) = fs::File::open(&dir) {
+        let _ = d.sync_all();
+    }
+    // Install their manifest last, replacing ours (a subset of theirs).
+    drop(local);
+    for stale in ["vault.db-wal", "vault.db-shm"] {
+        let _ = fs::remove_file(repo.join(stale));
+    }
+    fs::rename(&tmp_db, repo.join("vault.db")).map_err(|e| repo_io(repo.join("vault.db"), e))?;
+    Ok(report)
+}
