@@ -25,11 +25,25 @@ command -v ssh >/dev/null || need+=(openssh-client)
 command -v pkg-config >/dev/null || need+=(pkg-config)
 [ -f /usr/include/openssl/ssl.h ] || need+=(libssl-dev)
 command -v rclone >/dev/null || need+=(rclone)
+command -v openssl >/dev/null || need+=(openssl)
+/usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || need+=(python3-aiosmtpd)
+if [ ! -x /usr/sbin/postfix ]; then
+  # Local delivery only, on loopback: mail to local users lands in /var/mail/USER.
+  echo "postfix postfix/main_mailer_type select Local only" | debconf-set-selections
+  echo "postfix postfix/mailname string vault.test" | debconf-set-selections
+  need+=(postfix)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing: ${need[*]}"
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+
+# The real servers the tests talk to: postfix on 127.0.0.1:25 (sshd and the STARTTLS test
+# server are started by the test harness itself).
+postconf -e inet_interfaces=loopback-only >/dev/null
+postfix status >/dev/null 2>&1 || postfix start >/dev/null 2>&1
+postfix status >/dev/null 2>&1 || { echo "postfix did not start" >&2; exit 1; }
 
 echo "== cargo fmt --check"
 cargo fmt --check

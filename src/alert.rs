@@ -21,6 +21,17 @@ pub enum Event {
         at: String,
         rtt_ms: Option<f64>,
     },
+    /// A backup ended with a snapshot (`partial` when some files could not be read).
+    BackupDone {
+        source: String,
+        kind: String,
+        snapshot: String,
+        partial: bool,
+        /// The backup's JSON report.
+        report: serde_json::Value,
+    },
+    /// A backup failed: nothing was recorded.
+    BackupFailed { source: String, error: String },
 }
 
 impl Event {
@@ -29,6 +40,59 @@ impl Event {
         match self {
             Event::HostDown { host, .. } => format!("[vault] scan: {host} is DOWN"),
             Event::HostUp { host, .. } => format!("[vault] scan: {host} is up again"),
+            Event::BackupDone {
+                source,
+                kind,
+                partial,
+                report,
+                ..
+            } => {
+                let st = &report["stats"];
+                let n = |k: &str| st[k].as_u64().unwrap_or(0);
+                format!(
+                    "[vault] backup of {source}: {kind}, {} new, {} changed, {} deleted, {}",
+                    n("new"),
+                    n("changed"),
+                    n("deleted"),
+                    if *partial {
+                        format!(
+                            "PARTIAL ({} warnings)",
+                            report["warnings"].as_array().map_or(0, Vec::len)
+                        )
+                    } else {
+                        "OK".to_string()
+                    }
+                )
+            }
+            Event::BackupFailed { source, .. } => format!("[vault] backup of {source}: FAILED"),
+        }
+    }
+
+    /// A short human paragraph for the body.
+    pub fn summary(&self) -> String {
+        match self {
+            Event::HostDown { host, at } => format!("{host} stopped answering (sweep at {at})."),
+            Event::HostUp { host, at, rtt_ms } => format!(
+                "{host} answers again (sweep at {at}{}).",
+                rtt_ms.map(|r| format!(", {r} ms")).unwrap_or_default()
+            ),
+            Event::BackupDone {
+                source,
+                kind,
+                snapshot,
+                partial,
+                ..
+            } => format!(
+                "The {kind} backup of {source} recorded snapshot {snapshot}{}.",
+                if *partial {
+                    "; some files could not be read (see warnings)"
+                } else {
+                    ""
+                }
+            ),
+            Event::BackupFailed { source, error } => {
+                format!("The backup of {source} failed; nothing was recorded.\n\n{error}")
+            }
         }
     }
 }

@@ -107,6 +107,22 @@ pub enum Command {
     /// keys, then a password from --password-env, --password-file or --ask-password (never from
     /// the command line). Exit 3 when any host failed or exited non-zero.
     Ssh(SshArgs),
+    /// Send a UTF-8 mail: the body from stdin, or --body.
+    ///
+    /// Exit 1, naming the server or the address, when the server cannot be reached or refuses
+    /// a recipient.
+    Mail {
+        /// Recipient: an address or `Name <address>` (repeatable).
+        #[arg(long, value_name = "ADDR", required = true)]
+        to: Vec<String>,
+        #[arg(long, value_name = "TEXT", default_value = "")]
+        subject: String,
+        /// The body (default: read stdin).
+        #[arg(long, value_name = "TEXT")]
+        body: Option<String>,
+        #[command(flatten)]
+        mail: MailFlags,
+    },
     /// Copy the repository to sftp://[user@]host[:port]/path or rclone:REMOTE:PATH.
     ///
     /// Sends only the archives the destination lacks, each under a temporary name, checked,
@@ -138,6 +154,35 @@ pub enum Command {
         #[arg(long, value_name = "SRC")]
         source: Option<PathBuf>,
     },
+}
+
+/// SMTP flags, shared by `mail` and every `--alert-to`.
+#[derive(Debug, Args)]
+pub struct MailFlags {
+    /// The SMTP server.
+    #[arg(long, value_name = "URL", default_value = "smtp://127.0.0.1:25")]
+    pub smtp: String,
+    /// Upgrade the connection with STARTTLS (refuse a server that cannot).
+    #[arg(long, conflicts_with = "tls")]
+    pub starttls: bool,
+    /// Use TLS from the start (SMTPS, usually port 465).
+    #[arg(long)]
+    pub tls: bool,
+    /// Authenticate as USER (password from --password-env or --password-file).
+    #[arg(long, value_name = "USER")]
+    pub smtp_user: Option<String>,
+    /// Read the SMTP password from environment variable VAR.
+    #[arg(long, value_name = "VAR")]
+    pub password_env: Option<String>,
+    /// Read the SMTP password from the first line of FILE.
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Also trust this CA certificate (PEM), e.g. a self-signed server's.
+    #[arg(long, value_name = "FILE")]
+    pub smtp_ca: Option<PathBuf>,
+    /// The sender: an address or `Name <address>`.
+    #[arg(long, value_name = "ADDR", default_value = "vault <vault@localhost>")]
+    pub from: String,
 }
 
 /// SSH connection flags, shared by `ssh`, `push` and `pull`.
@@ -222,6 +267,11 @@ pub struct ScanArgs {
     /// Allow sweeping more than 65,536 addresses.
     #[arg(long)]
     pub yes: bool,
+    /// Mail each state change (up->down, down->up) to ADDR (repeatable; needs --state or --repo).
+    #[arg(long, value_name = "ADDR")]
+    pub alert_to: Vec<String>,
+    #[command(flatten)]
+    pub mail: MailFlags,
 }
 
 #[derive(Debug, Args)]
@@ -290,4 +340,9 @@ pub struct BackupArgs {
     /// Print what would be read and recorded; write nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Mail a summary to ADDR when the backup ends, whatever the outcome (repeatable).
+    #[arg(long, value_name = "ADDR")]
+    pub alert_to: Vec<String>,
+    #[command(flatten)]
+    pub mail: MailFlags,
 }

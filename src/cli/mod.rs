@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use args::{BackupArgs, Cli, Command, RestoreArgs, ScanArgs, SshArgs, SshFlags};
+use args::{BackupArgs, Cli, Command, MailFlags, RestoreArgs, ScanArgs, SshArgs, SshFlags};
 use vault::{BackupOptions, CancelToken, Error, Kind, Pool, Repository};
 
 /// How a command ended.
@@ -102,6 +102,35 @@ fn dispatch(cli: &Cli, out: &Out, pool: &Pool, cancel: &CancelToken) -> Result<O
         Command::Restore(r) => restore(cli, r, out, pool, cancel),
         Command::Scan(a) => scan(cli, a, out, pool, cancel),
         Command::Ssh(a) => ssh(a, out, cancel),
+        Command::Mail {
+            to,
+            subject,
+            body,
+            mail,
+        } => {
+            let smtp = smtp_settings(mail)?;
+            let body = match body {
+                Some(b) => b.clone(),
+                None => {
+                    let mut b = String::new();
+                    std::io::Read::read_to_string(&mut std::io::stdin(), &mut b).map_err(|e| {
+                        Error::Usage(format!("cannot read the body from stdin: {e}"))
+                    })?;
+                    b
+                }
+            };
+            vault::ops::mail::send(&smtp, to, subject, &body).map_err(|e| match e {
+                vault::ops::mail::MailError::Address(..) | vault::ops::mail::MailError::Url(_) => {
+                    Error::Usage(e.to_string())
+                }
+                other => Error::Refused(other.to_string()),
+            })?;
+            if out.json {
+                out.json(&serde_json::json!({ "sent": true, "to": to, "subject": subject }))?;
+            }
+            out.note(&format!("mail sent to {}", to.join(", ")));
+            Ok(Outcome::Done)
+        }
         Command::Push { dest, verify, ssh } => {
             use vault::ops::remote::{push, Remote};
             let remote = Remote::parse(dest).map_err(Error::Usage)?;
@@ -335,9 +364,30 @@ fn backup(
     opts.exclude = b.exclude.clone();
     opts.dry_run = b.dry_run;
 
+    let alerts = notifier(&b.alert_to, &b.mail)?;
     let bar = progress::Bar::new(!out.quiet);
     let report = vault::backup(&opts, pool, cancel, &bar);
     vault::Progress::finish(&bar);
+    let source = std::fs::canonicalize(&b.src).unwrap_or_else(|_| b.src.clone());
+    let event = match &report {
+        Ok(r) if !r.dry_run => Some(vault::alert::Event::BackupDone {
+            source: r.source.clone(),
+            kind: r.kind.to_string(),
+            snapshot: r.snapshot.clone().unwrap_or_default(),
+            partial: r.warnings.iter().any(|w| w.failed),
+            report: serde_json::to_value(r).unwrap_or_default(),
+        }),
+        Ok(_) => None,
+        Err(e) => Some(vault::alert::Event::BackupFailed {
+            source: source.display().to_string(),
+            error: e.to_string(),
+        }),
+    };
+    if let Some(ev) = event {
+        if let Err(e) = alerts.notify(&[ev]) {
+            eprintln!("vault: warning: alert mail not sent: {e}");
+        }
+    }
     let report = report?;
     if report.created_repository {
         out.note(&format!("created repository {}", opts.repo.display()));
@@ -400,6 +450,44 @@ fn backup(
     } else {
         Outcome::Partial
     })
+}
+
+/// SMTP settings from the flags; the password only from the environment or a file.
+fn smtp_settings(f: &MailFlags) -> Result<vault::ops::mail::SmtpSettings, Error> {
+    let password = match (&f.password_env, &f.password_file) {
+        (Some(v), _) => Some(
+            std::env::var(v)
+                .map_err(|_| Error::Usage(format!("environment variable {v} is not set")))?,
+        ),
+        (None, Some(p)) => Some(vault::ops::ssh::read_secret_file(p).map_err(|e| {
+            Error::Usage(format!("cannot read password file {}: {e}", p.display()))
+        })?),
+        _ => None,
+    };
+    if password.is_some() && f.smtp_user.is_none() {
+        return Err(Error::Usage("a password needs --smtp-user".into()));
+    }
+    Ok(vault::ops::mail::SmtpSettings {
+        url: f.smtp.clone(),
+        starttls: f.starttls,
+        tls: f.tls,
+        user: f.smtp_user.clone(),
+        password,
+        ca: f.smtp_ca.clone(),
+        from: f.from.clone(),
+        ..Default::default()
+    })
+}
+
+/// The notifier for `--alert-to`, or none.
+fn notifier(to: &[String], f: &MailFlags) -> Result<Box<dyn vault::alert::Notifier>, Error> {
+    if to.is_empty() {
+        return Ok(Box::new(vault::alert::NoNotifier));
+    }
+    Ok(Box::new(vault::ops::mail::MailNotifier {
+        smtp: smtp_settings(f)?,
+        to: to.to_vec(),
+    }))
 }
 
 /// Reads a line from the terminal with echo off.
@@ -565,7 +653,12 @@ fn scan(
     if every.is_some_and(|d| d.is_zero()) {
         return Err(Error::Usage("--every must be more than 0".into()));
     }
-    let notifier = vault::alert::NoNotifier;
+    if !a.alert_to.is_empty() && opts.state_dir.is_none() {
+        return Err(Error::Usage(
+            "--alert-to needs --state DIR (or --repo) to know what changed".into(),
+        ));
+    }
+    let notifier = notifier(&a.alert_to, &a.mail)?;
     let mut all_transitions = Vec::new();
     let mut last = None;
     let mut rounds = 0u64;
@@ -587,7 +680,7 @@ fn scan(
                 out.say(&line);
             }
         }
-        if let Err(e) = vault::alert::Notifier::notify(&notifier, &report.events()) {
+        if let Err(e) = notifier.notify(&report.events()) {
             out.note(&format!("warning: alert not sent: {e}"));
         }
         if !out.quiet {

@@ -3,6 +3,7 @@
 //! narrow stores and never touch archives.
 
 pub mod icmp;
+pub mod mail;
 pub mod remote;
 pub mod ssh;
 pub mod sweep;
