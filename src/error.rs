@@ -83,3 +83,22 @@ pub fn repo_io(path: impl Into<PathBuf>, e: io::Error) -> Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<crate::pool::PoolError<Error>> for Error {
+    fn from(e: crate::pool::PoolError<Error>) -> Error {
+        match e {
+            crate::pool::PoolError::Sink(e) => e,
+            crate::pool::PoolError::Cancelled => Error::Cancelled,
+            crate::pool::PoolError::WorkerPanicked(m) => Error::Internal(m),
+        }
+    }
+}
+
+/// The outcome of a pool run whose sink never fails (or stops it on purpose with `Err(())`).
+pub fn pool_done(r: std::result::Result<(), crate::pool::PoolError<()>>) -> Result<()> {
+    match r {
+        Ok(()) | Err(crate::pool::PoolError::Sink(())) => Ok(()),
+        Err(crate::pool::PoolError::Cancelled) => Err(Error::Cancelled),
+        Err(crate::pool::PoolError::WorkerPanicked(m)) => Err(Error::Internal(m)),
+    }
+}

@@ -28,7 +28,7 @@ use crate::engine::scan::{self, entry_from_meta, ScanOptions, Warning};
 use crate::error::{Error, Result};
 use crate::hash::{hash_reader, Digest, HashAlgo};
 use crate::manifest::{EntryChange, Kind, NewBlob, NewSnapshot, SnapshotRow, SnapshotStats};
-use crate::pool::{CancelToken, Pool, PoolError};
+use crate::pool::{CancelToken, Pool};
 use crate::progress::Progress;
 use crate::tree::{display_path, Entry, EntryKind};
 
@@ -777,12 +777,7 @@ pub fn backup(
             Ok(())
         },
     );
-    match result {
-        Ok(()) => {}
-        Err(PoolError::Sink(e)) => return Err(e),
-        Err(PoolError::Cancelled) => return Err(Error::Cancelled),
-        Err(PoolError::WorkerPanicked(m)) => return Err(Error::Internal(m)),
-    }
+    result?;
     let finished = match writer {
         Some(w) => Some(w.finish()?),
         None => None,

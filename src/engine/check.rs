@@ -14,9 +14,9 @@ use std::sync::Mutex;
 
 use crate::archive::reader::{self, Flow, MemberKind};
 use crate::engine::repo::Repository;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::manifest::SnapshotRow;
-use crate::pool::{CancelToken, Pool, PoolError};
+use crate::pool::{CancelToken, Pool};
 use crate::progress::Progress;
 use crate::tree::display_path;
 
@@ -194,11 +194,7 @@ pub fn check(
             Ok::<(), ()>(())
         },
     );
-    match result {
-        Ok(()) | Err(PoolError::Sink(())) => {}
-        Err(PoolError::Cancelled) => return Err(Error::Cancelled),
-        Err(PoolError::WorkerPanicked(m)) => return Err(Error::Internal(m)),
-    }
+    crate::error::pool_done(result)?;
     let mut found = found.into_inner().unwrap_or_else(|e| e.into_inner());
     found.sort();
     for (seq, name, error) in found {

@@ -27,7 +27,7 @@ use crate::engine::scan::Warning;
 use crate::error::{Error, Result};
 use crate::hash::HashAlgo;
 use crate::manifest::SnapshotRow;
-use crate::pool::{CancelToken, Pool, PoolError};
+use crate::pool::{CancelToken, Pool};
 use crate::progress::Progress;
 use crate::tree::{display_path, Entry, EntryKind};
 
@@ -705,11 +705,7 @@ fn restore_archive(
             },
         );
         let _ = reader.join();
-        match result {
-            Ok(()) | Err(PoolError::Sink(())) => Ok(()),
-            Err(PoolError::Cancelled) => Err(Error::Cancelled),
-            Err(PoolError::WorkerPanicked(m)) => Err(Error::Internal(m)),
-        }
+        crate::error::pool_done(result)
     })?;
     Ok(errors)
 }

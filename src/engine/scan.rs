@@ -16,7 +16,7 @@ use std::path::Path;
 use globset::GlobSet;
 
 use crate::error::{Error, Result};
-use crate::pool::{CancelToken, Pool, PoolError};
+use crate::pool::{CancelToken, Pool};
 use crate::progress::Progress;
 use crate::tree::{Entry, EntryKind, StatCache};
 
@@ -255,11 +255,7 @@ pub fn scan(
             Ok::<(), ()>(())
         },
     );
-    match r {
-        Ok(()) | Err(PoolError::Sink(())) => {}
-        Err(PoolError::Cancelled) => return Err(Error::Cancelled),
-        Err(PoolError::WorkerPanicked(m)) => return Err(Error::Internal(m)),
-    }
+    crate::error::pool_done(r)?;
     crate::tree::sort_entries(&mut out.entries);
     out.warnings.sort_by(|a, b| a.path.cmp(&b.path));
     out.failed.sort_unstable();

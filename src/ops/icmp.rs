@@ -313,19 +313,7 @@ pub fn sweep(
                 revents: 0,
             })
             .collect();
-        let ts = libc::timespec {
-            tv_sec: wait.as_secs() as libc::time_t,
-            tv_nsec: wait.subsec_nanos() as _,
-        };
-        // SAFETY: fds is a valid array of pollfd for the call's duration.
-        unsafe {
-            libc::ppoll(
-                fds.as_mut_ptr(),
-                fds.len() as libc::nfds_t,
-                &ts,
-                std::ptr::null(),
-            );
-        }
+        crate::ops::wait_fds(&mut fds, wait);
         for s in [v4.as_ref(), v6.as_ref()].into_iter().flatten() {
             while let Some((src, start, n)) = recv_one(s, &mut buf)? {
                 let got = Instant::now();

@@ -9,3 +9,20 @@ pub mod ssh;
 pub mod sweep;
 pub mod targets;
 pub mod tcp;
+
+/// Waits up to `wait` for any of `fds` to become ready (`ppoll`, nanosecond deadline).
+pub(crate) fn wait_fds(fds: &mut [libc::pollfd], wait: std::time::Duration) {
+    let ts = libc::timespec {
+        tv_sec: wait.as_secs() as libc::time_t,
+        tv_nsec: wait.subsec_nanos() as _,
+    };
+    // SAFETY: fds is a valid, exclusively borrowed pollfd array for the call's duration.
+    unsafe {
+        libc::ppoll(
+            fds.as_mut_ptr(),
+            fds.len() as libc::nfds_t,
+            &ts,
+            std::ptr::null(),
+        );
+    }
+}

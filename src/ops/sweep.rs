@@ -15,7 +15,7 @@ use crate::manifest::hosts::HostStore;
 use crate::ops::icmp::{self, Pacing, SocketKind};
 use crate::ops::targets::{self, Target};
 use crate::ops::tcp::{self, PortState};
-use crate::pool::{CancelToken, Pool, PoolError};
+use crate::pool::{CancelToken, Pool};
 
 /// Sweeps larger than this need `yes`.
 pub const CONFIRM_ABOVE: u128 = 65_536;
@@ -204,11 +204,7 @@ pub fn resolve_targets(
             Ok::<(), ()>(())
         },
     );
-    match r {
-        Ok(()) | Err(PoolError::Sink(())) => {}
-        Err(PoolError::Cancelled) => return Err(Error::Cancelled),
-        Err(PoolError::WorkerPanicked(m)) => return Err(Error::Internal(m)),
-    }
+    crate::error::pool_done(r)?;
     let mut resolved = resolved.into_iter();
     let mut out = Vec::new();
     let mut seen = HashSet::new();
@@ -280,11 +276,7 @@ pub fn sweep(opts: &ScanOptions, pool: &Pool, cancel: &CancelToken) -> Result<Sc
                     Ok::<(), ()>(())
                 },
             );
-            match r {
-                Ok(()) | Err(PoolError::Sink(())) => {}
-                Err(PoolError::Cancelled) => return Err(Error::Cancelled),
-                Err(PoolError::WorkerPanicked(m)) => return Err(Error::Internal(m)),
-            }
+            crate::error::pool_done(r)?;
             parts.sort_by_key(|p| p.0);
             Ok(parts.into_iter().flat_map(|p| p.1).collect())
         });

@@ -170,19 +170,7 @@ pub fn probe_all(
                 revents: 0,
             })
             .collect();
-        let ts = libc::timespec {
-            tv_sec: wait.as_secs() as libc::time_t,
-            tv_nsec: wait.subsec_nanos() as _,
-        };
-        // SAFETY: fds is a valid pollfd array for the call.
-        unsafe {
-            libc::ppoll(
-                fds.as_mut_ptr(),
-                fds.len() as libc::nfds_t,
-                &ts,
-                std::ptr::null(),
-            );
-        }
+        crate::ops::wait_fds(&mut fds, wait);
         let now = Instant::now();
         let mut keep = Vec::with_capacity(flight.len());
         for (k, f) in flight.into_iter().enumerate() {

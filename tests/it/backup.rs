@@ -22,14 +22,6 @@ fn backup_json(src: &Path, repo: &Path, extra: &[&str], code: i32) -> serde_json
     vault_ok(&args, code).json()
 }
 
-fn strs(v: &serde_json::Value) -> Vec<String> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_str().unwrap().to_string())
-        .collect()
-}
-
 #[test]
 fn incremental_records_exactly_the_changes() {
     let t = tempfile::tempdir().unwrap();

@@ -51,6 +51,27 @@ pub fn vault(args: &[&str]) -> Run {
         .into()
 }
 
+/// Runs `vault ARGS` with extra environment variables (and no SSH agent).
+pub fn vault_env(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut c = Command::new(vault_bin());
+    c.args(args)
+        .env_remove("VAULT_REPO")
+        .env_remove("SSH_AUTH_SOCK");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("run vault").into()
+}
+
+/// A JSON array of strings.
+pub fn strs(v: &serde_json::Value) -> Vec<String> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap().to_string())
+        .collect()
+}
+
 /// Runs `vault ARGS` and insists on exit code `code`.
 pub fn vault_ok(args: &[&str], code: i32) -> Run {
     let r = vault(args);

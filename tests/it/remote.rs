@@ -8,17 +8,6 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 use crate::sshd::Sshd;
 
-fn run(args: &[&str], env: &[(&str, &str)]) -> Run {
-    let mut c = Command::new(vault_bin());
-    c.args(args)
-        .env_remove("VAULT_REPO")
-        .env_remove("SSH_AUTH_SOCK");
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c.output().unwrap().into()
-}
-
 fn backup(src: &Path, repo: &Path, extra: &[&str]) {
     let mut a = vec![
         "backup",
@@ -61,7 +50,7 @@ fn push_to_sftp_pull_into_an_empty_folder_and_restore() {
     let flags = ssh_flags(&s, &t.path().join("kh"));
     let mut a: Vec<&str> = vec!["push", &dest, "--repo", p(&repo), "--verify", "--json"];
     a.extend(flags.iter().map(String::as_str));
-    let r = run(&a, &[]);
+    let r = vault_env(&a, &[]);
     assert_eq!(r.code, 0, "{r:?}");
     let j = r.json();
     assert_eq!(j["sent"].as_array().unwrap().len(), 2, "{j}");
@@ -72,7 +61,7 @@ fn push_to_sftp_pull_into_an_empty_folder_and_restore() {
     );
 
     // Again: nothing to send.
-    let r = run(&a, &[]);
+    let r = vault_env(&a, &[]);
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(r.json()["sent"].as_array().unwrap().len(), 0);
     assert_eq!(r.json()["skipped"], 2);
@@ -81,7 +70,7 @@ fn push_to_sftp_pull_into_an_empty_folder_and_restore() {
     let pulled = t.path().join("pulled");
     let mut a: Vec<&str> = vec!["pull", &dest, "--repo", p(&pulled), "--json"];
     a.extend(flags.iter().map(String::as_str));
-    let r = run(&a, &[]);
+    let r = vault_env(&a, &[]);
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(r.json()["snapshots"], 2);
     vault_ok(&["check", "--repo", p(&pulled), "--read-data"], 0);
@@ -100,7 +89,7 @@ fn push_to_sftp_pull_into_an_empty_folder_and_restore() {
     assert_same_tree(&src, &target);
 
     // A bad destination is a usage error.
-    let r = run(&["push", "ftp://example", "--repo", p(&repo)], &[]);
+    let r = vault_env(&["push", "ftp://example", "--repo", p(&repo)], &[]);
     assert_eq!(r.code, 2);
 }
 
@@ -166,7 +155,7 @@ fn a_killed_push_resumes_without_resending() {
         "the manifest goes last"
     );
 
-    let r = run(&a, &[]);
+    let r = vault_env(&a, &[]);
     assert_eq!(r.code, 0, "{r:?}");
     let j = r.json();
     assert_eq!(j["skipped"], before as u64, "{j}");
@@ -175,7 +164,7 @@ fn a_killed_push_resumes_without_resending() {
     let pulled = t.path().join("pulled");
     let mut a: Vec<&str> = vec!["pull", &dest, "--repo", p(&pulled)];
     a.extend(flags.iter().map(String::as_str));
-    let r = run(&a, &[]);
+    let r = vault_env(&a, &[]);
     assert_eq!(r.code, 0, "{r:?}");
     vault_ok(&["check", "--repo", p(&pulled), "--read-data"], 0);
 }
@@ -202,16 +191,16 @@ fn push_and_pull_through_rclone() {
     // An rclone remote of the local backend, configured through the environment.
     let env = [("RCLONE_CONFIG_VTEST_TYPE", "local")];
     let dest = format!("rclone:vtest:{}", t.path().join("rc-remote").display());
-    let r = run(
+    let r = vault_env(
         &["push", &dest, "--repo", p(&repo), "--verify", "--json"],
         &env,
     );
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(r.json()["sent"].as_array().unwrap().len(), 1);
-    let r = run(&["push", &dest, "--repo", p(&repo), "--json"], &env);
+    let r = vault_env(&["push", &dest, "--repo", p(&repo), "--json"], &env);
     assert_eq!(r.json()["skipped"], 1, "{r:?}");
     let pulled = t.path().join("pulled");
-    let r = run(&["pull", &dest, "--repo", p(&pulled)], &env);
+    let r = vault_env(&["pull", &dest, "--repo", p(&pulled)], &env);
     assert_eq!(r.code, 0, "{r:?}");
     let target = t.path().join("restored");
     vault_ok(

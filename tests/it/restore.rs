@@ -430,14 +430,6 @@ fn a_flipped_byte_is_found_and_other_chains_still_restore() {
     assert_same_tree(&b, &rb);
 }
 
-fn strs(v: &serde_json::Value) -> Vec<String> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_str().unwrap().to_string())
-        .collect()
-}
-
 #[test]
 fn check_removes_partials_and_forget_drops_whole_chains() {
     let t = tempfile::tempdir().unwrap();

@@ -2,22 +2,10 @@
 
 use std::fs;
 use std::net::TcpListener;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
 use crate::sshd::{Sshd, PW_PASSWORD, PW_USER};
-
-fn vault_env(args: &[&str], env: &[(&str, &str)]) -> Run {
-    let mut c = Command::new(vault_bin());
-    c.args(args)
-        .env_remove("VAULT_REPO")
-        .env_remove("SSH_AUTH_SOCK");
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c.output().unwrap().into()
-}
 
 #[test]
 fn key_password_and_host_key_policy() {
