@@ -5,19 +5,38 @@ mod cli;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
     let cancel = vault::CancelToken::new();
     install_signal_thread(&cancel);
-    let parsed = match cli::args::Cli::try_parse() {
-        Ok(c) => c,
+    let matches = match <cli::args::Cli as clap::CommandFactory>::command().try_get_matches() {
+        Ok(m) => m,
         Err(e) => {
             let code = if e.use_stderr() { 2 } else { 0 };
             let _ = e.print();
             return ExitCode::from(code);
         }
     };
+    let mut parsed = match <cli::args::Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(2);
+        }
+    };
+    // The config file fills what the command line left unset.
+    match cli::config::load(parsed.global.config.as_deref()) {
+        Ok(None) => {}
+        Ok(Some((path, cfg))) => {
+            if let Err(e) = cli::config::apply(&mut parsed, &matches, &path, &cfg) {
+                eprintln!("vault: error: {e}");
+                return ExitCode::from(2);
+            }
+        }
+        Err(e) => {
+            eprintln!("vault: error: {e}");
+            return ExitCode::from(2);
+        }
+    }
     cli::run(parsed, cancel)
 }
 

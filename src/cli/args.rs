@@ -39,6 +39,9 @@ pub struct Global {
     /// The repository folder.
     #[arg(long, global = true, value_name = "DIR", env = "VAULT_REPO")]
     pub repo: Option<PathBuf>,
+    /// Settings file (TOML); default ./vault.toml when present. Flags on the command line win.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -143,6 +146,16 @@ pub enum Command {
         src: String,
         #[command(flatten)]
         ssh: SshFlags,
+    },
+    /// Print a shell completion script: `vault completions bash > /etc/bash_completion.d/vault`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (vault.1 and vault-COMMAND.1) into DIR.
+    Man {
+        /// The folder, e.g. /usr/local/share/man/man1.
+        dir: PathBuf,
     },
     /// Show what changed between two snapshots (added, modified, deleted paths).
     Diff {
@@ -308,8 +321,12 @@ pub struct RestoreArgs {
 
 #[derive(Debug, Args)]
 pub struct BackupArgs {
-    /// The folder to back up.
-    pub src: PathBuf,
+    /// The folder to back up (or take it from --job).
+    #[arg(required_unless_present = "job")]
+    pub src: Option<PathBuf>,
+    /// Run the job NAME of the config file ([job.NAME]: source, repo, excludes, …).
+    #[arg(long, value_name = "NAME")]
+    pub job: Option<String>,
     /// Force a full snapshot.
     #[arg(long, conflicts_with = "incremental")]
     pub full: bool,

@@ -3,6 +3,7 @@
 //! document. Exit codes: 0 done, 1 error, 2 usage, 3 done with failed items.
 
 pub mod args;
+pub mod config;
 pub mod progress;
 
 use std::io::Write;
@@ -99,6 +100,36 @@ fn dispatch(cli: &Cli, out: &Out, pool: &Pool, cancel: &CancelToken) -> Result<O
             Ok(Outcome::Done)
         }
         Command::Backup(b) => backup(cli, b, out, pool, cancel),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut buf = Vec::new();
+            clap_complete::generate(*shell, &mut cmd, "vault", &mut buf);
+            match std::io::stdout().write_all(&buf) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::Internal(
+                    format!("cannot write the completion script: {e}"),
+                )),
+                _ => Ok(Outcome::Done),
+            }
+        }
+        Command::Man { dir } => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            std::fs::create_dir_all(dir).map_err(|e| vault::error::repo_io(dir, e))?;
+            let mut pages = vec![(String::from("vault"), cmd.clone())];
+            for sub in cmd.get_subcommands() {
+                let name = format!("vault-{}", sub.get_name());
+                pages.push((name.clone(), sub.clone().name(name)));
+            }
+            for (name, page) in pages {
+                let path = dir.join(format!("{name}.1"));
+                let mut buf = Vec::new();
+                clap_mangen::Man::new(page)
+                    .render(&mut buf)
+                    .map_err(|e| vault::error::repo_io(&path, e))?;
+                std::fs::write(&path, buf).map_err(|e| vault::error::repo_io(&path, e))?;
+            }
+            out.note(&format!("man pages written to {}", dir.display()));
+            Ok(Outcome::Done)
+        }
         Command::Restore(r) => restore(cli, r, out, pool, cancel),
         Command::Scan(a) => scan(cli, a, out, pool, cancel),
         Command::Ssh(a) => ssh(a, out, cancel),
@@ -342,7 +373,11 @@ fn backup(
     pool: &Pool,
     cancel: &CancelToken,
 ) -> Result<Outcome, Error> {
-    let mut opts = BackupOptions::new(&b.src, repo_arg(cli)?);
+    let src = b
+        .src
+        .clone()
+        .ok_or_else(|| Error::Usage("give SRC or --job NAME".into()))?;
+    let mut opts = BackupOptions::new(&src, repo_arg(cli)?);
     opts.kind = if b.full {
         Some(Kind::Full)
     } else if b.incremental {
@@ -368,7 +403,7 @@ fn backup(
     let bar = progress::Bar::new(!out.quiet);
     let report = vault::backup(&opts, pool, cancel, &bar);
     vault::Progress::finish(&bar);
-    let source = std::fs::canonicalize(&b.src).unwrap_or_else(|_| b.src.clone());
+    let source = std::fs::canonicalize(&src).unwrap_or_else(|_| src.clone());
     let event = match &report {
         Ok(r) if !r.dry_run => Some(vault::alert::Event::BackupDone {
             source: r.source.clone(),

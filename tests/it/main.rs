@@ -3,6 +3,7 @@
 
 mod backup;
 mod common;
+mod config;
 mod mail;
 mod remote;
 mod restore;

@@ -1,0 +1,367 @@
+//! The config file (`vault.toml`, or `--config FILE`): defaults for flags, named backup jobs,
+//! alert recipients and SMTP settings, scan targets and ssh host lists.
+//!
+//! Rules: every key is checked (an unknown key or a wrong type is an error naming the file, the
+//! line and the key, exit 2); a flag given on the command line (or in the environment, for
+//! `VAULT_REPO`) always wins over the file; `[job.NAME]` values win over `[backup]` defaults.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use clap::parser::ValueSource;
+use clap::ArgMatches;
+use serde::Deserialize;
+
+use super::args::{Cli, Command, MailFlags};
+use vault::Error;
+
+/// Values shared by `[backup]` and `[job.NAME]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupSettings {
+    pub source: Option<PathBuf>,
+    pub repo: Option<PathBuf>,
+    pub exclude: Option<Vec<String>>,
+    pub full_on: Option<String>,
+    pub max_chain: Option<u64>,
+    pub compression: Option<String>,
+    pub level: Option<i32>,
+    pub hash: Option<String>,
+    pub rehash: Option<bool>,
+    pub alert_to: Option<Vec<String>>,
+}
+
+/// `[alert]`: recipients and SMTP settings for `--alert-to` and `vault mail`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertSettings {
+    pub to: Option<Vec<String>>,
+    pub smtp: Option<String>,
+    pub starttls: Option<bool>,
+    pub tls: Option<bool>,
+    pub smtp_user: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub smtp_ca: Option<PathBuf>,
+    pub from: Option<String>,
+}
+
+/// `[scan]`
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScanSettings {
+    pub targets: Option<Vec<String>>,
+    pub hosts_file: Option<PathBuf>,
+    pub tcp: Option<String>,
+    pub icmp: Option<bool>,
+    pub timeout: Option<String>,
+    pub retries: Option<u32>,
+    pub rate: Option<u32>,
+    pub every: Option<String>,
+    pub state: Option<PathBuf>,
+    pub alert_to: Option<Vec<String>>,
+}
+
+/// `[ssh]`
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshSettings {
+    pub hosts: Option<Vec<String>>,
+    pub hosts_file: Option<PathBuf>,
+    pub identity: Option<Vec<PathBuf>>,
+    pub known_hosts: Option<PathBuf>,
+    pub timeout: Option<String>,
+    pub parallel: Option<usize>,
+    pub password_env: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub passphrase_env: Option<String>,
+}
+
+/// The whole file.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub repo: Option<PathBuf>,
+    pub jobs: Option<u16>,
+    #[serde(default)]
+    pub backup: BackupSettings,
+    #[serde(default)]
+    pub job: BTreeMap<String, BackupSettings>,
+    #[serde(default)]
+    pub alert: AlertSettings,
+    #[serde(default)]
+    pub scan: ScanSettings,
+    #[serde(default)]
+    pub ssh: SshSettings,
+}
+
+/// Parses config text; errors name `path`, the line and the key, on one line.
+pub fn parse(path: &Path, text: &str) -> Result<Config, Error> {
+    toml::from_str::<Config>(text).map_err(|e| {
+        let line_no = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+        let key = line_no
+            .and_then(|n| text.lines().nth(n - 1))
+            .and_then(|l| l.split_once('=').map(|(k, _)| k.trim().to_string()))
+            .filter(|k| !k.is_empty());
+        let msg = e.message().replace('\n', " ");
+        Error::Usage(match (line_no, key) {
+            (Some(n), Some(k)) => format!("{}:{n}: key `{k}`: {msg}", path.display()),
+            (Some(n), None) => format!("{}:{n}: {msg}", path.display()),
+            _ => format!("{}: {msg}", path.display()),
+        })
+    })
+}
+
+/// Loads `--config FILE`, or ./vault.toml when present, or nothing.
+pub fn load(explicit: Option<&Path>) -> Result<Option<(PathBuf, Config)>, Error> {
+    let path = match explicit {
+        Some(p) => p.to_path_buf(),
+        None => {
+            let p = PathBuf::from("vault.toml");
+            if !p.is_file() {
+                return Ok(None);
+            }
+            p
+        }
+    };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| Error::Usage(format!("cannot read config file {}: {e}", path.display())))?;
+    Ok(Some((path.clone(), parse(&path, &text)?)))
+}
+
+/// True when the user set this argument (command line or environment).
+fn given(m: &ArgMatches, id: &str) -> bool {
+    matches!(
+        m.value_source(id),
+        Some(ValueSource::CommandLine) | Some(ValueSource::EnvVariable)
+    )
+}
+
+fn set<T>(m: &ArgMatches, id: &str, slot: &mut T, value: Option<T>) {
+    if !given(m, id) {
+        if let Some(v) = value {
+            *slot = v;
+        }
+    }
+}
+
+fn set_opt<T>(m: &ArgMatches, id: &str, slot: &mut Option<T>, value: Option<T>) {
+    if !given(m, id) && value.is_some() {
+        *slot = value;
+    }
+}
+
+fn apply_mail(m: &ArgMatches, f: &mut MailFlags, a: &AlertSettings) {
+    set(m, "smtp", &mut f.smtp, a.smtp.clone());
+    set(m, "starttls", &mut f.starttls, a.starttls);
+    set(m, "tls", &mut f.tls, a.tls);
+    set_opt(m, "smtp_user", &mut f.smtp_user, a.smtp_user.clone());
+    set_opt(
+        m,
+        "password_env",
+        &mut f.password_env,
+        a.password_env.clone(),
+    );
+    set_opt(
+        m,
+        "password_file",
+        &mut f.password_file,
+        a.password_file.clone(),
+    );
+    set_opt(m, "smtp_ca", &mut f.smtp_ca, a.smtp_ca.clone());
+    set(m, "from", &mut f.from, a.from.clone());
+}
+
+/// Fills what the command line left unset from the config file.
+pub fn apply(cli: &mut Cli, matches: &ArgMatches, path: &Path, cfg: &Config) -> Result<(), Error> {
+    let (_, sub) = matches.subcommand().expect("a subcommand is required");
+    // Global flags may be given before or after the subcommand.
+    let global_given = |id: &str| given(matches, id) || given(sub, id);
+    if !global_given("jobs") && cfg.jobs.is_some() {
+        cli.global.jobs = cfg.jobs;
+    }
+    let repo_given = global_given("repo");
+    match &mut cli.command {
+        Command::Backup(b) => {
+            let job = match &b.job {
+                Some(name) => Some(cfg.job.get(name).cloned().ok_or_else(|| {
+                    let known: Vec<&str> = cfg.job.keys().map(String::as_str).collect();
+                    Error::Usage(format!(
+                        "{}: no [job.{name}] (jobs: {})",
+                        path.display(),
+                        if known.is_empty() {
+                            "none".into()
+                        } else {
+                            known.join(", ")
+                        }
+                    ))
+                })?),
+                None => None,
+            };
+            let d = &cfg.backup;
+            let j = job.unwrap_or_default();
+            let pick = |a: &Option<String>, b: &Option<String>| a.clone().or_else(|| b.clone());
+            if b.src.is_none() {
+                b.src = j.source.clone().or_else(|| d.source.clone());
+                if b.src.is_none() {
+                    return Err(Error::Usage(format!(
+                        "{}: job {} has no source",
+                        path.display(),
+                        b.job.as_deref().unwrap_or("")
+                    )));
+                }
+            }
+            if !repo_given {
+                if let Some(r) = j
+                    .repo
+                    .clone()
+                    .or_else(|| d.repo.clone())
+                    .or_else(|| cfg.repo.clone())
+                {
+                    cli.global.repo = Some(r);
+                }
+            }
+            if b.exclude.is_empty() {
+                b.exclude = j
+                    .exclude
+                    .clone()
+                    .or_else(|| d.exclude.clone())
+                    .unwrap_or_default();
+            }
+            set(sub, "full_on", &mut b.full_on, pick(&j.full_on, &d.full_on));
+            set(
+                sub,
+                "max_chain",
+                &mut b.max_chain,
+                j.max_chain.or(d.max_chain),
+            );
+            set(
+                sub,
+                "compression",
+                &mut b.compression,
+                pick(&j.compression, &d.compression),
+            );
+            set_opt(sub, "level", &mut b.level, j.level.or(d.level));
+            set_opt(sub, "hash", &mut b.hash, pick(&j.hash, &d.hash));
+            set(sub, "rehash", &mut b.rehash, j.rehash.or(d.rehash));
+            if b.alert_to.is_empty() {
+                b.alert_to = j
+                    .alert_to
+                    .clone()
+                    .or_else(|| d.alert_to.clone())
+                    .or_else(|| cfg.alert.to.clone())
+                    .unwrap_or_default();
+            }
+            apply_mail(sub, &mut b.mail, &cfg.alert);
+        }
+        Command::Scan(a) => {
+            let s = &cfg.scan;
+            if a.targets.is_empty() && a.hosts_file.is_none() {
+                a.targets = s.targets.clone().unwrap_or_default();
+                a.hosts_file = s.hosts_file.clone();
+            }
+            set_opt(sub, "tcp", &mut a.tcp, s.tcp.clone());
+            set(sub, "icmp", &mut a.icmp, s.icmp);
+            set(sub, "timeout", &mut a.timeout, s.timeout.clone());
+            set(sub, "retries", &mut a.retries, s.retries);
+            set(sub, "rate", &mut a.rate, s.rate);
+            set_opt(sub, "every", &mut a.every, s.every.clone());
+            set_opt(sub, "state", &mut a.state, s.state.clone());
+            if a.alert_to.is_empty() {
+                a.alert_to = s
+                    .alert_to
+                    .clone()
+                    .or_else(|| cfg.alert.to.clone())
+                    .unwrap_or_default();
+            }
+            apply_mail(sub, &mut a.mail, &cfg.alert);
+            if !repo_given && cfg.repo.is_some() {
+                cli.global.repo = cfg.repo.clone();
+            }
+        }
+        Command::Ssh(a) => {
+            let s = &cfg.ssh;
+            if a.targets.is_empty() && a.hosts_file.is_none() {
+                a.targets = s.hosts.clone().unwrap_or_default();
+                a.hosts_file = s.hosts_file.clone();
+            }
+            set(sub, "parallel", &mut a.parallel, s.parallel);
+            let f = &mut a.ssh;
+            if f.identity.is_empty() {
+                f.identity = s.identity.clone().unwrap_or_default();
+            }
+            set_opt(
+                sub,
+                "known_hosts",
+                &mut f.known_hosts,
+                s.known_hosts.clone(),
+            );
+            set(sub, "timeout", &mut f.timeout, s.timeout.clone());
+            set_opt(
+                sub,
+                "password_env",
+                &mut f.password_env,
+                s.password_env.clone(),
+            );
+            set_opt(
+                sub,
+                "password_file",
+                &mut f.password_file,
+                s.password_file.clone(),
+            );
+            set_opt(
+                sub,
+                "passphrase_env",
+                &mut f.passphrase_env,
+                s.passphrase_env.clone(),
+            );
+        }
+        Command::Mail { mail, .. } => apply_mail(sub, mail, &cfg.alert),
+        Command::Push { ssh, .. } | Command::Pull { ssh, .. } => {
+            let s = &cfg.ssh;
+            if ssh.identity.is_empty() {
+                ssh.identity = s.identity.clone().unwrap_or_default();
+            }
+            set_opt(
+                sub,
+                "known_hosts",
+                &mut ssh.known_hosts,
+                s.known_hosts.clone(),
+            );
+            set(sub, "timeout", &mut ssh.timeout, s.timeout.clone());
+            if !repo_given && cfg.repo.is_some() {
+                cli.global.repo = cfg.repo.clone();
+            }
+        }
+        _ => {
+            if !repo_given && cfg.repo.is_some() {
+                cli.global.repo = cfg.repo.clone();
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let p = Path::new("vault.toml");
+        let e = parse(p, "repo = \"/r\"\n[backup]\nmax_chain = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("vault.toml:3: key `max_chain`:"), "{e}");
+        let e = parse(p, "[backup]\nexlude = [\"*.tmp\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("vault.toml:2: key `exlude`:") && e.contains("unknown field"),
+            "{e}"
+        );
+        assert!(parse(p, "").is_ok());
+    }
+}
