@@ -5,9 +5,14 @@ mod cli;
 
 use std::process::ExitCode;
 
+/// Set once the command is `vault watch`, where a second signal aborts the running backup
+/// cleanly instead of exiting at once.
+static WATCH_MODE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn main() -> ExitCode {
     let cancel = vault::CancelToken::new();
-    install_signal_thread(&cancel);
+    let abort = vault::CancelToken::new();
+    install_signal_thread(&cancel, &abort);
     let matches = match <cli::args::Cli as clap::CommandFactory>::command().try_get_matches() {
         Ok(m) => m,
         Err(e) => {
@@ -37,11 +42,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    cli::run(parsed, cancel)
+    if matches!(parsed.command, cli::args::Command::Watch(_)) {
+        WATCH_MODE.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+    cli::run(parsed, cancel, abort)
 }
 
-/// SIGINT/SIGTERM cancel the running work; a second one exits at once (130).
-fn install_signal_thread(cancel: &vault::CancelToken) {
+/// SIGINT/SIGTERM cancel the running work; a second one exits at once (130). Under
+/// `vault watch` the first lets the running backup finish, the second abandons it cleanly and
+/// only a third exits at once.
+fn install_signal_thread(cancel: &vault::CancelToken, abort: &vault::CancelToken) {
     // SAFETY: plain libc signal-mask calls on memory we own; done before any other thread
     // exists, so every thread inherits the mask and only the waiter receives the signals.
     unsafe {
@@ -51,6 +61,7 @@ fn install_signal_thread(cancel: &vault::CancelToken) {
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         let cancel = cancel.clone();
+        let abort = abort.clone();
         std::thread::spawn(move || {
             let mut count = 0;
             loop {
@@ -59,9 +70,21 @@ fn install_signal_thread(cancel: &vault::CancelToken) {
                     return;
                 }
                 count += 1;
+                let watching = WATCH_MODE.load(std::sync::atomic::Ordering::SeqCst);
                 if count == 1 {
-                    eprintln!("vault: interrupted; stopping (press Ctrl-C again to quit at once)");
+                    if watching {
+                        eprintln!(
+                            "vault: stopping after the running backup (signal again to abandon it)"
+                        );
+                    } else {
+                        eprintln!(
+                            "vault: interrupted; stopping (press Ctrl-C again to quit at once)"
+                        );
+                    }
                     cancel.cancel();
+                } else if count == 2 && watching {
+                    eprintln!("vault: abandoning the running backup");
+                    abort.cancel();
                 } else {
                     std::process::exit(130);
                 }

@@ -147,6 +147,13 @@ pub enum Command {
         #[command(flatten)]
         ssh: SshFlags,
     },
+    /// Watch a folder and back it up after changes settle, until SIGINT/SIGTERM.
+    ///
+    /// Runs the normal backup (same flags and policy as `vault backup`) but re-examines only
+    /// the folders that change events touched; a full rescan runs at start, on an event queue
+    /// overflow, and every --rescan-interval. Nothing is recorded while nothing changes. The
+    /// first SIGINT/SIGTERM lets a running backup finish, a second abandons it cleanly; exit 0.
+    Watch(WatchArgs),
     /// Print a shell completion script: `vault completions bash > /etc/bash_completion.d/vault`.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -317,6 +324,18 @@ pub struct RestoreArgs {
     /// Keep setuid/setgid bits (only when running as root; they are cleared otherwise).
     #[arg(long)]
     pub preserve_setid: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub backup: BackupArgs,
+    /// How long changes must settle before a backup runs.
+    #[arg(long, value_name = "DUR", default_value = "2s")]
+    pub debounce: String,
+    /// A full rescan at least this often, to catch what events missed.
+    #[arg(long, value_name = "DUR", default_value = "1h")]
+    pub rescan_interval: String,
 }
 
 #[derive(Debug, Args)]

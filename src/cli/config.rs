@@ -12,7 +12,7 @@ use clap::parser::ValueSource;
 use clap::ArgMatches;
 use serde::Deserialize;
 
-use super::args::{Cli, Command, MailFlags};
+use super::args::{BackupArgs, Cli, Command, MailFlags};
 use vault::Error;
 
 /// Values shared by `[backup]` and `[job.NAME]`.
@@ -174,6 +174,92 @@ fn apply_mail(m: &ArgMatches, f: &mut MailFlags, a: &AlertSettings) {
     set(m, "from", &mut f.from, a.from.clone());
 }
 
+/// The global repo slot, when the command line left it to the config.
+fn cli_repo(slot: &mut Option<PathBuf>, given: bool) -> Option<&mut Option<PathBuf>> {
+    (!given).then_some(slot)
+}
+
+/// `vault backup` (and `vault watch`) flags from `[job.NAME]`, then `[backup]`, then the top.
+fn apply_backup(
+    b: &mut BackupArgs,
+    sub: &ArgMatches,
+    repo_slot: Option<&mut Option<PathBuf>>,
+    path: &Path,
+    cfg: &Config,
+) -> Result<(), Error> {
+    let job = match &b.job {
+        Some(name) => Some(cfg.job.get(name).cloned().ok_or_else(|| {
+            let known: Vec<&str> = cfg.job.keys().map(String::as_str).collect();
+            Error::Usage(format!(
+                "{}: no [job.{name}] (jobs: {})",
+                path.display(),
+                if known.is_empty() {
+                    "none".into()
+                } else {
+                    known.join(", ")
+                }
+            ))
+        })?),
+        None => None,
+    };
+    let d = &cfg.backup;
+    let j = job.unwrap_or_default();
+    let pick = |a: &Option<String>, b: &Option<String>| a.clone().or_else(|| b.clone());
+    if b.src.is_none() {
+        b.src = j.source.clone().or_else(|| d.source.clone());
+        if b.src.is_none() {
+            return Err(Error::Usage(format!(
+                "{}: job {} has no source",
+                path.display(),
+                b.job.as_deref().unwrap_or("")
+            )));
+        }
+    }
+    if let Some(slot) = repo_slot {
+        if let Some(r) = j
+            .repo
+            .clone()
+            .or_else(|| d.repo.clone())
+            .or_else(|| cfg.repo.clone())
+        {
+            *slot = Some(r);
+        }
+    }
+    if b.exclude.is_empty() {
+        b.exclude = j
+            .exclude
+            .clone()
+            .or_else(|| d.exclude.clone())
+            .unwrap_or_default();
+    }
+    set(sub, "full_on", &mut b.full_on, pick(&j.full_on, &d.full_on));
+    set(
+        sub,
+        "max_chain",
+        &mut b.max_chain,
+        j.max_chain.or(d.max_chain),
+    );
+    set(
+        sub,
+        "compression",
+        &mut b.compression,
+        pick(&j.compression, &d.compression),
+    );
+    set_opt(sub, "level", &mut b.level, j.level.or(d.level));
+    set_opt(sub, "hash", &mut b.hash, pick(&j.hash, &d.hash));
+    set(sub, "rehash", &mut b.rehash, j.rehash.or(d.rehash));
+    if b.alert_to.is_empty() {
+        b.alert_to = j
+            .alert_to
+            .clone()
+            .or_else(|| d.alert_to.clone())
+            .or_else(|| cfg.alert.to.clone())
+            .unwrap_or_default();
+    }
+    apply_mail(sub, &mut b.mail, &cfg.alert);
+    Ok(())
+}
+
 /// Fills what the command line left unset from the config file.
 pub fn apply(cli: &mut Cli, matches: &ArgMatches, path: &Path, cfg: &Config) -> Result<(), Error> {
     let (_, sub) = matches.subcommand().expect("a subcommand is required");
@@ -184,78 +270,20 @@ pub fn apply(cli: &mut Cli, matches: &ArgMatches, path: &Path, cfg: &Config) -> 
     }
     let repo_given = global_given("repo");
     match &mut cli.command {
-        Command::Backup(b) => {
-            let job = match &b.job {
-                Some(name) => Some(cfg.job.get(name).cloned().ok_or_else(|| {
-                    let known: Vec<&str> = cfg.job.keys().map(String::as_str).collect();
-                    Error::Usage(format!(
-                        "{}: no [job.{name}] (jobs: {})",
-                        path.display(),
-                        if known.is_empty() {
-                            "none".into()
-                        } else {
-                            known.join(", ")
-                        }
-                    ))
-                })?),
-                None => None,
-            };
-            let d = &cfg.backup;
-            let j = job.unwrap_or_default();
-            let pick = |a: &Option<String>, b: &Option<String>| a.clone().or_else(|| b.clone());
-            if b.src.is_none() {
-                b.src = j.source.clone().or_else(|| d.source.clone());
-                if b.src.is_none() {
-                    return Err(Error::Usage(format!(
-                        "{}: job {} has no source",
-                        path.display(),
-                        b.job.as_deref().unwrap_or("")
-                    )));
-                }
-            }
-            if !repo_given {
-                if let Some(r) = j
-                    .repo
-                    .clone()
-                    .or_else(|| d.repo.clone())
-                    .or_else(|| cfg.repo.clone())
-                {
-                    cli.global.repo = Some(r);
-                }
-            }
-            if b.exclude.is_empty() {
-                b.exclude = j
-                    .exclude
-                    .clone()
-                    .or_else(|| d.exclude.clone())
-                    .unwrap_or_default();
-            }
-            set(sub, "full_on", &mut b.full_on, pick(&j.full_on, &d.full_on));
-            set(
-                sub,
-                "max_chain",
-                &mut b.max_chain,
-                j.max_chain.or(d.max_chain),
-            );
-            set(
-                sub,
-                "compression",
-                &mut b.compression,
-                pick(&j.compression, &d.compression),
-            );
-            set_opt(sub, "level", &mut b.level, j.level.or(d.level));
-            set_opt(sub, "hash", &mut b.hash, pick(&j.hash, &d.hash));
-            set(sub, "rehash", &mut b.rehash, j.rehash.or(d.rehash));
-            if b.alert_to.is_empty() {
-                b.alert_to = j
-                    .alert_to
-                    .clone()
-                    .or_else(|| d.alert_to.clone())
-                    .or_else(|| cfg.alert.to.clone())
-                    .unwrap_or_default();
-            }
-            apply_mail(sub, &mut b.mail, &cfg.alert);
-        }
+        Command::Backup(b) => apply_backup(
+            b,
+            sub,
+            cli_repo(&mut cli.global.repo, repo_given),
+            path,
+            cfg,
+        )?,
+        Command::Watch(w) => apply_backup(
+            &mut w.backup,
+            sub,
+            cli_repo(&mut cli.global.repo, repo_given),
+            path,
+            cfg,
+        )?,
         Command::Scan(a) => {
             let s = &cfg.scan;
             if a.targets.is_empty() && a.hosts_file.is_none() {

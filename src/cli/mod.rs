@@ -10,7 +10,9 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use args::{BackupArgs, Cli, Command, MailFlags, RestoreArgs, ScanArgs, SshArgs, SshFlags};
+use args::{
+    BackupArgs, Cli, Command, MailFlags, RestoreArgs, ScanArgs, SshArgs, SshFlags, WatchArgs,
+};
 use vault::{BackupOptions, CancelToken, Error, Kind, Pool, Repository};
 
 /// How a command ended.
@@ -52,14 +54,15 @@ impl Out {
     }
 }
 
-/// Runs a parsed command line.
-pub fn run(cli: Cli, cancel: CancelToken) -> ExitCode {
+/// Runs a parsed command line. `cancel` is set by the first SIGINT/SIGTERM, `abort` by the
+/// second (only `vault watch` tells the two apart).
+pub fn run(cli: Cli, cancel: CancelToken, abort: CancelToken) -> ExitCode {
     let out = Out {
         json: cli.global.json,
         quiet: cli.global.quiet,
     };
     let pool = Pool::new(cli.global.jobs.map_or(0, usize::from));
-    let result = dispatch(&cli, &out, &pool, &cancel);
+    let result = dispatch(&cli, &out, &pool, &cancel, &abort);
     match result {
         Ok(Outcome::Done) => ExitCode::SUCCESS,
         Ok(Outcome::Partial) => ExitCode::from(3),
@@ -88,7 +91,13 @@ fn repo_arg(cli: &Cli) -> Result<PathBuf, Error> {
         .ok_or_else(|| Error::Usage("--repo DIR is required (or set VAULT_REPO)".into()))
 }
 
-fn dispatch(cli: &Cli, out: &Out, pool: &Pool, cancel: &CancelToken) -> Result<Outcome, Error> {
+fn dispatch(
+    cli: &Cli,
+    out: &Out,
+    pool: &Pool,
+    cancel: &CancelToken,
+    abort: &CancelToken,
+) -> Result<Outcome, Error> {
     match &cli.command {
         Command::Init => {
             let repo = repo_arg(cli)?;
@@ -100,6 +109,7 @@ fn dispatch(cli: &Cli, out: &Out, pool: &Pool, cancel: &CancelToken) -> Result<O
             Ok(Outcome::Done)
         }
         Command::Backup(b) => backup(cli, b, out, pool, cancel),
+        Command::Watch(w) => watch(cli, w, out, pool, cancel, abort),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             let mut buf = Vec::new();
@@ -366,13 +376,8 @@ fn dispatch(cli: &Cli, out: &Out, pool: &Pool, cancel: &CancelToken) -> Result<O
     }
 }
 
-fn backup(
-    cli: &Cli,
-    b: &BackupArgs,
-    out: &Out,
-    pool: &Pool,
-    cancel: &CancelToken,
-) -> Result<Outcome, Error> {
+/// The library's backup options from `vault backup`'s (or `vault watch`'s) flags.
+fn backup_options(cli: &Cli, b: &BackupArgs) -> Result<BackupOptions, Error> {
     let src = b
         .src
         .clone()
@@ -398,7 +403,107 @@ fn backup(
     opts.rehash = b.rehash;
     opts.exclude = b.exclude.clone();
     opts.dry_run = b.dry_run;
+    Ok(opts)
+}
 
+fn watch(
+    cli: &Cli,
+    w: &WatchArgs,
+    out: &Out,
+    pool: &Pool,
+    stop: &CancelToken,
+    abort: &CancelToken,
+) -> Result<Outcome, Error> {
+    use vault::ops::watch::{watch, WatchEvent, WatchOptions};
+    let opts = WatchOptions {
+        backup: backup_options(cli, &w.backup)?,
+        debounce: vault::time::parse_duration(&w.debounce).map_err(Error::Usage)?,
+        rescan_interval: vault::time::parse_duration(&w.rescan_interval).map_err(Error::Usage)?,
+    };
+    if opts.rescan_interval.is_zero() {
+        return Err(Error::Usage("--rescan-interval must be more than 0".into()));
+    }
+    let alerts = notifier(&w.backup.alert_to, &w.backup.mail)?;
+    let source =
+        std::fs::canonicalize(&opts.backup.source).unwrap_or_else(|_| opts.backup.source.clone());
+    let mut reports: Vec<serde_json::Value> = Vec::new();
+    let mut failures: Vec<String> = Vec::new();
+    out.note(&format!(
+        "watching {} (debounce {:?}, full rescan every {:?}); Ctrl-C to stop",
+        source.display(),
+        opts.debounce,
+        opts.rescan_interval
+    ));
+    let mut on_event = |ev: WatchEvent| match ev {
+        WatchEvent::Backup {
+            full_rescan,
+            report,
+        } => {
+            let how = if full_rescan {
+                "full rescan"
+            } else {
+                "changed folders"
+            };
+            match &report.snapshot {
+                Some(id) => {
+                    let s = &report.stats;
+                    out.say(&format!(
+                        "{} snapshot {id} ({how}): {} new, {} changed, {} deleted, {} warnings",
+                        report.kind,
+                        s.new,
+                        s.changed,
+                        s.deleted,
+                        report.warnings.len()
+                    ));
+                    if report.warnings.iter().any(|w| w.failed) {
+                        let ev = vault::alert::Event::BackupDone {
+                            source: report.source.clone(),
+                            kind: report.kind.to_string(),
+                            snapshot: id.clone(),
+                            partial: true,
+                            report: serde_json::to_value(&report).unwrap_or_default(),
+                        };
+                        if let Err(e) = alerts.notify(&[ev]) {
+                            eprintln!("vault: warning: alert mail not sent: {e}");
+                        }
+                    }
+                }
+                None => out.note(&format!("nothing changed ({how}); no snapshot")),
+            }
+            reports.push(serde_json::to_value(&report).unwrap_or_default());
+        }
+        WatchEvent::Failed { error, retry_in } => {
+            eprintln!("vault: backup failed: {error}; retrying in {retry_in:?}");
+            let ev = vault::alert::Event::BackupFailed {
+                source: source.display().to_string(),
+                error: error.to_string(),
+            };
+            if let Err(e) = alerts.notify(&[ev]) {
+                eprintln!("vault: warning: alert mail not sent: {e}");
+            }
+            failures.push(error.to_string());
+        }
+        WatchEvent::WatchError(e) => {
+            eprintln!("vault: warning: watch: {e}; a full rescan follows");
+        }
+    };
+    watch(&opts, pool, stop, abort, &mut on_event)?;
+    if out.json {
+        out.json(&serde_json::json!({ "backups": reports, "failures": failures }))?;
+    }
+    out.note("watch stopped");
+    Ok(Outcome::Done)
+}
+
+fn backup(
+    cli: &Cli,
+    b: &BackupArgs,
+    out: &Out,
+    pool: &Pool,
+    cancel: &CancelToken,
+) -> Result<Outcome, Error> {
+    let opts = backup_options(cli, b)?;
+    let src = opts.source.clone();
     let alerts = notifier(&b.alert_to, &b.mail)?;
     let bar = progress::Bar::new(!out.quiet);
     let report = vault::backup(&opts, pool, cancel, &bar);

@@ -98,6 +98,11 @@ pub struct BackupOptions {
     pub rehash: bool,
     pub exclude: Vec<String>,
     pub dry_run: bool,
+    /// Re-examine only these folders (relative; empty = the source itself) and trust the
+    /// previous tree elsewhere, for an incremental (`vault watch`). `None`: walk everything.
+    pub hint: Option<Vec<Vec<u8>>>,
+    /// Record nothing when nothing changed (`vault watch`): the report has no snapshot.
+    pub skip_unchanged: bool,
 }
 
 impl BackupOptions {
@@ -114,6 +119,8 @@ impl BackupOptions {
             rehash: false,
             exclude: Vec::new(),
             dry_run: false,
+            hint: None,
+            skip_unchanged: false,
         }
     }
 }
@@ -476,16 +483,21 @@ pub fn backup(
     };
 
     let skip_dir = fs::metadata(&opts.repo).ok().map(|m| (m.dev(), m.ino()));
-    let scan = scan::scan(
-        &src,
-        &ScanOptions {
-            exclude: excludes,
-            skip_dir,
-        },
-        pool,
-        cancel,
-        progress,
-    )?;
+    let scan_opts = ScanOptions {
+        exclude: excludes,
+        skip_dir,
+    };
+    let scan = match (&opts.hint, kind, &repo, prev) {
+        (Some(dirty), Kind::Incremental, Some(r), Some(id)) => scan::scan_partial(
+            &src,
+            r.manifest.live_entries(id)?,
+            dirty,
+            &scan_opts,
+            pool,
+            cancel,
+        )?,
+        _ => scan::scan(&src, &scan_opts, pool, cancel, progress)?,
+    };
     let mut warnings = scan.warnings.clone();
     let plan = match (&repo, prev) {
         (Some(r), Some(id)) => r.manifest.with_live_entries(id, |rows| {
@@ -533,6 +545,31 @@ pub fn backup(
         });
     }
     let repo = repo.expect("a real run has a repository");
+    if opts.skip_unchanged
+        && kind == Kind::Incremental
+        && plan.items.is_empty()
+        && plan.removed.is_empty()
+        && plan.dropped.is_empty()
+    {
+        return Ok(BackupReport {
+            snapshot: None,
+            kind: kind.name(),
+            reason: "nothing changed; no snapshot recorded".into(),
+            source: display_path(&src_bytes),
+            archive: None,
+            stats: BackupStats {
+                files: plan.unchanged + plan.carried,
+                unchanged: plan.unchanged + plan.carried,
+                duration_s: started.elapsed().as_secs_f64(),
+                ..BackupStats::default()
+            },
+            warnings,
+            dry_run: false,
+            created_repository: created,
+            would_read: None,
+            would_delete: None,
+        });
+    }
 
     let chain_digests: HashSet<Digest> = match (kind, &last) {
         (Kind::Incremental, Some(l)) => repo.manifest.chain_digests(l.chain_seq)?,

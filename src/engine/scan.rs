@@ -264,3 +264,130 @@ pub fn scan(
 }
 
 use std::os::unix::ffi::OsStringExt;
+
+fn parent_of(p: &[u8]) -> &[u8] {
+    match p.iter().rposition(|&b| b == b'/') {
+        Some(i) => &p[..i],
+        None => &[],
+    }
+}
+
+fn is_under(p: &[u8], dir: &[u8]) -> bool {
+    p.len() > dir.len() && p.starts_with(dir) && p[dir.len()] == b'/'
+}
+
+/// Re-examines only the folders in `dirty` (relative paths; `b""` is the source itself) and
+/// takes everything else from `prev`, the previous snapshot's tree: the children of a dirty
+/// folder are listed afresh, sub-folders that are new are walked whole, and the subtrees of
+/// folders that disappeared are dropped. For `vault watch`, where change events say which
+/// folders to look at; the periodic full rescan catches anything events missed.
+pub fn scan_partial(
+    src: &Path,
+    prev: Vec<Entry>,
+    dirty: &[Vec<u8>],
+    opts: &ScanOptions,
+    pool: &Pool,
+    cancel: &CancelToken,
+) -> Result<Scan> {
+    let meta = fs::symlink_metadata(src).map_err(|e| Error::Source {
+        path: src.to_path_buf(),
+        source: e,
+    })?;
+    if !meta.is_dir() {
+        return Err(Error::SourceNotDir {
+            path: src.to_path_buf(),
+        });
+    }
+    let root = entry_from_meta(Vec::new(), EntryKind::Dir, &meta);
+    let prev_dirs: std::collections::HashSet<Vec<u8>> = prev
+        .iter()
+        .filter(|e| e.kind == EntryKind::Dir)
+        .map(|e| e.path.clone())
+        .collect();
+    // Only folders that still are folders (and are not excluded) are listed.
+    let mut listed: Vec<Vec<u8>> = Vec::new();
+    for d in dirty {
+        let abs = if d.is_empty() {
+            src.to_path_buf()
+        } else {
+            src.join(os(d))
+        };
+        if (d.is_empty() || !opts.exclude.is_match(os(d)))
+            && fs::symlink_metadata(&abs)
+                .map(|m| m.is_dir())
+                .unwrap_or(false)
+        {
+            listed.push(d.clone());
+        }
+    }
+    listed.sort();
+    listed.dedup();
+    let listed_set: std::collections::HashSet<&[u8]> = listed.iter().map(Vec::as_slice).collect();
+
+    let mut out = Scan {
+        root,
+        entries: Vec::new(),
+        warnings: Vec::new(),
+        failed: Vec::new(),
+    };
+    let mut new_dirs: Vec<Vec<u8>> = Vec::new();
+    let mut fresh_dirs: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
+    for d in &listed {
+        let mut more = Vec::new();
+        let l = list_dir(src, d.clone(), opts, &mut more);
+        for sub in more {
+            fresh_dirs.insert(sub.clone());
+            // Sub-folders the previous tree did not have are walked whole.
+            if !prev_dirs.contains(&sub) && !listed_set.contains(sub.as_slice()) {
+                new_dirs.push(sub);
+            }
+        }
+        out.entries.extend(l.entries);
+        out.warnings.extend(l.warnings);
+        out.failed.extend(l.failed);
+    }
+    if !new_dirs.is_empty() {
+        let r = pool.run_queue(
+            cancel,
+            new_dirs,
+            || (),
+            |_, dir, more| list_dir(src, dir, opts, more),
+            |l: Listing| {
+                out.entries.extend(l.entries);
+                out.warnings.extend(l.warnings);
+                out.failed.extend(l.failed);
+                Ok::<(), ()>(())
+            },
+        );
+        crate::error::pool_done(r)?;
+    }
+    // Previous folders that were children of a listed folder and are no longer folders there.
+    let gone: Vec<&[u8]> = prev
+        .iter()
+        .filter(|e| e.kind == EntryKind::Dir && listed_set.contains(parent_of(&e.path)))
+        .filter(|e| !fresh_dirs.contains(&e.path))
+        .map(|e| e.path.as_slice())
+        .collect();
+    let keep: Vec<Entry> = prev
+        .iter()
+        .filter(|e| !listed_set.contains(parent_of(&e.path)))
+        .filter(|e| !gone.iter().any(|g| is_under(&e.path, g)))
+        .cloned()
+        .collect();
+    drop(gone);
+    out.entries.extend(keep);
+    // A listed folder's own entry is refreshed too (its mtime moved).
+    for d in listed.iter().filter(|d| !d.is_empty()) {
+        if let Ok(m) = fs::symlink_metadata(src.join(os(d))) {
+            let fresh = entry_from_meta(d.clone(), EntryKind::Dir, &m);
+            out.entries.retain(|e| e.path != *d);
+            out.entries.push(fresh);
+        }
+    }
+    crate::tree::sort_entries(&mut out.entries);
+    out.entries.dedup_by(|a, b| a.path == b.path);
+    out.warnings.sort_by(|a, b| a.path.cmp(&b.path));
+    out.failed.sort_unstable();
+    out.failed.dedup();
+    Ok(out)
+}

@@ -9,6 +9,7 @@ pub mod ssh;
 pub mod sweep;
 pub mod targets;
 pub mod tcp;
+pub mod watch;
 
 /// Waits up to `wait` for any of `fds` to become ready (`ppoll`, nanosecond deadline).
 pub(crate) fn wait_fds(fds: &mut [libc::pollfd], wait: std::time::Duration) {

@@ -10,3 +10,4 @@ mod restore;
 mod scan;
 mod ssh;
 mod sshd;
+mod watch;
