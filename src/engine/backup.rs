@@ -487,24 +487,38 @@ pub fn backup(
         exclude: excludes,
         skip_dir,
     };
-    let scan = match (&opts.hint, kind, &repo, prev) {
-        (Some(dirty), Kind::Incremental, Some(r), Some(id)) => scan::scan_partial(
-            &src,
-            r.manifest.live_entries(id)?,
-            dirty,
-            &scan_opts,
-            pool,
-            cancel,
-        )?,
-        _ => scan::scan(&src, &scan_opts, pool, cancel, progress)?,
+    // With a hint (vault watch), only the touched folders are compared; the rest of the tree
+    // is the previous snapshot's, unchanged.
+    let (scan, partial_prev) = match (&opts.hint, kind, &repo, prev) {
+        (Some(dirty), Kind::Incremental, Some(r), Some(id)) => {
+            let m = &r.manifest;
+            let p = scan::scan_partial(
+                &src,
+                dirty,
+                &scan_opts,
+                pool,
+                cancel,
+                &mut |d| Ok(m.live_under(id, d)?),
+                &mut |path| Ok(m.live_entry(id, path)?),
+            )?;
+            (p.now, Some(p.prev))
+        }
+        _ => (scan::scan(&src, &scan_opts, pool, cancel, progress)?, None),
+    };
+    let untouched_base = match (&partial_prev, &last) {
+        (Some(pp), Some(l)) => l.stats.files.saturating_sub(pp.len() as u64),
+        _ => 0,
     };
     let mut warnings = scan.warnings.clone();
-    let plan = match (&repo, prev) {
-        (Some(r), Some(id)) => r.manifest.with_live_entries(id, |rows| {
+    let mut plan = match (&repo, prev, partial_prev) {
+        (_, _, Some(pp)) => plan::plan(pp, scan.entries, &scan.failed, kind, opts.rehash),
+        (Some(r), Some(id), None) => r.manifest.with_live_entries(id, |rows| {
             plan::plan(rows, scan.entries, &scan.failed, kind, opts.rehash)
         })?,
         _ => plan::plan(Vec::new(), scan.entries, &scan.failed, kind, opts.rehash),
     };
+    // Paths outside the touched folders are as they were.
+    plan.unchanged += untouched_base;
 
     if opts.dry_run {
         let mut stats = BackupStats::default();

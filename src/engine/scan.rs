@@ -276,19 +276,31 @@ fn is_under(p: &[u8], dir: &[u8]) -> bool {
     p.len() > dir.len() && p.starts_with(dir) && p[dir.len()] == b'/'
 }
 
-/// Re-examines only the folders in `dirty` (relative paths; `b""` is the source itself) and
-/// takes everything else from `prev`, the previous snapshot's tree: the children of a dirty
-/// folder are listed afresh, sub-folders that are new are walked whole, and the subtrees of
-/// folders that disappeared are dropped. For `vault watch`, where change events say which
-/// folders to look at; the periodic full rescan catches anything events missed.
+/// A partial walk for `vault watch`: the previous and the current state of just the places
+/// that change events pointed at.
+#[derive(Debug)]
+pub struct PartialScan {
+    /// What the previous snapshot had there, sorted by path.
+    pub prev: Vec<Entry>,
+    /// What is there now (and the warnings), sorted by path.
+    pub now: Scan,
+}
+
+/// Re-examines only the folders in `dirty` (relative paths; `b""` is the source itself): each
+/// one's children are listed afresh, sub-folders that are new are walked whole, and the
+/// subtrees of sub-folders that disappeared count as removed. `prev_under(dir)` gives the
+/// previous snapshot's entries below a folder, `prev_at(path)` one entry. Everything else is
+/// left out of both sides, so it counts as unchanged. The periodic full rescan of `vault watch`
+/// catches whatever events missed.
 pub fn scan_partial(
     src: &Path,
-    prev: Vec<Entry>,
     dirty: &[Vec<u8>],
     opts: &ScanOptions,
     pool: &Pool,
     cancel: &CancelToken,
-) -> Result<Scan> {
+    prev_under: &mut dyn FnMut(&[u8]) -> Result<Vec<Entry>>,
+    prev_at: &mut dyn FnMut(&[u8]) -> Result<Option<Entry>>,
+) -> Result<PartialScan> {
     let meta = fs::symlink_metadata(src).map_err(|e| Error::Source {
         path: src.to_path_buf(),
         source: e,
@@ -299,12 +311,8 @@ pub fn scan_partial(
         });
     }
     let root = entry_from_meta(Vec::new(), EntryKind::Dir, &meta);
-    let prev_dirs: std::collections::HashSet<Vec<u8>> = prev
-        .iter()
-        .filter(|e| e.kind == EntryKind::Dir)
-        .map(|e| e.path.clone())
-        .collect();
-    // Only folders that still are folders (and are not excluded) are listed.
+    // Only folders that still are folders (and are not excluded) are listed; nested dirty
+    // folders are covered by listing each one.
     let mut listed: Vec<Vec<u8>> = Vec::new();
     for d in dirty {
         let abs = if d.is_empty() {
@@ -322,30 +330,58 @@ pub fn scan_partial(
     }
     listed.sort();
     listed.dedup();
-    let listed_set: std::collections::HashSet<&[u8]> = listed.iter().map(Vec::as_slice).collect();
 
-    let mut out = Scan {
+    let mut now = Scan {
         root,
         entries: Vec::new(),
         warnings: Vec::new(),
         failed: Vec::new(),
     };
+    let mut prev: Vec<Entry> = Vec::new();
     let mut new_dirs: Vec<Vec<u8>> = Vec::new();
-    let mut fresh_dirs: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
     for d in &listed {
+        let below = prev_under(d)?;
+        let prev_dirs: std::collections::HashSet<&[u8]> = below
+            .iter()
+            .filter(|e| e.kind == EntryKind::Dir && parent_of(&e.path) == d.as_slice())
+            .map(|e| e.path.as_slice())
+            .collect();
         let mut more = Vec::new();
         let l = list_dir(src, d.clone(), opts, &mut more);
-        for sub in more {
-            fresh_dirs.insert(sub.clone());
-            // Sub-folders the previous tree did not have are walked whole.
-            if !prev_dirs.contains(&sub) && !listed_set.contains(sub.as_slice()) {
-                new_dirs.push(sub);
+        let fresh_dirs: std::collections::HashSet<&[u8]> = more.iter().map(Vec::as_slice).collect();
+        // Previous side: the direct children, and the whole subtree of children that are
+        // no longer folders.
+        let gone: Vec<&[u8]> = prev_dirs
+            .iter()
+            .copied()
+            .filter(|p| !fresh_dirs.contains(p))
+            .collect();
+        for e in &below {
+            if parent_of(&e.path) == d.as_slice() || gone.iter().any(|g| is_under(&e.path, g)) {
+                prev.push(e.clone());
             }
         }
-        out.entries.extend(l.entries);
-        out.warnings.extend(l.warnings);
-        out.failed.extend(l.failed);
+        for sub in &more {
+            if !prev_dirs.contains(sub.as_slice()) {
+                new_dirs.push(sub.clone());
+            }
+        }
+        now.entries.extend(l.entries);
+        now.warnings.extend(l.warnings);
+        now.failed.extend(l.failed);
+        // The folder's own entry (its mtime moved).
+        if !d.is_empty() {
+            if let Ok(m) = fs::symlink_metadata(src.join(os(d))) {
+                now.entries
+                    .push(entry_from_meta(d.clone(), EntryKind::Dir, &m));
+                if let Some(e) = prev_at(d)? {
+                    prev.push(e);
+                }
+            }
+        }
     }
+    // New folders are walked whole (they may already hold files the events did not name).
+    new_dirs.retain(|n| !listed.contains(n));
     if !new_dirs.is_empty() {
         let r = pool.run_queue(
             cancel,
@@ -353,41 +389,20 @@ pub fn scan_partial(
             || (),
             |_, dir, more| list_dir(src, dir, opts, more),
             |l: Listing| {
-                out.entries.extend(l.entries);
-                out.warnings.extend(l.warnings);
-                out.failed.extend(l.failed);
+                now.entries.extend(l.entries);
+                now.warnings.extend(l.warnings);
+                now.failed.extend(l.failed);
                 Ok::<(), ()>(())
             },
         );
         crate::error::pool_done(r)?;
     }
-    // Previous folders that were children of a listed folder and are no longer folders there.
-    let gone: Vec<&[u8]> = prev
-        .iter()
-        .filter(|e| e.kind == EntryKind::Dir && listed_set.contains(parent_of(&e.path)))
-        .filter(|e| !fresh_dirs.contains(&e.path))
-        .map(|e| e.path.as_slice())
-        .collect();
-    let keep: Vec<Entry> = prev
-        .iter()
-        .filter(|e| !listed_set.contains(parent_of(&e.path)))
-        .filter(|e| !gone.iter().any(|g| is_under(&e.path, g)))
-        .cloned()
-        .collect();
-    drop(gone);
-    out.entries.extend(keep);
-    // A listed folder's own entry is refreshed too (its mtime moved).
-    for d in listed.iter().filter(|d| !d.is_empty()) {
-        if let Ok(m) = fs::symlink_metadata(src.join(os(d))) {
-            let fresh = entry_from_meta(d.clone(), EntryKind::Dir, &m);
-            out.entries.retain(|e| e.path != *d);
-            out.entries.push(fresh);
-        }
+    for v in [&mut prev, &mut now.entries] {
+        crate::tree::sort_entries(v);
+        v.dedup_by(|a, b| a.path == b.path);
     }
-    crate::tree::sort_entries(&mut out.entries);
-    out.entries.dedup_by(|a, b| a.path == b.path);
-    out.warnings.sort_by(|a, b| a.path.cmp(&b.path));
-    out.failed.sort_unstable();
-    out.failed.dedup();
-    Ok(out)
+    now.warnings.sort_by(|a, b| a.path.cmp(&b.path));
+    now.failed.sort_unstable();
+    now.failed.dedup();
+    Ok(PartialScan { prev, now })
 }

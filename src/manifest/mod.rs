@@ -355,6 +355,38 @@ impl Manifest {
         }
     }
 
+    /// The newest snapshot's entries below folder `dir` (its whole subtree; `dir` itself not
+    /// included), in path byte order: a range of the primary key, not a scan of the tree.
+    pub fn live_under(&self, source_id: i64, dir: &[u8]) -> Result<Vec<Entry>, ManifestError> {
+        if dir.is_empty() {
+            return self.live_entries(source_id);
+        }
+        let mut lo = dir.to_vec();
+        lo.push(b'/');
+        let mut hi = dir.to_vec();
+        hi.push(b'/' + 1);
+        let q = format!(
+            "SELECT {ENTRY_COLUMNS} FROM entries WHERE source_id = ?1 AND path > ?2 AND path < ?3 \
+             AND to_seq IS NULL ORDER BY path"
+        );
+        let mut st = self.conn.prepare_cached(&q).map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map(params![source_id, lo, hi], entry_row)
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// The newest snapshot's entry for one path.
+    pub fn live_entry(&self, source_id: i64, path: &[u8]) -> Result<Option<Entry>, ManifestError> {
+        let q = format!(
+            "SELECT {ENTRY_COLUMNS} FROM entries WHERE source_id = ?1 AND path = ?2 AND to_seq IS NULL"
+        );
+        self.conn
+            .query_row(&q, params![source_id, path], entry_row)
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
     /// The tree of one snapshot, in path byte order.
     pub fn snapshot_entries(&self, snap: &SnapshotRow) -> Result<Vec<Entry>, ManifestError> {
         let q = format!(
