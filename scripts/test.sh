@@ -60,3 +60,4 @@ cargo build --release --quiet
 benches/compare.sh --synthetic 300 --no-install
 benches/scan.sh --runs 1 --no-install
 benches/ssh.sh --targets 5 --no-install
+benches/watch.sh --files 2000 --runs 1
