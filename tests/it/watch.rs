@@ -7,6 +7,14 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 
+/// The watch tests run one at a time: one of them lowers the machine-wide inotify queue limit
+/// for a moment, which would change what a concurrent watch sees.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 struct Watch {
     child: Child,
     out: PathBuf,
@@ -87,6 +95,7 @@ fn latest_paths(repo: &Path) -> Vec<String> {
 
 #[test]
 fn edits_creates_deletes_and_deep_new_folders_are_backed_up() {
+    let _serial = serial();
     let t = tempfile::tempdir().unwrap();
     let (src, repo) = (t.path().join("src"), t.path().join("repo"));
     write(src.join("a.txt"), "a");
@@ -133,6 +142,7 @@ fn edits_creates_deletes_and_deep_new_folders_are_backed_up() {
 
 #[test]
 fn a_burst_of_10000_writes_makes_at_most_two_snapshots() {
+    let _serial = serial();
     let t = tempfile::tempdir().unwrap();
     let (src, repo) = (t.path().join("src"), t.path().join("repo"));
     write(src.join("seed.txt"), "seed");
@@ -173,6 +183,7 @@ fn a_burst_of_10000_writes_makes_at_most_two_snapshots() {
 
 #[test]
 fn an_event_queue_overflow_leads_to_a_full_rescan() {
+    let _serial = serial();
     if !require_root("lowering fs.inotify.max_queued_events") {
         return;
     }
@@ -241,6 +252,7 @@ fn partials(repo: &Path) -> usize {
 
 #[test]
 fn sigterm_during_a_backup_finishes_it_and_a_second_abandons_it() {
+    let _serial = serial();
     let t = tempfile::tempdir().unwrap();
     let src = t.path().join("src");
     big_tree(&src);
@@ -261,6 +273,7 @@ fn sigterm_during_a_backup_finishes_it_and_a_second_abandons_it() {
 
 #[test]
 fn no_snapshot_appears_while_nothing_changes() {
+    let _serial = serial();
     let t = tempfile::tempdir().unwrap();
     let (src, repo) = (t.path().join("src"), t.path().join("repo"));
     write(src.join("a.txt"), "a");
