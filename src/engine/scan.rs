@@ -211,14 +211,8 @@ fn list_dir(src: &Path, dir: Vec<u8>, opts: &ScanOptions, more: &mut Vec<Vec<u8>
     out
 }
 
-/// Walks `src` (an absolute folder), folders listed in parallel on the pool.
-pub fn scan(
-    src: &Path,
-    opts: &ScanOptions,
-    pool: &Pool,
-    cancel: &CancelToken,
-    progress: &dyn Progress,
-) -> Result<Scan> {
+/// The source folder's own entry; fails unless it is a folder that can be listed.
+fn source_root(src: &Path) -> Result<Entry> {
     let meta = fs::symlink_metadata(src).map_err(|e| Error::Source {
         path: src.to_path_buf(),
         source: e,
@@ -228,12 +222,23 @@ pub fn scan(
             path: src.to_path_buf(),
         });
     }
-    let root = entry_from_meta(Vec::new(), EntryKind::Dir, &meta);
     // The root itself must be listable, or nothing can be backed up.
     fs::read_dir(src).map_err(|e| Error::Source {
         path: src.to_path_buf(),
         source: e,
     })?;
+    Ok(entry_from_meta(Vec::new(), EntryKind::Dir, &meta))
+}
+
+/// Walks `src` (an absolute folder), folders listed in parallel on the pool.
+pub fn scan(
+    src: &Path,
+    opts: &ScanOptions,
+    pool: &Pool,
+    cancel: &CancelToken,
+    progress: &dyn Progress,
+) -> Result<Scan> {
+    let root = source_root(src)?;
 
     progress.phase("scan", None);
     let mut out = Scan {
@@ -301,16 +306,7 @@ pub fn scan_partial(
     prev_under: &mut dyn FnMut(&[u8]) -> Result<Vec<Entry>>,
     prev_at: &mut dyn FnMut(&[u8]) -> Result<Option<Entry>>,
 ) -> Result<PartialScan> {
-    let meta = fs::symlink_metadata(src).map_err(|e| Error::Source {
-        path: src.to_path_buf(),
-        source: e,
-    })?;
-    if !meta.is_dir() {
-        return Err(Error::SourceNotDir {
-            path: src.to_path_buf(),
-        });
-    }
-    let root = entry_from_meta(Vec::new(), EntryKind::Dir, &meta);
+    let root = source_root(src)?;
     // Only folders that still are folders (and are not excluded) are listed; nested dirty
     // folders are covered by listing each one.
     let mut listed: Vec<Vec<u8>> = Vec::new();

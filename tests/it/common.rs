@@ -185,6 +185,22 @@ pub fn assert_same_tree(want: &Path, got: &Path) {
     }
 }
 
+/// Restores the newest snapshot of `repo` into `target` and asserts it equals `src`.
+pub fn assert_latest_restores(repo: &Path, src: &Path, target: &Path) {
+    vault_ok(
+        &[
+            "restore",
+            "latest",
+            "--repo",
+            p(repo),
+            "--target",
+            p(target),
+        ],
+        0,
+    );
+    assert_same_tree(src, target);
+}
+
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }

@@ -74,19 +74,7 @@ fn push_to_sftp_pull_into_an_empty_folder_and_restore() {
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(r.json()["snapshots"], 2);
     vault_ok(&["check", "--repo", p(&pulled), "--read-data"], 0);
-    let target = t.path().join("restored");
-    vault_ok(
-        &[
-            "restore",
-            "latest",
-            "--repo",
-            p(&pulled),
-            "--target",
-            p(&target),
-        ],
-        0,
-    );
-    assert_same_tree(&src, &target);
+    assert_latest_restores(&pulled, &src, &t.path().join("restored"));
 
     // A bad destination is a usage error.
     let r = vault_env(&["push", "ftp://example", "--repo", p(&repo)], &[]);
@@ -202,17 +190,5 @@ fn push_and_pull_through_rclone() {
     let pulled = t.path().join("pulled");
     let r = vault_env(&["pull", &dest, "--repo", p(&pulled)], &env);
     assert_eq!(r.code, 0, "{r:?}");
-    let target = t.path().join("restored");
-    vault_ok(
-        &[
-            "restore",
-            "latest",
-            "--repo",
-            p(&pulled),
-            "--target",
-            p(&target),
-        ],
-        0,
-    );
-    assert_same_tree(&src, &target);
+    assert_latest_restores(&pulled, &src, &t.path().join("restored"));
 }

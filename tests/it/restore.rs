@@ -486,18 +486,6 @@ fn check_removes_partials_and_forget_drops_whole_chains() {
     assert_eq!(list[0]["parent"], serde_json::Value::Null);
     assert_eq!(fs::read_dir(repo.join("archives")).unwrap().count(), 2);
     vault_ok(&["check", "--repo", p(&repo), "--read-data"], 0);
-    let target = t.path().join("restored");
-    vault_ok(
-        &[
-            "restore",
-            "latest",
-            "--repo",
-            p(&repo),
-            "--target",
-            p(&target),
-        ],
-        0,
-    );
-    assert_same_tree(&src, &target);
+    assert_latest_restores(&repo, &src, &t.path().join("restored"));
     vault_ok(&["forget", "--repo", p(&repo), "--keep-fulls", "0"], 2);
 }

@@ -124,19 +124,7 @@ fn edits_creates_deletes_and_deep_new_folders_are_backed_up() {
             "x/y/z/deep.txt"
         ]
     );
-    let target = t.path().join("restored");
-    vault_ok(
-        &[
-            "restore",
-            "latest",
-            "--repo",
-            p(&repo),
-            "--target",
-            p(&target),
-        ],
-        0,
-    );
-    assert_same_tree(&src, &target);
+    assert_latest_restores(&repo, &src, &t.path().join("restored"));
     assert!(w.output().contains("(changed folders)"), "{}", w.output());
 }
 
@@ -166,19 +154,7 @@ fn a_burst_of_10000_writes_makes_at_most_two_snapshots() {
         (2..=3).contains(&n),
         "{n} snapshots for one burst (at most 2 after the first)"
     );
-    let target = t.path().join("restored");
-    vault_ok(
-        &[
-            "restore",
-            "latest",
-            "--repo",
-            p(&repo),
-            "--target",
-            p(&target),
-        ],
-        0,
-    );
-    assert_same_tree(&src, &target);
+    assert_latest_restores(&repo, &src, &t.path().join("restored"));
 }
 
 #[test]
@@ -211,19 +187,7 @@ fn an_event_queue_overflow_leads_to_a_full_rescan() {
         .find(|l| l.contains("snapshot"))
         .unwrap_or("");
     assert!(last.contains("(full rescan)"), "{out}");
-    let target = t.path().join("restored");
-    vault_ok(
-        &[
-            "restore",
-            "latest",
-            "--repo",
-            p(&repo),
-            "--target",
-            p(&target),
-        ],
-        0,
-    );
-    assert_same_tree(&src, &target);
+    assert_latest_restores(&repo, &src, &t.path().join("restored"));
 }
 
 fn big_tree(src: &Path) {
