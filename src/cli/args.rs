@@ -93,6 +93,9 @@ pub enum Command {
         /// List what would be removed; remove nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Wait up to DUR for a running backup to release the repository (default: fail at once).
+        #[arg(long, value_name = "DUR", default_value = "0s")]
+        lock_wait: String,
     },
     /// Sweep hosts: which are up (ICMP echo, and/or TCP connect probes).
     ///
@@ -376,6 +379,10 @@ pub struct BackupArgs {
     /// Print what would be read and recorded; write nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Wait up to DUR for another backup to release the repository (default: fail at once,
+    /// naming the process that holds it).
+    #[arg(long, value_name = "DUR", default_value = "0s")]
+    pub lock_wait: String,
     /// Mail a summary to ADDR when the backup ends, whatever the outcome (repeatable).
     #[arg(long, value_name = "ADDR")]
     pub alert_to: Vec<String>,

@@ -257,8 +257,11 @@ fn dispatch(
         Command::Forget {
             keep_fulls,
             dry_run,
+            lock_wait,
         } => {
-            let report = vault::engine::forget::forget(&repo_arg(cli)?, *keep_fulls, *dry_run)?;
+            let wait = vault::time::parse_duration(lock_wait).map_err(Error::Usage)?;
+            let report =
+                vault::engine::forget::forget(&repo_arg(cli)?, *keep_fulls, *dry_run, wait)?;
             if out.json {
                 out.json(&report)?;
             }
@@ -403,6 +406,7 @@ fn backup_options(cli: &Cli, b: &BackupArgs) -> Result<BackupOptions, Error> {
     opts.rehash = b.rehash;
     opts.exclude = b.exclude.clone();
     opts.dry_run = b.dry_run;
+    opts.lock_wait = vault::time::parse_duration(&b.lock_wait).map_err(Error::Usage)?;
     Ok(opts)
 }
 

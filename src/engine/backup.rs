@@ -103,6 +103,8 @@ pub struct BackupOptions {
     pub hint: Option<Vec<Vec<u8>>>,
     /// Record nothing when nothing changed (`vault watch`): the report has no snapshot.
     pub skip_unchanged: bool,
+    /// How long to wait for another writer to release the repository.
+    pub lock_wait: std::time::Duration,
 }
 
 impl BackupOptions {
@@ -121,6 +123,7 @@ impl BackupOptions {
             dry_run: false,
             hint: None,
             skip_unchanged: false,
+            lock_wait: std::time::Duration::ZERO,
         }
     }
 }
@@ -454,7 +457,7 @@ pub fn backup(
         (Some(r), c)
     };
     if let Some(r) = repo.as_mut().filter(|_| !opts.dry_run) {
-        r.lock_exclusive()?;
+        r.lock_exclusive_wait(opts.lock_wait)?;
     }
 
     let source_id = match &repo {

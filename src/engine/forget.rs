@@ -32,13 +32,18 @@ pub struct ForgetReport {
 }
 
 /// Runs `vault forget`.
-pub fn forget(repo_path: &std::path::Path, keep_fulls: u64, dry_run: bool) -> Result<ForgetReport> {
+pub fn forget(
+    repo_path: &std::path::Path,
+    keep_fulls: u64,
+    dry_run: bool,
+    lock_wait: std::time::Duration,
+) -> Result<ForgetReport> {
     if keep_fulls == 0 {
         return Err(Error::Usage("--keep-fulls must be at least 1".into()));
     }
     let mut repo = Repository::open(repo_path)?;
     if !dry_run {
-        repo.lock_exclusive()?;
+        repo.lock_exclusive_wait(lock_wait)?;
     }
     let rows = repo.manifest.snapshots(None)?;
     let mut report = ForgetReport {

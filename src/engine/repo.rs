@@ -42,6 +42,29 @@ fn ensure_writable(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// True for an empty folder, or what an interrupted `init` leaves: no vault.db, at most an
+/// empty `archives/` and the lock file. Such a folder is (re)initialised, never refused.
+fn is_blank(root: &Path) -> Result<bool> {
+    if root.join(DB).exists() {
+        return Ok(false);
+    }
+    for e in fs::read_dir(root).map_err(|e| repo_io(root, e))? {
+        let e = e.map_err(|e| repo_io(root, e))?;
+        let name = e.file_name();
+        let ok = if name == ARCHIVES {
+            fs::read_dir(e.path())
+                .map(|mut it| it.next().is_none())
+                .unwrap_or(false)
+        } else {
+            name == LOCK
+        };
+        if !ok {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// An open repository.
 #[derive(Debug)]
 pub struct Repository {
@@ -59,14 +82,11 @@ impl Repository {
                 what: "already holds a vault repository".into(),
             });
         }
-        if root.exists() {
-            let mut it = fs::read_dir(root).map_err(|e| repo_io(root, e))?;
-            if it.next().is_some() {
-                return Err(Error::Repo {
-                    path: root.to_path_buf(),
-                    what: "exists and is not empty; choose an empty or new folder".into(),
-                });
-            }
+        if root.exists() && !is_blank(root)? {
+            return Err(Error::Repo {
+                path: root.to_path_buf(),
+                what: "exists and is not empty; choose an empty or new folder".into(),
+            });
         }
         fs::DirBuilder::new()
             .recursive(true)
@@ -75,6 +95,7 @@ impl Repository {
             .map_err(|e| repo_io(root, e))?;
         let archives = root.join(ARCHIVES);
         fs::DirBuilder::new()
+            .recursive(true)
             .mode(0o700)
             .create(&archives)
             .map_err(|e| repo_io(&archives, e))?;
@@ -114,8 +135,8 @@ impl Repository {
     /// Opens the repository, creating it when `root` is missing or empty. The flag says
     /// whether it was created.
     pub fn open_or_create(root: &Path) -> Result<(Repository, bool)> {
-        let empty = match fs::read_dir(root) {
-            Ok(mut it) => it.next().is_none(),
+        let empty = match fs::metadata(root) {
+            Ok(_) => is_blank(root)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
             Err(e) => return Err(repo_io(root, e)),
         };
@@ -137,6 +158,20 @@ impl Repository {
 
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
+    }
+
+    /// Takes the writer lock, waiting up to `wait` for another writer to finish; then fails
+    /// naming the holder. The lock dies with its process (flock), so it is never stale.
+    pub fn lock_exclusive_wait(&mut self, wait: std::time::Duration) -> Result<()> {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            match self.lock_exclusive() {
+                Err(Error::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Takes the writer lock, or fails at once naming the holder.

@@ -4,6 +4,7 @@
 mod backup;
 mod common;
 mod config;
+mod hardening;
 mod mail;
 mod remote;
 mod restore;
