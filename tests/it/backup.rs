@@ -8,20 +8,6 @@ use std::process::Command;
 
 use crate::common::*;
 
-fn backup_json(src: &Path, repo: &Path, extra: &[&str], code: i32) -> serde_json::Value {
-    let mut args = vec![
-        "backup",
-        p(src),
-        "--repo",
-        p(repo),
-        "--json",
-        "--full-on",
-        "never",
-    ];
-    args.extend_from_slice(extra);
-    vault_ok(&args, code).json()
-}
-
 #[test]
 fn incremental_records_exactly_the_changes() {
     let t = tempfile::tempdir().unwrap();

@@ -269,3 +269,34 @@ pub fn rich_tree(src: &Path) {
     set_mtime(&src.join("dup/two.txt"), 1_700_000_000, 0);
     set_mtime(&src.join("dup"), 1_700_000_000, 0);
 }
+
+/// `vault backup SRC --repo REPO --json --full-on never EXTRA…`, insisting on exit `code`.
+pub fn backup_json(src: &Path, repo: &Path, extra: &[&str], code: i32) -> serde_json::Value {
+    let mut args = vec![
+        "backup",
+        p(src),
+        "--repo",
+        p(repo),
+        "--json",
+        "--full-on",
+        "never",
+    ];
+    args.extend_from_slice(extra);
+    vault_ok(&args, code).json()
+}
+
+/// How many `.partial` archives a repository holds (a backup in progress or interrupted).
+pub fn partials(repo: &Path) -> usize {
+    fs::read_dir(repo.join("archives"))
+        .map(|it| {
+            it.filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".partial")
+            })
+            .count()
+        })
+        .unwrap_or(0)
+}

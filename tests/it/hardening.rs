@@ -27,21 +27,6 @@ fn spawn_backup(src: &Path, repo: &Path, extra: &[&str]) -> Child {
         .unwrap()
 }
 
-fn partials(repo: &Path) -> usize {
-    fs::read_dir(repo.join("archives"))
-        .map(|it| {
-            it.filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .ends_with(".partial")
-            })
-            .count()
-        })
-        .unwrap_or(0)
-}
-
 fn wait_partial(repo: &Path) {
     let start = Instant::now();
     while partials(repo) == 0 {

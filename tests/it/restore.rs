@@ -8,22 +8,6 @@ use std::process::Command;
 
 use crate::common::*;
 
-fn backup(src: &Path, repo: &Path, extra: &[&str]) -> serde_json::Value {
-    let mut args = vec![
-        "backup",
-        p(src),
-        "--repo",
-        p(repo),
-        "--json",
-        "--full-on",
-        "never",
-    ];
-    args.extend_from_slice(extra);
-    let r = vault(&args);
-    assert!(r.code == 0, "backup failed: {r:?}");
-    r.json()
-}
-
 fn id(v: &serde_json::Value) -> String {
     v["snapshot"].as_str().unwrap().to_string()
 }
@@ -53,7 +37,7 @@ fn every_snapshot_of_a_chain_restores_exactly() {
     write(src.join("hard/a"), "hard linked");
     fs::hard_link(src.join("hard/a"), src.join("hard/b")).unwrap();
     fs::set_permissions(src.join("exec.sh"), fs::Permissions::from_mode(0o750)).unwrap();
-    let s0 = id(&backup(&src, &repo, &[]));
+    let s0 = id(&backup_json(&src, &repo, &[], 0));
     copy_state(&src, &t.path().join("state0"));
 
     // Every kind of change.
@@ -71,7 +55,7 @@ fn every_snapshot_of_a_chain_restores_exactly() {
     symlink("nested/big.bin", src.join("link-to-big")).unwrap();
     fs::remove_dir_all(src.join("empty/folder")).unwrap();
     write(src.join("empty/folder"), "a file where a folder was\n");
-    let s1 = id(&backup(&src, &repo, &[]));
+    let s1 = id(&backup_json(&src, &repo, &[], 0));
     copy_state(&src, &t.path().join("state1"));
 
     // (A second apart, so that --at below can tell s1 from s2.)
@@ -85,7 +69,7 @@ fn every_snapshot_of_a_chain_restores_exactly() {
     write(src.join("nested/big.bin"), big);
     fs::remove_file(src.join("dup/two.txt")).unwrap();
     symlink("one.txt", src.join("dup/two.txt")).unwrap();
-    let r2 = backup(&src, &repo, &[]);
+    let r2 = backup_json(&src, &repo, &[], 0);
     assert_eq!(r2["kind"], "incremental");
     let s2 = id(&r2);
     copy_state(&src, &t.path().join("state2"));
@@ -185,7 +169,7 @@ fn setuid_bits_are_cleared_unless_asked_for_as_root() {
     let (src, repo) = (t.path().join("src"), t.path().join("repo"));
     write(src.join("tool"), "#!/bin/sh\n");
     fs::set_permissions(src.join("tool"), fs::Permissions::from_mode(0o4755)).unwrap();
-    backup(&src, &repo, &[]);
+    backup_json(&src, &repo, &[], 0);
     let plain = t.path().join("plain");
     vault_ok(
         &[
@@ -228,7 +212,7 @@ fn hostile_source(t: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let (src, repo) = (t.join("src"), t.join("repo"));
     write(src.join("good.txt"), "good\n");
     write(src.join("sub/inner.txt"), "inner\n");
-    let r = backup(&src, &repo, &[]);
+    let r = backup_json(&src, &repo, &[], 0);
     let archive = repo.join(r["archive"].as_str().unwrap());
     (src, repo, archive)
 }
@@ -376,10 +360,10 @@ fn a_flipped_byte_is_found_and_other_chains_still_restore() {
         write(a.join(format!("f{i}.bin")), noise(300_000));
         write(b.join(format!("g{i}.bin")), noise(300_000));
     }
-    let a_full = backup(&a, &repo, &[]);
+    let a_full = backup_json(&a, &repo, &[], 0);
     write(a.join("later.bin"), noise(1000));
-    let a_incr = backup(&a, &repo, &[]);
-    let b_full = backup(&b, &repo, &[]);
+    let a_incr = backup_json(&a, &repo, &[], 0);
+    let b_full = backup_json(&b, &repo, &[], 0);
     vault_ok(&["check", "--repo", p(&repo), "--read-data"], 0);
 
     let archive = repo.join(a_full["archive"].as_str().unwrap());
@@ -440,12 +424,12 @@ fn check_removes_partials_and_forget_drops_whole_chains() {
             src.join(format!("round{round}.txt")),
             format!("round {round}"),
         );
-        fulls.push(backup(&src, &repo, &["--full"]));
+        fulls.push(backup_json(&src, &repo, &["--full"], 0));
         write(
             src.join(format!("extra{round}.txt")),
             format!("extra {round}"),
         );
-        backup(&src, &repo, &[]);
+        backup_json(&src, &repo, &[], 0);
     }
     write(
         repo.join("archives/src_full_20000101T000000Z_dead.tar.gz.partial"),

@@ -199,21 +199,6 @@ fn big_tree(src: &Path) {
     }
 }
 
-fn partials(repo: &Path) -> usize {
-    fs::read_dir(repo.join("archives"))
-        .map(|it| {
-            it.filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .ends_with(".partial")
-            })
-            .count()
-        })
-        .unwrap_or(0)
-}
-
 #[test]
 fn sigterm_during_a_backup_finishes_it_and_a_second_abandons_it() {
     let _serial = serial();
