@@ -3,6 +3,7 @@
 
 pub mod alert;
 pub mod archive;
+pub mod config;
 pub mod engine;
 pub mod error;
 pub mod hash;

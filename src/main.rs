@@ -33,12 +33,12 @@ fn main() -> ExitCode {
         Ok(None) => {}
         Ok(Some((path, cfg))) => {
             if let Err(e) = cli::config::apply(&mut parsed, &matches, &path, &cfg) {
-                eprintln!("vault: error: {e}");
+                eprintln!("vault: error: {}", vault::tree::one_line(&e.to_string()));
                 return ExitCode::from(2);
             }
         }
         Err(e) => {
-            eprintln!("vault: error: {e}");
+            eprintln!("vault: error: {}", vault::tree::one_line(&e.to_string()));
             return ExitCode::from(2);
         }
     }

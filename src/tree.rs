@@ -119,9 +119,29 @@ impl Entry {
     }
 }
 
-/// Display form of a relative path (lossy only for non-UTF-8 names).
+/// Display form of a path, for messages, listings and JSON: invalid UTF-8 becomes U+FFFD and
+/// control characters are escaped (see [`one_line`]), so a name never breaks a line of output.
 pub fn display_path(p: &[u8]) -> String {
-    String::from_utf8_lossy(p).into_owned()
+    one_line(&String::from_utf8_lossy(p)).into_owned()
+}
+
+/// `s` with every control character escaped (`\n`, `\r`, `\t`, else `\u{..}`), so that text from
+/// file names, arguments or config values keeps a message on one line.
+pub fn one_line(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// The order of members in archives: component by component (as if `/` sorted before every

@@ -11,8 +11,16 @@ fn entries(bytes: &[u8], salt: u8) -> Vec<Entry> {
     let mut v: Vec<Entry> = bytes
         .chunks(3)
         .map(|c| {
-            let name = [b'a' + c[0] % 4, b'/', b'a' + c.get(1).copied().unwrap_or(0) % 3];
-            let path = if c[0] & 0x80 != 0 { name[..1].to_vec() } else { name.to_vec() };
+            let name = [
+                b'a' + c[0] % 4,
+                b'/',
+                b'a' + c.get(1).copied().unwrap_or(0) % 3,
+            ];
+            let path = if c[0] & 0x80 != 0 {
+                name[..1].to_vec()
+            } else {
+                name.to_vec()
+            };
             let kind = match c.get(2).copied().unwrap_or(0) % 3 {
                 0 => EntryKind::File,
                 1 => EntryKind::Dir,
@@ -44,7 +52,11 @@ fuzz_target!(|data: &[u8]| {
     let split = data[0] as usize % data.len();
     let prev = entries(&data[1..split.max(1)], 0);
     let now = entries(&data[split.max(1)..], data[0]);
-    let failed: Vec<Vec<u8>> = if data[0] & 1 == 1 { vec![b"a".to_vec()] } else { vec![] };
+    let failed: Vec<Vec<u8>> = if data[0] & 1 == 1 {
+        vec![b"a".to_vec()]
+    } else {
+        vec![]
+    };
     for kind in [Kind::Full, Kind::Incremental] {
         let p = plan(prev.clone(), now.clone(), &failed, kind, data[0] & 2 == 2);
         assert_eq!(p.items.len() as u64 + p.unchanged, now.len() as u64);

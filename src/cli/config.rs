@@ -5,114 +5,14 @@
 //! line and the key, exit 2); a flag given on the command line (or in the environment, for
 //! `VAULT_REPO`) always wins over the file; `[job.NAME]` values win over `[backup]` defaults.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use clap::parser::ValueSource;
 use clap::ArgMatches;
-use serde::Deserialize;
 
 use super::args::{BackupArgs, Cli, Command, MailFlags};
+pub use vault::config::{parse, AlertSettings, Config};
 use vault::Error;
-
-/// Values shared by `[backup]` and `[job.NAME]`.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BackupSettings {
-    pub source: Option<PathBuf>,
-    pub repo: Option<PathBuf>,
-    pub exclude: Option<Vec<String>>,
-    pub full_on: Option<String>,
-    pub max_chain: Option<u64>,
-    pub compression: Option<String>,
-    pub level: Option<i32>,
-    pub hash: Option<String>,
-    pub rehash: Option<bool>,
-    pub alert_to: Option<Vec<String>>,
-}
-
-/// `[alert]`: recipients and SMTP settings for `--alert-to` and `vault mail`.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AlertSettings {
-    pub to: Option<Vec<String>>,
-    pub smtp: Option<String>,
-    pub starttls: Option<bool>,
-    pub tls: Option<bool>,
-    pub smtp_user: Option<String>,
-    pub password_env: Option<String>,
-    pub password_file: Option<PathBuf>,
-    pub smtp_ca: Option<PathBuf>,
-    pub from: Option<String>,
-}
-
-/// `[scan]`
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ScanSettings {
-    pub targets: Option<Vec<String>>,
-    pub hosts_file: Option<PathBuf>,
-    pub tcp: Option<String>,
-    pub icmp: Option<bool>,
-    pub timeout: Option<String>,
-    pub retries: Option<u32>,
-    pub rate: Option<u32>,
-    pub every: Option<String>,
-    pub state: Option<PathBuf>,
-    pub alert_to: Option<Vec<String>>,
-}
-
-/// `[ssh]`
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SshSettings {
-    pub hosts: Option<Vec<String>>,
-    pub hosts_file: Option<PathBuf>,
-    pub identity: Option<Vec<PathBuf>>,
-    pub known_hosts: Option<PathBuf>,
-    pub timeout: Option<String>,
-    pub parallel: Option<usize>,
-    pub password_env: Option<String>,
-    pub password_file: Option<PathBuf>,
-    pub passphrase_env: Option<String>,
-}
-
-/// The whole file.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    pub repo: Option<PathBuf>,
-    pub jobs: Option<u16>,
-    #[serde(default)]
-    pub backup: BackupSettings,
-    #[serde(default)]
-    pub job: BTreeMap<String, BackupSettings>,
-    #[serde(default)]
-    pub alert: AlertSettings,
-    #[serde(default)]
-    pub scan: ScanSettings,
-    #[serde(default)]
-    pub ssh: SshSettings,
-}
-
-/// Parses config text; errors name `path`, the line and the key, on one line.
-pub fn parse(path: &Path, text: &str) -> Result<Config, Error> {
-    toml::from_str::<Config>(text).map_err(|e| {
-        let line_no = e
-            .span()
-            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-        let key = line_no
-            .and_then(|n| text.lines().nth(n - 1))
-            .and_then(|l| l.split_once('=').map(|(k, _)| k.trim().to_string()))
-            .filter(|k| !k.is_empty());
-        let msg = e.message().replace('\n', " ");
-        Error::Usage(match (line_no, key) {
-            (Some(n), Some(k)) => format!("{}:{n}: key `{k}`: {msg}", path.display()),
-            (Some(n), None) => format!("{}:{n}: {msg}", path.display()),
-            _ => format!("{}: {msg}", path.display()),
-        })
-    })
-}
 
 /// Loads `--config FILE`, or ./vault.toml when present, or nothing.
 pub fn load(explicit: Option<&Path>) -> Result<Option<(PathBuf, Config)>, Error> {

@@ -78,7 +78,7 @@ pub fn run(cli: Cli, cancel: CancelToken, abort: CancelToken) -> ExitCode {
                 }
                 src = s.source();
             }
-            eprintln!("{msg}");
+            eprintln!("{}", vault::tree::one_line(&msg));
             ExitCode::from(if e.is_usage() { 2 } else { 1 })
         }
     }

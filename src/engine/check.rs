@@ -15,7 +15,10 @@ use std::sync::Mutex;
 use crate::archive::reader::{self, Flow, MemberKind};
 use crate::engine::repo::Repository;
 use crate::error::Result;
-use crate::manifest::SnapshotRow;
+use crate::manifest::{ManifestError, SnapshotRow};
+
+/// The contents an archive stores: (member name, digest, size).
+type StoredList = Vec<(Vec<u8>, crate::hash::Digest, u64)>;
 use crate::pool::{CancelToken, Pool};
 use crate::progress::Progress;
 use crate::tree::display_path;
@@ -72,29 +75,71 @@ pub fn check(
     };
     let all_ids = |rows: &[SnapshotRow]| rows.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
 
-    let integrity = repo.manifest.integrity_problems()?;
+    // SQLite's own check stops with an error at some kinds of damage: that is a finding too.
+    let integrity = match repo.manifest.integrity_problems() {
+        Ok(v) => v,
+        Err(ManifestError::Damaged { what, .. }) => vec![what],
+        Err(e) => return Err(e.into()),
+    };
     let rows = repo.manifest.snapshots(None)?;
     report.snapshots = rows.len() as u64;
-    if !integrity.is_empty() {
-        report.problems.push(Problem {
-            what: "vault.db".into(),
-            error: integrity.join("; "),
-            snapshots: all_ids(&rows),
-        });
-    }
+    // Per snapshot: can its tree and stored contents be read, and is every content stored?
+    // A damaged page makes the reads of the snapshots whose rows it holds fail; those are the
+    // snapshots the damage affects, and the others can still be restored.
+    let mut unreadable: Vec<(String, String)> = Vec::new();
+    let mut stored_lists: HashMap<i64, StoredList> = HashMap::new();
     for r in &rows {
-        let missing = repo.manifest.unstored_files(r)?;
-        if let Some(first) = missing.first() {
-            report.problems.push(Problem {
-                what: format!("snapshot {}", r.id),
-                error: format!(
-                    "{} file(s) whose content the chain does not store, e.g. {}",
-                    missing.len(),
-                    display_path(first)
-                ),
-                snapshots: vec![r.id.clone()],
-            });
+        let read = (|| -> std::result::Result<Vec<Vec<u8>>, ManifestError> {
+            if !integrity.is_empty() {
+                repo.manifest.snapshot_entries(r)?;
+            }
+            if read_data && r.archive.is_some() {
+                stored_lists.insert(r.seq, repo.manifest.stored_in(r.seq)?);
+            }
+            repo.manifest.unstored_files(r)
+        })();
+        match read {
+            Ok(missing) => {
+                if let Some(first) = missing.first() {
+                    report.problems.push(Problem {
+                        what: format!("snapshot {}", r.id),
+                        error: format!(
+                            "{} file(s) whose content the chain does not store, e.g. {}",
+                            missing.len(),
+                            display_path(first)
+                        ),
+                        snapshots: vec![r.id.clone()],
+                    });
+                }
+            }
+            Err(ManifestError::Damaged { what, .. }) => unreadable.push((r.id.clone(), what)),
+            Err(e) => return Err(e.into()),
         }
+    }
+    if !integrity.is_empty() || !unreadable.is_empty() {
+        let mut error = integrity.join("; ");
+        if let Some((_, what)) = unreadable.first() {
+            if !error.is_empty() {
+                error.push_str("; ");
+            }
+            error.push_str(&format!(
+                "{} snapshot(s) cannot be read ({what}); the others can still be restored",
+                unreadable.len()
+            ));
+        }
+        report.problems.insert(
+            0,
+            Problem {
+                what: "vault.db".into(),
+                error,
+                // When every snapshot reads cleanly the damage cannot be placed: all of them.
+                snapshots: if unreadable.is_empty() {
+                    all_ids(&rows)
+                } else {
+                    unreadable.into_iter().map(|(id, _)| id).collect()
+                },
+            },
+        );
     }
 
     // Debris and orphans in archives/.
@@ -123,14 +168,7 @@ pub fn check(
     // Archives: presence, size, checksum; with read_data, every stored content.
     let with_archive: Vec<&SnapshotRow> = rows.iter().filter(|r| r.archive.is_some()).collect();
     report.archives = with_archive.len() as u64;
-    let stored: HashMap<i64, Vec<(Vec<u8>, crate::hash::Digest, u64)>> = if read_data {
-        with_archive
-            .iter()
-            .map(|r| Ok((r.seq, repo.manifest.stored_in(r.seq)?)))
-            .collect::<Result<_>>()?
-    } else {
-        HashMap::new()
-    };
+    let stored = stored_lists;
     let total: u64 = with_archive
         .iter()
         .map(|r| r.archive_size.unwrap_or(0))
@@ -229,7 +267,7 @@ pub fn check(
 fn read_archive(
     path: &std::path::Path,
     r: &SnapshotRow,
-    stored: Option<&Vec<(Vec<u8>, crate::hash::Digest, u64)>>,
+    stored: Option<&StoredList>,
 ) -> Vec<String> {
     let mut want: HashMap<&[u8], (crate::hash::Digest, u64)> = stored
         .map(|v| v.iter().map(|(m, d, s)| (m.as_slice(), (*d, *s))).collect())

@@ -43,7 +43,7 @@ impl Warning {
 }
 
 fn ser_path<S: serde::Serializer>(p: &[u8], s: S) -> std::result::Result<S::Ok, S::Error> {
-    s.serialize_str(&String::from_utf8_lossy(p))
+    s.serialize_str(&crate::tree::display_path(p))
 }
 
 /// The walked source.

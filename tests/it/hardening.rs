@@ -322,3 +322,98 @@ fn kill_9_at_random_moments_never_breaks_the_repository() {
     );
     assert_latest_restores(&repo, &src, &t.path().join("final"));
 }
+
+/// A damaged page of vault.db: the snapshots whose rows it held fail with "is damaged", `check`
+/// names exactly those, and the other source's snapshot still restores exactly.
+#[test]
+fn a_damaged_manifest_page_affects_only_the_snapshots_on_it() {
+    let t = tempfile::tempdir().unwrap();
+    let (a, b, repo) = (
+        t.path().join("alpha"),
+        t.path().join("beta"),
+        t.path().join("repo"),
+    );
+    // Enough rows that each source's entries fill many pages of their own.
+    for i in 0..1500 {
+        write(a.join(format!("alpha-{i:05}-padding-padding.txt")), "a");
+        write(b.join(format!("beta-{i:05}-padding-padding.txt")), "b");
+    }
+    vault_ok(&["backup", p(&a), "--repo", p(&repo), "-q"], 0);
+    vault_ok(&["backup", p(&b), "--repo", p(&repo), "-q"], 0);
+    let ids = snapshot_ids(&repo);
+    assert_eq!(ids.len(), 2);
+    let (alpha_id, beta_id) = (ids[0].clone(), ids[1].clone());
+    assert!(
+        !repo.join("vault.db-wal").exists()
+            || fs::metadata(repo.join("vault.db-wal")).unwrap().len() == 0,
+        "the WAL should be checkpointed when vault exits"
+    );
+
+    // Overwrite one B-tree leaf page that holds only alpha's rows, in the middle of them.
+    let db_path = repo.join("vault.db");
+    let mut db = fs::read(&db_path).unwrap();
+    let page = match u16::from_be_bytes([db[16], db[17]]) {
+        1 => 65536,
+        n => usize::from(n),
+    };
+    let has = |pg: &[u8], pat: &[u8]| pg.windows(pat.len()).any(|w| w == pat);
+    let alpha_leaves: Vec<usize> = (1..db.len() / page)
+        .filter(|&i| {
+            let pg = &db[i * page..(i + 1) * page];
+            matches!(pg[0], 0x0a | 0x0d) && has(pg, b"alpha-0") && !has(pg, b"beta-0")
+        })
+        .collect();
+    assert!(
+        alpha_leaves.len() >= 3,
+        "alpha's rows span {} pages",
+        alpha_leaves.len()
+    );
+    let victim = alpha_leaves[alpha_leaves.len() / 2];
+    for (k, byte) in db[victim * page..(victim + 1) * page]
+        .iter_mut()
+        .enumerate()
+    {
+        *byte = (k * 131 % 251) as u8;
+    }
+    fs::write(&db_path, &db).unwrap();
+
+    // The snapshot list itself is intact.
+    assert_eq!(snapshot_ids(&repo), [alpha_id.clone(), beta_id.clone()]);
+    // check: exit 1, vault.db named, alpha's snapshot (only) affected.
+    let r = vault(&["check", "--repo", p(&repo), "--json"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    let j = r.json();
+    assert_eq!(j["problems"][0]["what"], "vault.db", "{j}");
+    assert_eq!(
+        j["affected_snapshots"],
+        serde_json::json!([alpha_id]),
+        "{j}"
+    );
+    let line = r.stderr.lines().last().unwrap_or("");
+    assert!(
+        line.contains("vault.db") || r.stderr.contains("vault.db"),
+        "{}",
+        r.stderr
+    );
+    // Restoring alpha fails with a specific one-line error; beta restores exactly.
+    let r = vault(&[
+        "restore",
+        &alpha_id,
+        "--repo",
+        p(&repo),
+        "--target",
+        p(&t.path().join("ra")),
+    ]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("is damaged"), "{}", r.stderr);
+    assert_eq!(r.stderr.trim().lines().count(), 1, "{}", r.stderr);
+    let rb = t.path().join("rb");
+    vault_ok(
+        &["restore", &beta_id, "--repo", p(&repo), "--target", p(&rb)],
+        0,
+    );
+    assert_same_tree(&b, &rb);
+    // The same for the read-only views: ls of alpha fails, ls of beta works.
+    assert_eq!(vault(&["ls", &alpha_id, "--repo", p(&repo)]).code, 1);
+    vault_ok(&["ls", &beta_id, "--repo", p(&repo)], 0);
+}
