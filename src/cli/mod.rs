@@ -224,7 +224,9 @@ fn dispatch(
                 out.note(&format!("{p} belongs to a backup in progress; left alone"));
             }
             for o in &report.orphans {
-                out.note(&format!("{o} is not part of any snapshot"));
+                out.note(&format!(
+                    "{o} is not part of any snapshot (left by an interrupted backup or forget; the next `vault forget` removes it)"
+                ));
             }
             for p in &report.problems {
                 eprintln!(
@@ -270,6 +272,9 @@ fn dispatch(
             } else {
                 "removed"
             };
+            for d in &report.debris_removed {
+                out.say(&format!("{verb} {d} (no snapshot refers to it)"));
+            }
             for c in &report.removed {
                 out.say(&format!(
                     "{verb} chain {} of {}: {} snapshots, {} archives, {}",

@@ -919,6 +919,7 @@ pub fn backup(
         }
         return Err(e.into());
     }
+    repo.ensure_reserve();
     progress.finish();
     Ok(BackupReport {
         snapshot: Some(id),

@@ -3,7 +3,8 @@
 //!
 //! Promise: the manifest forgets a chain (one transaction) before any of its archives is deleted,
 //! so a crash in between leaves unreferenced archives (reported by `check` as orphans), never a
-//! snapshot pointing at a missing archive.
+//! snapshot pointing at a missing archive. The next `forget` removes such orphans, and the
+//! `*.partial` files of killed backups, under the writer lock (so no backup is running).
 
 use std::collections::BTreeMap;
 
@@ -28,6 +29,10 @@ pub struct ForgetReport {
     pub dry_run: bool,
     pub kept_chains: u64,
     pub removed: Vec<ForgottenChain>,
+    /// Archives no snapshot refers to and `*.partial` leftovers (what a backup or forget killed
+    /// at the wrong moment leaves), removed while holding the writer lock (or, with `dry_run`,
+    /// that would be).
+    pub debris_removed: Vec<String>,
     pub bytes_freed: u64,
 }
 
@@ -50,6 +55,7 @@ pub fn forget(
         dry_run,
         ..ForgetReport::default()
     };
+    report.debris_removed = remove_debris(&repo, &rows, dry_run)?;
     // source -> chain_seq -> snapshots
     let mut by_source: BTreeMap<i64, BTreeMap<i64, Vec<&crate::manifest::SnapshotRow>>> =
         BTreeMap::new();
@@ -86,7 +92,13 @@ pub fn forget(
         }
         if !dry_run {
             let seqs: Vec<i64> = doomed.iter().map(|(c, _)| *c).collect();
-            repo.manifest.forget_chains(source_id, &seqs)?;
+            match repo.manifest.forget_chains(source_id, &seqs) {
+                // A full disk: the reserve makes room for the transaction (then retried once).
+                Err(e) if crate::manifest::Manifest::is_full(&e) && repo.release_reserve() => {
+                    repo.manifest.forget_chains(source_id, &seqs)?
+                }
+                other => other?,
+            }
             let dir = repo.archives_dir();
             for c in &forgotten {
                 for a in &c.archives {
@@ -110,5 +122,34 @@ pub fn forget(
         report.bytes_freed += forgotten.iter().map(|c| c.bytes).sum::<u64>();
         report.removed.extend(forgotten);
     }
+    if !dry_run {
+        repo.ensure_reserve();
+    }
     Ok(report)
+}
+
+/// Removes (or, for a dry run, lists) what in archives/ no snapshot refers to. The caller holds
+/// the writer lock unless `dry_run`.
+fn remove_debris(
+    repo: &Repository,
+    rows: &[crate::manifest::SnapshotRow],
+    dry_run: bool,
+) -> Result<Vec<String>> {
+    let known: std::collections::HashSet<&str> =
+        rows.iter().filter_map(|r| r.archive.as_deref()).collect();
+    let dir = repo.archives_dir();
+    let mut out = Vec::new();
+    let listing = std::fs::read_dir(&dir).map_err(|e| repo_io(&dir, e))?;
+    for ent in listing.flatten() {
+        let name = ent.file_name().to_string_lossy().into_owned();
+        if known.contains(name.as_str()) || !ent.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        if !dry_run {
+            std::fs::remove_file(ent.path()).map_err(|e| repo_io(ent.path(), e))?;
+        }
+        out.push(format!("archives/{name}"));
+    }
+    out.sort();
+    Ok(out)
 }

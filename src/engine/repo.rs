@@ -16,6 +16,9 @@ use crate::manifest::Manifest;
 const DB: &str = "vault.db";
 const ARCHIVES: &str = "archives";
 const LOCK: &str = "lock";
+/// Space kept for `forget` to free space with when the disk is full (see [`Repository::ensure_reserve`]).
+const RESERVE: &str = "reserve";
+const RESERVE_BYTES: i64 = 8 << 20;
 
 /// Fails with a clear message when `root` cannot be written (read-only mount, permissions).
 fn ensure_writable(root: &Path) -> Result<()> {
@@ -56,7 +59,7 @@ fn is_blank(root: &Path) -> Result<bool> {
                 .map(|mut it| it.next().is_none())
                 .unwrap_or(false)
         } else {
-            name == LOCK
+            name == LOCK || name == RESERVE
         };
         if !ok {
             return Ok(false);
@@ -102,11 +105,13 @@ impl Repository {
         let db = root.join(DB);
         let manifest = Manifest::create(&db)?;
         fs::set_permissions(&db, fs::Permissions::from_mode(0o600)).map_err(|e| repo_io(&db, e))?;
-        Ok(Repository {
+        let repo = Repository {
             root: root.to_path_buf(),
             manifest,
             lock: None,
-        })
+        };
+        repo.ensure_reserve();
+        Ok(repo)
     }
 
     /// Opens an existing repository.
@@ -158,6 +163,42 @@ impl Repository {
 
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
+    }
+
+    /// Best effort: makes sure `reserve`, a file of 8 MiB of allocated space, exists, so that
+    /// `vault forget` on a full disk can delete it to make room for its manifest transaction.
+    pub fn ensure_reserve(&self) {
+        let path = self.root.join(RESERVE);
+        if path.exists() {
+            return;
+        }
+        let Ok(f) = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+        else {
+            return;
+        };
+        // SAFETY: fallocate-style allocation on a descriptor we own.
+        let rc = unsafe { libc::posix_fallocate(f.as_raw_fd(), 0, RESERVE_BYTES) };
+        if rc != 0 || f.sync_all().is_err() {
+            drop(f);
+            let _ = fs::remove_file(&path);
+        }
+    }
+
+    /// Deletes the reserve; true when there was one to delete.
+    pub fn release_reserve(&self) -> bool {
+        fs::remove_file(self.root.join(RESERVE)).is_ok()
+    }
+
+    /// Closes the manifest (SQLite checkpoints its WAL into vault.db) and keeps only the writer
+    /// lock, for replacing vault.db as a whole while no other writer can start.
+    pub fn close_keeping_lock(self) -> Option<File> {
+        let Repository { manifest, lock, .. } = self;
+        drop(manifest);
+        lock
     }
 
     /// Takes the writer lock, waiting up to `wait` for another writer to finish; then fails

@@ -38,6 +38,8 @@ pub enum ManifestError {
     },
     #[error("manifest {path} is damaged: {what}")]
     Damaged { path: PathBuf, what: String },
+    #[error("disk full while writing manifest {path}; nothing was changed")]
+    Full { path: PathBuf },
 }
 
 /// Snapshot kind.
@@ -175,9 +177,24 @@ impl Manifest {
     }
 
     /// Opens an existing manifest, migrating an older schema forward.
+    ///
+    /// On a full disk SQLite cannot grow the shared-memory file that WAL mode keeps beside
+    /// vault.db, which would make even reading fail; the manifest is then opened in exclusive
+    /// locking mode, which keeps that index in memory (writers wait until this process ends).
     pub fn open(path: &Path) -> Result<Manifest, ManifestError> {
+        match Manifest::open_with(path, false) {
+            Err(ManifestError::Full { .. }) => Manifest::open_with(path, true),
+            other => other,
+        }
+    }
+
+    fn open_with(path: &Path, exclusive: bool) -> Result<Manifest, ManifestError> {
         let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE)
             .map_err(|e| sql(path, e))?;
+        if exclusive {
+            conn.execute_batch("PRAGMA locking_mode = EXCLUSIVE")
+                .map_err(|e| sql(path, e))?;
+        }
         let mut m = Manifest {
             conn,
             path: path.to_path_buf(),
@@ -218,6 +235,11 @@ impl Manifest {
             }
             e => sql(&self.path, e),
         }
+    }
+
+    /// True when the error is the disk being full.
+    pub fn is_full(e: &ManifestError) -> bool {
+        matches!(e, ManifestError::Full { .. })
     }
 
     /// The schema version stored in the file.
@@ -686,6 +708,14 @@ impl Manifest {
 }
 
 fn sql(path: &Path, e: rusqlite::Error) -> ManifestError {
+    if let rusqlite::Error::SqliteFailure(f, _) = &e {
+        // SQLITE_IOERR_SHMSIZE and SQLITE_IOERR_SHMMAP: no room to grow the WAL index.
+        if f.code == rusqlite::ErrorCode::DiskFull || matches!(f.extended_code, 4874 | 5386) {
+            return ManifestError::Full {
+                path: path.to_path_buf(),
+            };
+        }
+    }
     ManifestError::Sqlite {
         path: path.to_path_buf(),
         source: e,

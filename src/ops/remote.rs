@@ -100,6 +100,8 @@ trait Store {
     fn rename(&mut self, from: &str, to: &str) -> Result<()>;
     /// Downloads `name` to `local`, returning the BLAKE3 and size of the bytes received.
     fn download(&mut self, name: &str, local: &Path) -> Result<([u8; 32], u64)>;
+    /// Removes `name` if it is there (best effort: for clean-up after a failure).
+    fn remove(&mut self, name: &str);
 }
 
 fn remote_err(remote: &str, what: impl std::fmt::Display) -> Error {
@@ -200,8 +202,15 @@ impl Store for SftpStore {
             .sftp
             .create(&self.p(name))
             .map_err(|e| self.err(&format!("cannot create {name}"), e))?;
-        copy_hashing(&mut src, &mut dst)
-            .map_err(|e| remote_err(&self.label, format!("sending {name}: {e}")))
+        copy_hashing(&mut src, &mut dst).map_err(|e| {
+            // SFTP version 3 has no "no space" status: a full disk arrives as a bare failure.
+            let hint = if e.to_string().eq_ignore_ascii_case("failure") {
+                " (SFTP gives no reason; most likely the remote disk is full or over quota)"
+            } else {
+                ""
+            };
+            remote_err(&self.label, format!("sending {name}: {e}{hint}"))
+        })
     }
     fn size(&mut self, name: &str) -> Result<Option<u64>> {
         Ok(self.sftp.stat(&self.p(name)).ok().and_then(|s| s.size))
@@ -220,6 +229,9 @@ impl Store for SftpStore {
         self.sftp
             .rename(&self.p(from), &self.p(to), None)
             .map_err(|e| self.err(&format!("cannot rename {from} to {to}"), e))
+    }
+    fn remove(&mut self, name: &str) {
+        let _ = self.sftp.unlink(&self.p(name));
     }
     fn download(&mut self, name: &str, local: &Path) -> Result<([u8; 32], u64)> {
         let mut src = self
@@ -328,6 +340,9 @@ impl Store for RcloneStore {
     fn rename(&mut self, from: &str, to: &str) -> Result<()> {
         self.run(&["moveto", &self.p(from), &self.p(to)]).map(drop)
     }
+    fn remove(&mut self, name: &str) {
+        let _ = self.run(&["deletefile", &self.p(name)]);
+    }
     fn download(&mut self, name: &str, local: &Path) -> Result<([u8; 32], u64)> {
         self.run(&["copyto", &self.p(name), &local.display().to_string()])?;
         let mut f = fs::File::open(local).map_err(|e| repo_io(local, e))?;
@@ -356,6 +371,31 @@ fn archives_of(m: &Manifest) -> Result<Vec<(String, u64, Vec<u8>)>> {
         .collect())
 }
 
+/// Removes the manifest copies (`.push-PID.db`, `.pull-PID.db` and their WAL files) that a
+/// killed push or pull left in the repository, when their process is gone.
+fn remove_stale_copies(repo: &Path) {
+    let Ok(it) = fs::read_dir(repo) else { return };
+    for e in it.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name
+            .strip_prefix(".push-")
+            .or_else(|| name.strip_prefix(".pull-"))
+        else {
+            continue;
+        };
+        let Some(pid) = rest.split('.').next().and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
+        // SAFETY: signal 0 only checks whether the process exists.
+        let alive = pid == std::process::id() as i32
+            || unsafe { libc::kill(pid, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        if !alive {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
 /// Sends the repository at `repo` to `remote`.
 pub fn push(
     repo: &Path,
@@ -366,6 +406,7 @@ pub fn push(
 ) -> Result<SyncReport> {
     let label = remote.to_string();
     let r = Repository::open(repo)?;
+    remove_stale_copies(repo);
     // A consistent copy of the manifest: what it names is what gets sent.
     let copy = repo.join(format!(".push-{}.db", std::process::id()));
     let _ = fs::remove_file(&copy);
@@ -397,7 +438,13 @@ pub fn push(
         }
         let local = r.archives_dir().join(name);
         let tmp = format!("archives/{name}.partial-push");
-        let (sent_hash, sent) = store.upload(&local, &tmp)?;
+        let (sent_hash, sent) = match store.upload(&local, &tmp) {
+            Ok(v) => v,
+            Err(e) => {
+                store.remove(&tmp);
+                return Err(e);
+            }
+        };
         if sent != *size || sent_hash[..] != blake[..] {
             return Err(Error::Refused(format!(
                 "local archive {} does not match the manifest (size or BLAKE3); run vault check; nothing renamed",
@@ -423,15 +470,27 @@ pub fn push(
         report.sent.push(format!("archives/{name}"));
         report.bytes += size;
     }
-    // The manifest last.
-    let (_, n) = store.upload(&copy, "vault.db.partial-push")?;
+    // The manifest last. The one it replaces stays as vault.db.prev until the new one is in
+    // place, so that the remote always holds a manifest whose archives are all there (an SFTP
+    // rename cannot replace a file in one step).
+    let (_, n) = match store.upload(&copy, "vault.db.partial-push") {
+        Ok(v) => v,
+        Err(e) => {
+            store.remove("vault.db.partial-push");
+            return Err(e);
+        }
+    };
     if store.size("vault.db.partial-push")? != Some(n) {
         return Err(remote_err(
             &label,
             "vault.db has the wrong size after upload",
         ));
     }
+    if store.size("vault.db")?.is_some() {
+        store.rename("vault.db", "vault.db.prev")?;
+    }
     store.rename("vault.db.partial-push", "vault.db")?;
+    store.remove("vault.db.prev");
     Ok(report)
 }
 
@@ -446,9 +505,16 @@ pub fn pull(remote: &Remote, repo: &Path, auth: &SshAuth, opts: &SshOptions) -> 
         r
     };
     local.lock_exclusive()?;
+    remove_stale_copies(repo);
     let mut store = open_store(remote, auth, opts)?;
     let tmp_db = repo.join(format!(".pull-{}.db", std::process::id()));
-    let (_, n) = store.download("vault.db", &tmp_db)?;
+    // A push interrupted while swapping manifests leaves only vault.db.prev: as good a manifest.
+    let name = if store.size("vault.db")?.is_some() || store.size("vault.db.prev")?.is_none() {
+        "vault.db"
+    } else {
+        "vault.db.prev"
+    };
+    let (_, n) = store.download(name, &tmp_db)?;
     if n == 0 {
         let _ = fs::remove_file(&tmp_db);
         return Err(remote_err(
@@ -502,11 +568,15 @@ pub fn pull(remote: &Remote, repo: &Path, auth: &SshAuth, opts: &SshOptions) -> 
     if let Ok(d) = fs::File::open(&dir) {
         let _ = d.sync_all();
     }
-    // Install their manifest last, replacing ours (a subset of theirs).
-    drop(local);
+    // Install their manifest last, replacing ours (a subset of theirs): ours is closed (its WAL
+    // checkpointed) first, and the writer lock is held until the new one is in place.
+    let _lock = local.close_keeping_lock();
     for stale in ["vault.db-wal", "vault.db-shm"] {
         let _ = fs::remove_file(repo.join(stale));
     }
     fs::rename(&tmp_db, repo.join("vault.db")).map_err(|e| repo_io(repo.join("vault.db"), e))?;
+    if let Ok(d) = fs::File::open(repo) {
+        let _ = d.sync_all();
+    }
     Ok(report)
 }

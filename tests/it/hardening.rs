@@ -417,3 +417,227 @@ fn a_damaged_manifest_page_affects_only_the_snapshots_on_it() {
     assert_eq!(vault(&["ls", &alpha_id, "--repo", p(&repo)]).code, 1);
     vault_ok(&["ls", &beta_id, "--repo", p(&repo)], 0);
 }
+
+fn trials_and_seed(default_trials: usize) -> (usize, u64) {
+    let trials = std::env::var("VAULT_KILL_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default_trials);
+    let seed = std::env::var("VAULT_KILL_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20261126);
+    (trials, seed)
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// SIGKILL at random moments of `vault forget`: after each, `check` passes, the snapshots left
+/// are a subset of those before, each restores to exactly the tree it was taken of, and the
+/// next forget removes what a killed one left behind.
+#[test]
+fn kill_9_during_forget_never_breaks_the_repository() {
+    let (trials, seed) = trials_and_seed(8);
+    let mut rng = Lcg(seed ^ 0xf0f0);
+    let t = tempfile::tempdir().unwrap();
+    let (src, repo) = (t.path().join("src"), t.path().join("repo"));
+    for f in 0..200 {
+        write(src.join(format!("d/f{f:03}.txt")), format!("{f}\n"));
+    }
+    noise_tree(&src.join("big"), 2, 2 << 20);
+    let mut recorded: Vec<(String, std::path::PathBuf)> = Vec::new();
+    let mut killed = 0;
+    let mut applied = 0;
+    let mut n = 0;
+    for trial in 0..trials {
+        // Two new chains (a full and an incremental each) for forget to drop.
+        for k in 0..4 {
+            n += 1;
+            write(
+                src.join(format!("d/f{:03}.txt", rng.next() % 200)),
+                format!("{n}\n"),
+            );
+            noise_tree(&src.join(format!("big/t{trial}k{k}")), 1, 256 << 10);
+            let state = t.path().join(format!("state{n}"));
+            copy_tree(&src, &state);
+            let kind = if k % 2 == 0 {
+                "--full"
+            } else {
+                "--incremental"
+            };
+            let j = backup_json(&src, &repo, &[kind], 0);
+            recorded.push((j["snapshot"].as_str().unwrap().to_string(), state));
+        }
+        let before = snapshot_ids(&repo);
+        let mut child = Command::new(vault_bin())
+            .args(["forget", "--keep-fulls", "2", "--repo", p(&repo), "-q"])
+            .env_remove("VAULT_REPO")
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_micros(rng.next() % 25_000));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            killed += 1;
+        }
+        let _ = child.wait();
+        let c = vault(&["check", "--repo", p(&repo), "--json"]);
+        assert_eq!(c.code, 0, "trial {trial} (seed {seed}): {c:?}");
+        let after = snapshot_ids(&repo);
+        assert!(
+            after.iter().all(|id| before.contains(id)),
+            "trial {trial}: forget invented snapshots"
+        );
+        assert!(
+            after.len() == before.len() || after.len() == 4,
+            "trial {trial}: a chain was half forgotten: {} of {} left",
+            after.len(),
+            before.len()
+        );
+        if after.len() < before.len() {
+            applied += 1;
+        }
+        recorded.retain(|(id, state)| {
+            let keep = after.contains(id);
+            if !keep {
+                fs::remove_dir_all(state).unwrap();
+            }
+            keep
+        });
+        for (id, state) in &recorded {
+            let target = t.path().join(format!("r{trial}-{id}"));
+            vault_ok(
+                &["restore", id, "--repo", p(&repo), "--target", p(&target)],
+                0,
+            );
+            assert_same_tree(state, &target);
+            fs::remove_dir_all(&target).unwrap();
+        }
+    }
+    println!(
+        "forget kill -9 harness: {trials} trials (seed {seed}), {killed} killed mid-forget, {applied} forgets committed, failures: 0"
+    );
+    // A complete forget leaves exactly the archives its snapshots refer to.
+    vault_ok(
+        &["forget", "--keep-fulls", "1", "--repo", p(&repo), "-q"],
+        0,
+    );
+    let c = vault_ok(&["check", "--repo", p(&repo), "--json"], 0).json();
+    assert_eq!(c["orphans"], serde_json::json!([]), "{c}");
+    let listed = vault_ok(&["snapshots", "--repo", p(&repo), "--json"], 0).json();
+    let mut want: Vec<String> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| {
+            s["archive"]
+                .as_str()
+                .map(|a| a.trim_start_matches("archives/").to_string())
+        })
+        .collect();
+    want.sort();
+    let mut have: Vec<String> = fs::read_dir(repo.join("archives"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    have.sort();
+    assert_eq!(have, want);
+}
+
+/// A full disk: `snapshots` still reads, `forget` still frees space (using the reserve), a
+/// backup fails with "disk full" and records nothing; afterwards the repository checks clean
+/// and what is left restores.
+#[test]
+fn a_full_disk_still_lets_you_list_and_forget() {
+    if !require_root("mounting a tmpfs") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let mnt = t.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount tmpfs");
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(self.0).status();
+        }
+    }
+    let _guard = Unmount(&mnt);
+    let (src, repo) = (t.path().join("src"), mnt.join("repo"));
+    for f in 0..300 {
+        write(src.join(format!("f{f:03}.txt")), format!("{f}\n"));
+    }
+    let mut ids = Vec::new();
+    for k in 0..3 {
+        write(src.join("k.txt"), format!("{k}"));
+        ids.push(
+            backup_json(&src, &repo, &["--full"], 0)["snapshot"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let state = t.path().join("state");
+    copy_tree(&src, &state);
+    // Fill the disk to the last byte.
+    {
+        use std::io::Write;
+        let mut f = fs::File::create(mnt.join("filler")).unwrap();
+        let block = vec![0x55u8; 64 << 10];
+        loop {
+            if f.write_all(&block).is_err() {
+                break;
+            }
+        }
+        let mut byte = [0u8; 1];
+        while f.write_all(&byte).is_ok() {
+            byte[0] += 1;
+        }
+    }
+    // Readers still work, and forget frees space: it deletes the repository's reserve to make
+    // room for its manifest transaction.
+    assert!(repo.join("reserve").is_file());
+    assert_eq!(snapshot_ids(&repo), ids);
+    let r = vault(&["forget", "--keep-fulls", "1", "--repo", p(&repo), "--json"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(snapshot_ids(&repo), ids[2..]);
+    // A backup on the full disk fails with "disk full" and changes nothing.
+    noise_tree(&src.join("more"), 1, 12 << 20);
+    let r = vault(&["backup", p(&src), "--repo", p(&repo), "--full", "-q"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("disk full"), "{}", r.stderr);
+    assert_eq!(snapshot_ids(&repo), ids[2..]);
+    fs::remove_dir_all(src.join("more")).unwrap();
+    fs::remove_file(mnt.join("filler")).unwrap();
+    vault_ok(&["check", "--repo", p(&repo), "--read-data"], 0);
+    let target = t.path().join("r");
+    vault_ok(
+        &[
+            "restore",
+            &ids[2],
+            "--repo",
+            p(&repo),
+            "--target",
+            p(&target),
+        ],
+        0,
+    );
+    assert_same_tree(&state, &target);
+    vault_ok(
+        &["forget", "--keep-fulls", "1", "--repo", p(&repo), "-q"],
+        0,
+    );
+    assert_eq!(snapshot_ids(&repo), ids[2..]);
+}
