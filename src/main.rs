@@ -10,6 +10,10 @@ use std::process::ExitCode;
 static WATCH_MODE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 fn main() -> ExitCode {
+    // Everything vault creates (repository files, SQLite's WAL and index files, scan state,
+    // temporary copies) is private to its owner; restore sets recorded modes explicitly.
+    // SAFETY: umask only changes this process's file-creation mask.
+    unsafe { libc::umask(0o077) };
     let cancel = vault::CancelToken::new();
     let abort = vault::CancelToken::new();
     install_signal_thread(&cancel, &abort);

@@ -26,9 +26,35 @@ pub fn load(explicit: Option<&Path>) -> Result<Option<(PathBuf, Config)>, Error>
             p
         }
     };
+    trusted(&path)?;
     let text = std::fs::read_to_string(&path)
         .map_err(|e| Error::Usage(format!("cannot read config file {}: {e}", path.display())))?;
     Ok(Some((path.clone(), parse(&path, &text)?)))
+}
+
+/// A config file can name password variables, key files, known_hosts and servers, so only one
+/// that the user (or root) owns and that nobody else can write is read.
+fn trusted(path: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path)
+        .map_err(|e| Error::Usage(format!("cannot read config file {}: {e}", path.display())))?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if m.uid() != me && m.uid() != 0 {
+        return Err(Error::Usage(format!(
+            "refusing config file {}: owned by uid {}, not by you (uid {me}) or root",
+            path.display(),
+            m.uid()
+        )));
+    }
+    if m.mode() & 0o022 != 0 {
+        return Err(Error::Usage(format!(
+            "refusing config file {}: others can write it (chmod go-w {})",
+            path.display(),
+            path.display()
+        )));
+    }
+    Ok(())
 }
 
 /// True when the user set this argument (command line or environment).

@@ -101,7 +101,8 @@ pub fn create_excl_at(dir: RawFd, name: &[u8]) -> io::Result<std::fs::File> {
     Ok(unsafe { std::fs::File::from_raw_fd(fd) })
 }
 
-/// Opens an existing regular file for reading, never through a symlink.
+/// Opens an existing regular file for reading, never through a symlink, and never blocking
+/// on (or reading from) a FIFO or device swapped in under the name.
 pub fn open_file_at(dir: RawFd, name: &[u8]) -> io::Result<std::fs::File> {
     let c = cstr(name)?;
     // SAFETY: valid C string and fd.
@@ -109,11 +110,18 @@ pub fn open_file_at(dir: RawFd, name: &[u8]) -> io::Result<std::fs::File> {
         libc::openat(
             dir,
             c.as_ptr(),
-            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK,
         )
     })?;
     // SAFETY: fresh fd.
-    Ok(unsafe { std::fs::File::from_raw_fd(fd) })
+    let f = unsafe { std::fs::File::from_raw_fd(fd) };
+    if !f.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(f)
 }
 
 pub fn rename_at(dir: RawFd, from: &[u8], to: &[u8]) -> io::Result<()> {

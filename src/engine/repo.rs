@@ -224,6 +224,7 @@ impl Repository {
             .create(true)
             .truncate(false)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .map_err(|e| repo_io(&path, e))?;
         // SAFETY: flock on a descriptor we own.

@@ -233,6 +233,10 @@ impl Manifest {
                     what: e.to_string(),
                 }
             }
+            rusqlite::Error::FromSqlConversionFailure(_, _, ref why) => ManifestError::Damaged {
+                path: self.path.clone(),
+                what: format!("{why} in a row (tampered with, or written by something else)"),
+            },
             e => sql(&self.path, e),
         }
     }
@@ -730,6 +734,19 @@ fn bad_column(i: usize, what: &str) -> rusqlite::Error {
     )
 }
 
+/// An archive name as backup makes them: one plain file name (letters, digits, `-_.+@`, not
+/// starting with a dot) ending in `.tar`, `.tar.gz` or `.tar.zst`. Anything else in a manifest
+/// (`../x`, `/etc/passwd`, a name with a slash) is refused before any file is touched, so a
+/// pulled or tampered manifest cannot make pull, forget, check or restore reach outside archives/.
+pub fn valid_archive_name(a: &str) -> bool {
+    !a.starts_with('.')
+        && a.chars()
+            .all(|c| c.is_alphanumeric() || "-_.+@".contains(c))
+        && [".tar", ".tar.gz", ".tar.zst"]
+            .iter()
+            .any(|x| a.ends_with(x) && a.len() > x.len())
+}
+
 fn snapshot_row(r: &Row<'_>) -> rusqlite::Result<SnapshotRow> {
     let kind: String = r.get(5)?;
     let hash: String = r.get(10)?;
@@ -750,7 +767,10 @@ fn snapshot_row(r: &Row<'_>) -> rusqlite::Result<SnapshotRow> {
         time_ns: r.get(9)?,
         hash: hash.parse().map_err(|_| bad_column(10, "hash name"))?,
         compression: r.get(11)?,
-        archive: r.get(12)?,
+        archive: match r.get::<_, Option<String>>(12)? {
+            Some(a) if !valid_archive_name(&a) => return Err(bad_column(12, "archive name")),
+            a => a,
+        },
         archive_size: r.get::<_, Option<i64>>(13)?.map(|s| s as u64),
         archive_blake3: r.get(14)?,
         stats: SnapshotStats {

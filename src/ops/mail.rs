@@ -110,9 +110,28 @@ fn mailbox(s: &str) -> Result<Mailbox, MailError> {
         .map_err(|e| MailError::Address(s.to_string(), e.to_string()))
 }
 
+/// True when a password would cross the network unencrypted: credentials, no TLS, and a server
+/// that is not this machine.
+fn plaintext_auth_refused(host: &str, has_user: bool, tls: bool) -> bool {
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|a| a.is_loopback());
+    has_user && !tls && !loopback
+}
+
 /// Sends one UTF-8 plain-text mail to every recipient.
 pub fn send(s: &SmtpSettings, to: &[String], subject: &str, body: &str) -> Result<(), MailError> {
-    let (host, port) = host_port(&s.url, s.tls)?;
+    // smtps:// is SMTP over TLS from the first byte, whatever the flags say.
+    let wrapper = s.tls || s.url.starts_with("smtps://");
+    let (host, port) = host_port(&s.url, wrapper)?;
+    if plaintext_auth_refused(&host, s.user.is_some(), wrapper || s.starttls) {
+        return Err(MailError::Smtp {
+            server: format!("{host}:{port}"),
+            what: "refusing to send the SMTP password unencrypted: add --starttls (or --tls / smtps://)"
+                .into(),
+        });
+    }
     let server = format!("{host}:{port}");
     let mut b = Message::builder().from(mailbox(&s.from)?).subject(subject);
     for t in to {
@@ -126,7 +145,7 @@ pub fn send(s: &SmtpSettings, to: &[String], subject: &str, body: &str) -> Resul
     let mut t = SmtpTransport::builder_dangerous(host.clone())
         .port(port)
         .timeout(Some(s.timeout));
-    if s.tls || s.starttls {
+    if wrapper || s.starttls {
         let mut p = TlsParameters::builder(host.clone());
         if let Some(ca) = &s.ca {
             let pem = std::fs::read(ca)
@@ -139,7 +158,7 @@ pub fn send(s: &SmtpSettings, to: &[String], subject: &str, body: &str) -> Resul
             server: server.clone(),
             what: format!("TLS setup: {e}"),
         })?;
-        t = t.tls(if s.tls {
+        t = t.tls(if wrapper {
             Tls::Wrapper(p)
         } else {
             Tls::Required(p)
@@ -201,6 +220,16 @@ impl Notifier for MailNotifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_never_cross_the_network_in_clear() {
+        assert!(plaintext_auth_refused("mail.example.org", true, false));
+        assert!(!plaintext_auth_refused("mail.example.org", true, true));
+        assert!(!plaintext_auth_refused("mail.example.org", false, false));
+        assert!(!plaintext_auth_refused("127.0.0.1", true, false));
+        assert!(!plaintext_auth_refused("::1", true, false));
+        assert!(!plaintext_auth_refused("localhost", true, false));
+    }
 
     #[test]
     fn urls() {

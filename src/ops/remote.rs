@@ -52,6 +52,11 @@ impl Remote {
             });
         }
         if let Some(spec) = s.strip_prefix("rclone:") {
+            if spec.starts_with('-') {
+                return Err(format!(
+                    "bad destination '{s}': an rclone remote cannot start with '-'"
+                ));
+            }
             if !spec.contains(':') {
                 return Err(format!(
                     "bad destination '{s}': expected rclone:REMOTE:PATH"
@@ -200,7 +205,12 @@ impl Store for SftpStore {
         let mut src = fs::File::open(local).map_err(|e| repo_io(local, e))?;
         let mut dst = self
             .sftp
-            .create(&self.p(name))
+            .open_mode(
+                self.p(name),
+                ssh2::OpenFlags::WRITE | ssh2::OpenFlags::CREATE | ssh2::OpenFlags::TRUNCATE,
+                0o600,
+                ssh2::OpenType::File,
+            )
             .map_err(|e| self.err(&format!("cannot create {name}"), e))?;
         copy_hashing(&mut src, &mut dst).map_err(|e| {
             // SFTP version 3 has no "no space" status: a full disk arrives as a bare failure.
@@ -252,6 +262,7 @@ fn new_local_file(p: &Path) -> Result<fs::File> {
         .create(true)
         .truncate(true)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(p)
         .map_err(|e| repo_io(p, e))
 }
@@ -266,8 +277,11 @@ impl RcloneStore {
         format!("{}/{}", self.spec, name)
     }
     fn run(&self, args: &[&str]) -> Result<Vec<u8>> {
+        // `--` ends rclone's options: a remote spec can never be read as a flag.
         let out = Command::new("rclone")
-            .args(args)
+            .arg(args[0])
+            .arg("--")
+            .args(&args[1..])
             .stdin(Stdio::null())
             .output()
             .map_err(|e| {
@@ -325,7 +339,7 @@ impl Store for RcloneStore {
     }
     fn read_back(&mut self, name: &str) -> Result<([u8; 32], u64)> {
         let mut child = Command::new("rclone")
-            .args(["cat", &self.p(name)])
+            .args(["cat", "--", &self.p(name)])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

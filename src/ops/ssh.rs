@@ -222,6 +222,11 @@ pub fn connect(t: &SshTarget, auth: &SshAuth, opts: &SshOptions) -> Result<Conne
         b64(session.host_key_hash(HashType::Sha256).unwrap_or_default())
     );
     let kh_path = opts.known_hosts.display().to_string();
+    // Parallel connections (vault ssh on many hosts) check and add keys one at a time, so one
+    // never reads the file while another rewrites it; the file is replaced by rename, never
+    // truncated in place.
+    static KNOWN_HOSTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = KNOWN_HOSTS.lock().unwrap_or_else(|e| e.into_inner());
     let mut kh = session
         .known_hosts()
         .map_err(|e| SshError::Session(e.message().to_string()))?;
@@ -254,8 +259,16 @@ pub fn connect(t: &SshTarget, auth: &SshAuth, opts: &SshOptions) -> Result<Conne
             if let Some(dir) = opts.known_hosts.parent() {
                 let _ = std::fs::create_dir_all(dir);
             }
-            kh.write_file(&opts.known_hosts, KnownHostFileKind::OpenSSH)
+            let mut tmp = opts.known_hosts.clone().into_os_string();
+            tmp.push(format!(".vault-{}", std::process::id()));
+            let tmp = std::path::PathBuf::from(tmp);
+            let _ = std::fs::remove_file(&tmp);
+            kh.write_file(&tmp, KnownHostFileKind::OpenSSH)
                 .map_err(|e| SshError::KnownHostsFile(kh_path.clone(), e.message().to_string()))?;
+            std::fs::rename(&tmp, &opts.known_hosts).map_err(|e| {
+                let _ = std::fs::remove_file(&tmp);
+                SshError::KnownHostsFile(kh_path.clone(), e.to_string())
+            })?;
         }
     }
 

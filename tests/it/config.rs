@@ -176,3 +176,30 @@ fn completions_and_man_pages() {
         assert!(text.contains(".TH"), "{page}");
     }
 }
+
+/// A config file names password variables, key files and servers: one that others can write is
+/// refused, whether found in the current folder or given with --config.
+#[test]
+fn a_config_file_others_can_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempfile::tempdir().unwrap();
+    let cfg = t.path().join("vault.toml");
+    write(&cfg, "repo = \"/tmp/nowhere\"\n");
+    fs::set_permissions(&cfg, fs::Permissions::from_mode(0o666)).unwrap();
+    let r = vault(&["--config", p(&cfg), "snapshots"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr.contains("refusing config file") && r.stderr.contains("chmod go-w"),
+        "{}",
+        r.stderr
+    );
+    let r: Run = std::process::Command::new(vault_bin())
+        .arg("snapshots")
+        .current_dir(t.path())
+        .env_remove("VAULT_REPO")
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("refusing config file"), "{}", r.stderr);
+}

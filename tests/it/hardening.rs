@@ -641,3 +641,48 @@ fn a_full_disk_still_lets_you_list_and_forget() {
     );
     assert_eq!(snapshot_ids(&repo), ids[2..]);
 }
+
+/// Whatever the caller's umask, what vault leaves in a repository is private: files 0600,
+/// folders 0700.
+#[test]
+fn repository_files_are_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempfile::tempdir().unwrap();
+    let (src, repo) = (t.path().join("src"), t.path().join("repo"));
+    write(src.join("a.txt"), "a");
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "umask 000 && '{}' backup '{}' --repo '{}' -q",
+            vault_bin(),
+            p(&src),
+            p(&repo)
+        ))
+        .env_remove("VAULT_REPO")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    fn walk(dir: &Path, out: &mut Vec<(String, u32, bool)>) {
+        for e in fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            let m = fs::symlink_metadata(e.path()).unwrap();
+            out.push((
+                e.path().display().to_string(),
+                m.permissions().mode() & 0o777,
+                m.is_dir(),
+            ));
+            if m.is_dir() {
+                walk(&e.path(), out);
+            }
+        }
+    }
+    let mut all = vec![(
+        p(&repo).to_string(),
+        fs::metadata(&repo).unwrap().permissions().mode() & 0o777,
+        true,
+    )];
+    walk(&repo, &mut all);
+    for (path, mode, dir) in all {
+        assert_eq!(mode, if dir { 0o700 } else { 0o600 }, "{path}: {mode:o}");
+    }
+}

@@ -473,3 +473,43 @@ fn check_removes_partials_and_forget_drops_whole_chains() {
     assert_latest_restores(&repo, &src, &t.path().join("restored"));
     vault_ok(&["forget", "--repo", p(&repo), "--keep-fulls", "0"], 2);
 }
+
+/// A manifest (tampered with, or pulled from a hostile remote) whose archive name points outside
+/// archives/: every command refuses it before touching a file; nothing outside is read or deleted.
+#[test]
+fn archive_names_outside_archives_are_refused_everywhere() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, repo) = (t.path().join("src"), t.path().join("repo"));
+    write(src.join("a.txt"), "a");
+    vault_ok(&["backup", p(&src), "--repo", p(&repo), "-q"], 0);
+    write(src.join("a.txt"), "b");
+    vault_ok(&["backup", p(&src), "--repo", p(&repo), "--full", "-q"], 0);
+    let victim = t.path().join("victim.tar.gz");
+    write(&victim, "not yours");
+    tamper(
+        &repo,
+        "UPDATE snapshots SET archive = '../../victim.tar.gz' WHERE seq = 1",
+    );
+    for args in [
+        vec!["forget", "--keep-fulls", "1"],
+        vec!["check"],
+        vec!["snapshots"],
+        vec!["restore", "latest", "--target", "r"],
+    ] {
+        let mut a = args.clone();
+        let target = t.path().join("r");
+        let tp = p(&target).to_string();
+        if let Some(i) = a.iter().position(|x| *x == "r") {
+            a[i] = &tp;
+        }
+        a.extend(["--repo", p(&repo)]);
+        let r = vault(&a);
+        assert_eq!(r.code, 1, "{args:?}: {r:?}");
+        assert!(
+            r.stderr.contains("is damaged") && r.stderr.contains("archive name"),
+            "{args:?}: {}",
+            r.stderr
+        );
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "not yours");
+    }
+}
