@@ -594,3 +594,24 @@ pub fn pull(remote: &Remote, repo: &Path, auth: &SshAuth, opts: &SshOptions) -> 
     }
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations() {
+        assert!(matches!(
+            Remote::parse("rclone:s3:bucket/x"),
+            Ok(Remote::Rclone { .. })
+        ));
+        assert!(Remote::parse("rclone:--config=/tmp/x:y").is_err());
+        assert!(Remote::parse("rclone:nocolon").is_err());
+        assert!(Remote::parse("sftp://127.0.0.1").is_err());
+        assert!(Remote::parse("sftp://127.0.0.1/").is_err());
+        assert!(matches!(
+            Remote::parse("sftp://u@127.0.0.1:2222/srv/x/"),
+            Ok(Remote::Sftp { ref path, .. }) if path == "/srv/x"
+        ));
+    }
+}
