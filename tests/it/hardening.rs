@@ -87,6 +87,15 @@ fn a_second_writer_fails_or_waits_and_readers_are_never_blocked() {
         "{}",
         r.stderr
     );
+    // So does a forget.
+    let r = vault(&["forget", "--keep-fulls", "1", "--repo", p(&repo)]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr
+            .contains(&format!("is locked by PID {} since", first.id())),
+        "{}",
+        r.stderr
+    );
     // Readers are not blocked by the running backup.
     assert_eq!(snapshot_ids(&repo).len(), 1);
     vault_ok(&["ls", "latest", "--repo", p(&repo)], 0);
