@@ -33,6 +33,8 @@ use crate::tree::{display_path, Entry, EntryKind};
 
 /// Members up to this size are read whole by the archive reader and written by a worker.
 const INLINE_MAX: u64 = 1 << 20;
+/// Small members are handed to the workers in batches of up to this many (or INLINE_MAX bytes).
+const BATCH_FILES: usize = 64;
 
 /// Which snapshot to restore.
 #[derive(Clone, Debug)]
@@ -301,10 +303,9 @@ struct Wanted {
 
 /// Work for the pool.
 enum Job {
-    Data {
-        data: Vec<u8>,
-        dests: Vec<usize>,
-    },
+    /// Small members' contents, batched so that one hand-over carries many files (one per file
+    /// made the channels, not the disk, the cost of restoring many small files).
+    Data(Vec<(Vec<u8>, Vec<usize>)>),
     Done {
         dests: Vec<usize>,
         result: std::result::Result<u64, String>,
@@ -631,6 +632,8 @@ fn restore_archive(
     std::thread::scope(|s| -> Result<()> {
         let reader = s.spawn(move || {
             let mut dirs = DirCache::new(ctx.root);
+            let mut batch: Vec<(Vec<u8>, Vec<usize>)> = Vec::new();
+            let mut batch_bytes = 0u64;
             let r = reader::for_each_member(path, reader::compression_of(path), |m| -> std::result::Result<Flow, ()> {
                 if wanted.is_empty() || cancel.is_cancelled() {
                     return Ok(Flow::Stop);
@@ -645,7 +648,15 @@ fn restore_archive(
                 } else if m.size <= INLINE_MAX {
                     let mut data = Vec::with_capacity(m.size as usize);
                     match m.data.take(m.size).read_to_end(&mut data) {
-                        Ok(_) => Job::Data { data, dests: w.dests },
+                        Ok(_) => {
+                            batch_bytes += data.len() as u64;
+                            batch.push((data, w.dests));
+                            if batch.len() < BATCH_FILES && batch_bytes < INLINE_MAX {
+                                return Ok(Flow::Continue);
+                            }
+                            batch_bytes = 0;
+                            Job::Data(std::mem::take(&mut batch))
+                        }
                         Err(e) => Job::Fail { dests: w.dests, error: format!("archive {archive_name} is damaged: {e}") },
                     }
                 } else {
@@ -655,6 +666,9 @@ fn restore_archive(
                 tx.send(job).map_err(|_| ())?;
                 Ok(Flow::Continue)
             });
+            if !batch.is_empty() {
+                let _ = tx.send(Job::Data(batch));
+            }
             let leftover = match r {
                 Ok(()) => format!("not found in archive {archive_name}"),
                 Err(Ok(())) => "restore stopped".to_string(),
@@ -670,24 +684,39 @@ fn restore_archive(
             rx.iter(),
             || DirCache::new(ctx.root),
             |dirs, job| -> Vec<(usize, std::result::Result<u64, String>)> {
-                let (dests, first) = match job {
+                let mut out = Vec::new();
+                let mut finish =
+                    |dirs: &mut DirCache,
+                     dests: Vec<usize>,
+                     first: std::result::Result<u64, String>| {
+                        for &d in &dests[1..] {
+                            let r = match &first {
+                                Err(e) => Err(e.clone()),
+                                Ok(_) => {
+                                    copy_restored(ctx, dirs, files[dests[0]], files[d], archive)
+                                }
+                            };
+                            out.push((d, r));
+                        }
+                        out.push((dests[0], first));
+                    };
+                match job {
                     Job::Fail { dests, error } => {
                         return dests.into_iter().map(|d| (d, Err(error.clone()))).collect()
                     }
-                    Job::Done { dests, result } => (dests, result),
-                    Job::Data { data, dests } => {
-                        let r =
-                            write_file(ctx, dirs, files[dests[0]], &mut data.as_slice(), archive);
-                        (dests, r)
+                    Job::Done { dests, result } => finish(dirs, dests, result),
+                    Job::Data(batch) => {
+                        for (data, dests) in batch {
+                            let r = write_file(
+                                ctx,
+                                dirs,
+                                files[dests[0]],
+                                &mut data.as_slice(),
+                                archive,
+                            );
+                            finish(dirs, dests, r);
+                        }
                     }
-                };
-                let mut out = vec![(dests[0], first.clone())];
-                for &d in &dests[1..] {
-                    let r = match &first {
-                        Err(e) => Err(e.clone()),
-                        Ok(_) => copy_restored(ctx, dirs, files[dests[0]], files[d], archive),
-                    };
-                    out.push((d, r));
                 }
                 out
             },
