@@ -111,7 +111,12 @@ pub fn compact_utc(ns: i64) -> String {
 pub fn parse_time(s: &str) -> Result<i64, String> {
     let bad = || format!("bad time '{s}': expected RFC 3339 or YYYY-MM-DD[ HH:MM[:SS]]");
     let s = s.trim();
-    let (date, rest) = s.split_at(s.len().min(10));
+    // The date is the first 10 bytes; a character straddling that cut cannot be one anyway.
+    let cut = s.len().min(10);
+    if !s.is_char_boundary(cut) {
+        return Err(bad());
+    }
+    let (date, rest) = s.split_at(cut);
     let mut it = date.split('-');
     let (y, mo, d) = match (it.next(), it.next(), it.next()) {
         (Some(y), Some(m), Some(d)) if y.len() == 4 && m.len() == 2 && d.len() == 2 => (
@@ -249,6 +254,13 @@ mod tests {
             let (y, m, d) = civil_from_days(days);
             assert_eq!(days_from_civil(y, m, d), days);
         }
+    }
+
+    /// Found by fuzz/time_parse: a multi-byte character across byte 10 panicked in split_at.
+    #[test]
+    fn a_character_across_the_date_cut_is_an_error() {
+        assert!(parse_time("2026-11-2\u{e9}").is_err());
+        assert!(parse_time("99\0\x0c\x01\x0c\x11\0\u{5c8}").is_err());
     }
 
     #[test]

@@ -60,3 +60,25 @@ fn a_newline_in_an_include_path_keeps_the_error_on_one_line() {
     assert_eq!(r.code, 2, "{r:?}");
     assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
 }
+
+/// time_parse, input `"99\0\x0c\x01\x0c\x11\0\u{5c8}"`: `--at` with a multi-byte character
+/// across byte 10 panicked (exit 101) instead of being a usage error.
+#[test]
+fn a_non_ascii_at_time_is_a_usage_error_not_a_panic() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, repo) = (t.path().join("src"), t.path().join("repo"));
+    write(src.join("a.txt"), "a");
+    vault_ok(&["backup", p(&src), "--repo", p(&repo), "-q"], 0);
+    let r = vault(&[
+        "restore",
+        "--at",
+        "2026-11-2\u{e9}",
+        "--repo",
+        p(&repo),
+        "--target",
+        p(&t.path().join("r")),
+    ]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    assert!(r.stderr.contains("bad time"), "{}", r.stderr);
+}
