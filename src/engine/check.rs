@@ -145,22 +145,16 @@ pub fn check(
     // Debris and orphans in archives/.
     let locked = repo.lock_exclusive().is_ok();
     let dir = repo.archives_dir();
-    let known: HashMap<&str, &SnapshotRow> = rows
-        .iter()
-        .filter_map(|r| r.archive.as_deref().map(|a| (a, r)))
-        .collect();
-    let listing = std::fs::read_dir(&dir).map_err(|e| crate::error::repo_io(&dir, e))?;
-    for ent in listing.flatten() {
-        let name = ent.file_name().to_string_lossy().into_owned();
+    for name in repo.unreferenced_archives(&rows)? {
         if name.ends_with(".partial") {
             if locked {
-                std::fs::remove_file(ent.path())
-                    .map_err(|e| crate::error::repo_io(ent.path(), e))?;
+                let path = dir.join(&name);
+                std::fs::remove_file(&path).map_err(|e| crate::error::repo_io(&path, e))?;
                 report.partials_removed.push(format!("archives/{name}"));
             } else {
                 report.partials_in_use.push(format!("archives/{name}"));
             }
-        } else if !known.contains_key(name.as_str()) {
+        } else {
             report.orphans.push(format!("archives/{name}"));
         }
     }

@@ -135,21 +135,13 @@ fn remove_debris(
     rows: &[crate::manifest::SnapshotRow],
     dry_run: bool,
 ) -> Result<Vec<String>> {
-    let known: std::collections::HashSet<&str> =
-        rows.iter().filter_map(|r| r.archive.as_deref()).collect();
     let dir = repo.archives_dir();
-    let mut out = Vec::new();
-    let listing = std::fs::read_dir(&dir).map_err(|e| repo_io(&dir, e))?;
-    for ent in listing.flatten() {
-        let name = ent.file_name().to_string_lossy().into_owned();
-        if known.contains(name.as_str()) || !ent.file_type().is_ok_and(|t| t.is_file()) {
-            continue;
+    let names = repo.unreferenced_archives(rows)?;
+    if !dry_run {
+        for name in &names {
+            let path = dir.join(name);
+            std::fs::remove_file(&path).map_err(|e| repo_io(&path, e))?;
         }
-        if !dry_run {
-            std::fs::remove_file(ent.path()).map_err(|e| repo_io(ent.path(), e))?;
-        }
-        out.push(format!("archives/{name}"));
     }
-    out.sort();
-    Ok(out)
+    Ok(names.into_iter().map(|n| format!("archives/{n}")).collect())
 }

@@ -165,6 +165,26 @@ impl Repository {
         &self.manifest
     }
 
+    /// The regular files in archives/ that none of `rows` names (orphans and `.partial`
+    /// leftovers), sorted by name.
+    pub fn unreferenced_archives(
+        &self,
+        rows: &[crate::manifest::SnapshotRow],
+    ) -> Result<Vec<String>> {
+        let known: std::collections::HashSet<&str> =
+            rows.iter().filter_map(|r| r.archive.as_deref()).collect();
+        let dir = self.archives_dir();
+        let mut out = Vec::new();
+        for ent in fs::read_dir(&dir).map_err(|e| repo_io(&dir, e))?.flatten() {
+            let name = ent.file_name().to_string_lossy().into_owned();
+            if !known.contains(name.as_str()) && ent.file_type().is_ok_and(|t| t.is_file()) {
+                out.push(name);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
     /// Best effort: makes sure `reserve`, a file of 8 MiB of allocated space, exists, so that
     /// `vault forget` on a full disk can delete it to make room for its manifest transaction.
     pub fn ensure_reserve(&self) {

@@ -3,7 +3,6 @@
 
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
-use std::path::Path;
 use std::process::Command;
 
 use crate::common::*;
@@ -333,20 +332,7 @@ fn read_only_repository_exits_1_and_keeps_earlier_snapshots() {
     }
     let t = tempfile::tempdir().unwrap();
     let mnt = t.path().join("mnt");
-    fs::create_dir(&mnt).unwrap();
-    let st = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
-        .arg(&mnt)
-        .status()
-        .unwrap();
-    assert!(st.success(), "mount tmpfs");
-    struct Unmount<'a>(&'a Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg("-l").arg(self.0).status();
-        }
-    }
-    let _guard = Unmount(&mnt);
+    let _tmpfs = Tmpfs::mount(&mnt, "16m");
     let repo = mnt.join("repo");
     let src = t.path().join("src");
     write(src.join("f.txt"), "first");

@@ -300,3 +300,83 @@ pub fn partials(repo: &Path) -> usize {
         })
         .unwrap_or(0)
 }
+
+/// A tmpfs of `size` (e.g. "16m") mounted on `dir` (created), unmounted when dropped. Needs root.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    pub fn mount(dir: &Path, size: &str) -> Tmpfs {
+        fs::create_dir_all(dir).unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount tmpfs");
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A small deterministic generator, so that a failing kill trial can be replayed.
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+}
+
+/// The kill harnesses' trial count (VAULT_KILL_TRIALS, else `default_trials`) and seed
+/// (VAULT_KILL_SEED, else a fixed one).
+pub fn kill_trials_and_seed(default_trials: usize) -> (usize, u64) {
+    let trials = std::env::var("VAULT_KILL_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default_trials);
+    let seed = std::env::var("VAULT_KILL_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20261126);
+    (trials, seed)
+}
+
+/// A file of `len` random bytes (incompressible).
+pub fn noise_file(path: &Path, len: usize) {
+    let mut buf = vec![0u8; len];
+    std::io::Read::read_exact(&mut fs::File::open("/dev/urandom").unwrap(), &mut buf).unwrap();
+    write(path, buf);
+}
+
+/// The ids of a repository's snapshots, oldest first (none when it has no vault.db yet).
+pub fn snapshot_ids(repo: &Path) -> Vec<String> {
+    if !repo.join("vault.db").exists() {
+        return Vec::new();
+    }
+    let j = vault_ok(&["snapshots", "--repo", p(repo), "--json"], 0).json();
+    j.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// `cp -a FROM TO`: a copy of a tree's state, to compare a restore with later.
+pub fn copy_tree(from: &Path, to: &Path) {
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}

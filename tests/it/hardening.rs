@@ -39,24 +39,9 @@ fn wait_partial(repo: &Path) {
 }
 
 fn noise_tree(src: &Path, files: usize, size: usize) {
-    let mut noise = vec![0u8; size];
     for i in 0..files {
-        std::io::Read::read_exact(&mut fs::File::open("/dev/urandom").unwrap(), &mut noise)
-            .unwrap();
-        write(src.join(format!("n{i}.bin")), &noise);
+        noise_file(&src.join(format!("n{i}.bin")), size);
     }
-}
-
-fn snapshot_ids(repo: &Path) -> Vec<String> {
-    if !repo.join("vault.db").exists() {
-        return Vec::new();
-    }
-    let j = vault_ok(&["snapshots", "--repo", p(repo), "--json"], 0).json();
-    j.as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_string())
-        .collect()
 }
 
 #[test]
@@ -228,32 +213,12 @@ fn newer_schema_missing_and_truncated_archives_are_specific_errors() {
     );
 }
 
-/// A small deterministic generator, so that a failing trial can be replayed.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0 >> 33
-    }
-}
-
 /// SIGKILL at random moments of backups (fulls and incrementals): after each, `check` passes,
 /// every recorded snapshot restores to exactly the tree it was taken of, the next backup runs.
 /// VAULT_KILL_TRIALS sets the number of trials (default 8); VAULT_KILL_SEED the seed.
 #[test]
 fn kill_9_at_random_moments_never_breaks_the_repository() {
-    let trials: usize = std::env::var("VAULT_KILL_TRIALS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(8);
-    let seed: u64 = std::env::var("VAULT_KILL_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20261126);
+    let (trials, seed) = kill_trials_and_seed(8);
     let mut rng = Lcg(seed);
     let t = tempfile::tempdir().unwrap();
     let (src, repo) = (t.path().join("src"), t.path().join("repo"));
@@ -281,13 +246,7 @@ fn kill_9_at_random_moments_never_breaks_the_repository() {
             }
         }
         let state = t.path().join(format!("state{trial}"));
-        let st = Command::new("cp")
-            .arg("-a")
-            .arg(&src)
-            .arg(&state)
-            .status()
-            .unwrap();
-        assert!(st.success());
+        copy_tree(&src, &state);
         let before = snapshot_ids(&repo);
         let extra: &[&str] = if trial % 3 == 0 { &["--full"] } else { &[] };
         let mut child = spawn_backup(&src, &repo, extra);
@@ -427,34 +386,12 @@ fn a_damaged_manifest_page_affects_only_the_snapshots_on_it() {
     vault_ok(&["ls", &beta_id, "--repo", p(&repo)], 0);
 }
 
-fn trials_and_seed(default_trials: usize) -> (usize, u64) {
-    let trials = std::env::var("VAULT_KILL_TRIALS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default_trials);
-    let seed = std::env::var("VAULT_KILL_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20261126);
-    (trials, seed)
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    let st = Command::new("cp")
-        .arg("-a")
-        .arg(from)
-        .arg(to)
-        .status()
-        .unwrap();
-    assert!(st.success());
-}
-
 /// SIGKILL at random moments of `vault forget`: after each, `check` passes, the snapshots left
 /// are a subset of those before, each restores to exactly the tree it was taken of, and the
 /// next forget removes what a killed one left behind.
 #[test]
 fn kill_9_during_forget_never_breaks_the_repository() {
-    let (trials, seed) = trials_and_seed(8);
+    let (trials, seed) = kill_trials_and_seed(8);
     let mut rng = Lcg(seed ^ 0xf0f0);
     let t = tempfile::tempdir().unwrap();
     let (src, repo) = (t.path().join("src"), t.path().join("repo"));
@@ -570,20 +507,7 @@ fn a_full_disk_still_lets_you_list_and_forget() {
     }
     let t = tempfile::tempdir().unwrap();
     let mnt = t.path().join("mnt");
-    fs::create_dir(&mnt).unwrap();
-    let st = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
-        .arg(&mnt)
-        .status()
-        .unwrap();
-    assert!(st.success(), "mount tmpfs");
-    struct Unmount<'a>(&'a Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg("-l").arg(self.0).status();
-        }
-    }
-    let _guard = Unmount(&mnt);
+    let _tmpfs = Tmpfs::mount(&mnt, "16m");
     let (src, repo) = (t.path().join("src"), mnt.join("repo"));
     for f in 0..300 {
         write(src.join(format!("f{f:03}.txt")), format!("{f}\n"));

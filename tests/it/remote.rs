@@ -193,34 +193,6 @@ fn push_and_pull_through_rclone() {
     assert_latest_restores(&pulled, &src, &t.path().join("restored"));
 }
 
-/// The same generator as the backup and forget kill harnesses, so a failing trial replays.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0 >> 33
-    }
-}
-
-fn noise(path: &Path, len: usize) {
-    let mut buf = vec![0u8; len];
-    std::io::Read::read_exact(&mut fs::File::open("/dev/urandom").unwrap(), &mut buf).unwrap();
-    write(path, buf);
-}
-
-fn snapshot_ids(repo: &Path) -> Vec<String> {
-    let j = vault_ok(&["snapshots", "--repo", p(repo), "--json"], 0).json();
-    j.as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_string())
-        .collect()
-}
-
 /// SIGKILL at random moments of `vault push` (VAULT_KILL_TRIALS, default 6; VAULT_KILL_SEED):
 /// after each, the local repository checks clean; the remote, whenever it holds a manifest,
 /// pulls into an empty folder that checks clean with --read-data and restores the newest
@@ -230,20 +202,13 @@ fn kill_9_during_push_never_breaks_either_side() {
     if !require_root("starting sshd") {
         return;
     }
-    let trials: usize = std::env::var("VAULT_KILL_TRIALS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(6);
-    let seed: u64 = std::env::var("VAULT_KILL_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20261126);
+    let (trials, seed) = kill_trials_and_seed(6);
     let mut rng = Lcg(seed ^ 0x5eed);
     let s = Sshd::start();
     let t = tempfile::tempdir().unwrap();
     let (src, repo) = (t.path().join("data"), t.path().join("repo"));
     for i in 0..4 {
-        noise(&src.join(format!("n{i}.bin")), 3 << 20);
+        noise_file(&src.join(format!("n{i}.bin")), 3 << 20);
     }
     for f in 0..100 {
         write(src.join(format!("d/f{f:03}.txt")), format!("{f}\n"));
@@ -256,7 +221,7 @@ fn kill_9_during_push_never_breaks_either_side() {
     let mut states: Vec<(String, std::path::PathBuf)> = Vec::new();
     let mut killed = 0;
     for trial in 0..trials {
-        noise(&src.join(format!("n{}.bin", rng.next() % 4)), 3 << 20);
+        noise_file(&src.join(format!("n{}.bin", rng.next() % 4)), 3 << 20);
         write(
             src.join(format!("d/f{:03}.txt", rng.next() % 100)),
             format!("t{trial}\n"),
@@ -268,13 +233,7 @@ fn kill_9_during_push_never_breaks_either_side() {
         };
         backup(&src, &repo, &[kind]);
         let state = t.path().join(format!("state{trial}"));
-        let st = Command::new("cp")
-            .arg("-a")
-            .arg(&src)
-            .arg(&state)
-            .status()
-            .unwrap();
-        assert!(st.success());
+        copy_tree(&src, &state);
         states.push((snapshot_ids(&repo).last().unwrap().clone(), state));
 
         let mut child = Command::new(vault_bin())
@@ -358,22 +317,9 @@ fn push_to_a_full_remote_disk_keeps_the_remote_consistent() {
     let s = Sshd::start();
     let t = tempfile::tempdir().unwrap();
     let mnt = t.path().join("mnt");
-    fs::create_dir(&mnt).unwrap();
-    let st = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=6m", "tmpfs"])
-        .arg(&mnt)
-        .status()
-        .unwrap();
-    assert!(st.success(), "mount tmpfs");
-    struct Unmount<'a>(&'a Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg("-l").arg(self.0).status();
-        }
-    }
-    let _guard = Unmount(&mnt);
+    let _tmpfs = Tmpfs::mount(&mnt, "6m");
     let (src, repo) = (t.path().join("data"), t.path().join("repo"));
-    noise(&src.join("small.bin"), 1 << 20);
+    noise_file(&src.join("small.bin"), 1 << 20);
     backup(&src, &repo, &[]);
     let first = snapshot_ids(&repo);
     let remote_dir = mnt.join("offsite");
@@ -384,7 +330,7 @@ fn push_to_a_full_remote_disk_keeps_the_remote_consistent() {
     let r = vault_env(&push, &[]);
     assert_eq!(r.code, 0, "{r:?}");
 
-    noise(&src.join("big.bin"), 8 << 20);
+    noise_file(&src.join("big.bin"), 8 << 20);
     backup(&src, &repo, &[]);
     let r = vault_env(&push, &[]);
     assert_eq!(r.code, 1, "{r:?}");

@@ -12,17 +12,6 @@ fn id(v: &serde_json::Value) -> String {
     v["snapshot"].as_str().unwrap().to_string()
 }
 
-/// `cp -a`: the state of the source when a snapshot was taken.
-fn copy_state(src: &Path, to: &Path) {
-    let st = Command::new("cp")
-        .arg("-a")
-        .arg(src)
-        .arg(to)
-        .status()
-        .unwrap();
-    assert!(st.success());
-}
-
 fn restore(repo: &Path, snap: &str, target: &Path, extra: &[&str]) -> Run {
     let mut args = vec!["restore", snap, "--repo", p(repo), "--target", p(target)];
     args.extend_from_slice(extra);
@@ -38,7 +27,7 @@ fn every_snapshot_of_a_chain_restores_exactly() {
     fs::hard_link(src.join("hard/a"), src.join("hard/b")).unwrap();
     fs::set_permissions(src.join("exec.sh"), fs::Permissions::from_mode(0o750)).unwrap();
     let s0 = id(&backup_json(&src, &repo, &[], 0));
-    copy_state(&src, &t.path().join("state0"));
+    copy_tree(&src, &t.path().join("state0"));
 
     // Every kind of change.
     write(src.join("top.txt"), "top level, edited\n");
@@ -56,7 +45,7 @@ fn every_snapshot_of_a_chain_restores_exactly() {
     fs::remove_dir_all(src.join("empty/folder")).unwrap();
     write(src.join("empty/folder"), "a file where a folder was\n");
     let s1 = id(&backup_json(&src, &repo, &[], 0));
-    copy_state(&src, &t.path().join("state1"));
+    copy_tree(&src, &t.path().join("state1"));
 
     // (A second apart, so that --at below can tell s1 from s2.)
     std::thread::sleep(std::time::Duration::from_millis(1100));
@@ -72,7 +61,7 @@ fn every_snapshot_of_a_chain_restores_exactly() {
     let r2 = backup_json(&src, &repo, &[], 0);
     assert_eq!(r2["kind"], "incremental");
     let s2 = id(&r2);
-    copy_state(&src, &t.path().join("state2"));
+    copy_tree(&src, &t.path().join("state2"));
 
     for (i, snap) in [&s0, &s1, &s2].into_iter().enumerate() {
         let target = t.path().join(format!("restored{i}"));
