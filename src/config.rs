@@ -78,7 +78,7 @@ pub struct SshSettings {
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub repo: Option<PathBuf>,
-    pub jobs: Option<u16>,
+    pub jobs: Option<std::num::NonZeroU16>,
     #[serde(default)]
     pub backup: BackupSettings,
     #[serde(default)]

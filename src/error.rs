@@ -61,6 +61,24 @@ impl Error {
     pub fn is_usage(&self) -> bool {
         matches!(self, Error::Usage(_))
     }
+
+    /// A stable name for the kind of failure, for scripts (`--json` error documents).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Source { .. } | Error::SourceNotDir { .. } => "source",
+            Error::Repo { .. } | Error::RepoIo { .. } => "repository",
+            Error::DiskFull { .. } => "disk_full",
+            Error::Locked { .. } => "locked",
+            Error::Manifest(ManifestError::Damaged { .. }) => "damaged",
+            Error::Manifest(_) => "manifest",
+            Error::Archive(_) => "archive",
+            Error::NoSuchSnapshot(_) | Error::AmbiguousSnapshot { .. } => "snapshot",
+            Error::Usage(_) => "usage",
+            Error::Refused(_) => "refused",
+            Error::Cancelled => "cancelled",
+            Error::Internal(_) => "internal",
+        }
+    }
 }
 
 impl From<ArchiveError> for Error {

@@ -29,6 +29,14 @@ impl HashAlgo {
     }
 
     /// A fresh streaming hasher for this algorithm.
+    /// Bytes in a digest of this algorithm.
+    pub fn digest_len(self) -> usize {
+        match self {
+            HashAlgo::Blake3 => 32,
+            HashAlgo::Md5 => 16,
+        }
+    }
+
     pub fn hasher(self) -> Hasher {
         match self {
             HashAlgo::Blake3 => Hasher::Blake3(Box::new(blake3::Hasher::new())),
@@ -112,6 +120,24 @@ impl fmt::Display for Digest {
 }
 
 /// Lower-case hex of a byte string.
+/// Base64 (standard alphabet), with or without `=` padding (SSH fingerprints go without).
+pub fn base64(bytes: &[u8], pad: bool) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut s = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for c in bytes.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..=c.len() {
+            s.push(T[(n >> (18 - 6 * i)) as usize & 63] as char);
+        }
+        if pad {
+            s.push_str(&"=="[..3 - c.len()]);
+        }
+    }
+    s
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);

@@ -22,6 +22,9 @@ fn main() -> ExitCode {
         Err(e) => {
             let code = if e.use_stderr() { 2 } else { 0 };
             let _ = e.print();
+            if code == 2 {
+                usage_json("usage", &e.to_string());
+            }
             return ExitCode::from(code);
         }
     };
@@ -29,6 +32,7 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
+            usage_json("usage", &e.to_string());
             return ExitCode::from(2);
         }
     };
@@ -37,19 +41,35 @@ fn main() -> ExitCode {
         Ok(None) => {}
         Ok(Some((path, cfg))) => {
             if let Err(e) = cli::config::apply(&mut parsed, &matches, &path, &cfg) {
-                eprintln!("vault: error: {}", vault::tree::one_line(&e.to_string()));
-                return ExitCode::from(2);
+                return config_failed(&e.to_string());
             }
         }
-        Err(e) => {
-            eprintln!("vault: error: {}", vault::tree::one_line(&e.to_string()));
-            return ExitCode::from(2);
-        }
+        Err(e) => return config_failed(&e.to_string()),
     }
     if matches!(parsed.command, cli::args::Command::Watch(_)) {
         WATCH_MODE.store(true, std::sync::atomic::Ordering::SeqCst);
     }
     cli::run(parsed, cancel, abort)
+}
+
+/// A bad config file: one line on stderr (and the JSON error document under --json), exit 2.
+fn config_failed(msg: &str) -> ExitCode {
+    let msg = vault::tree::one_line(msg);
+    eprintln!("vault: error: {msg}");
+    usage_json("config", &msg);
+    ExitCode::from(2)
+}
+
+/// The JSON error document for a command line that did not parse, when it asked for --json.
+fn usage_json(kind: &str, msg: &str) {
+    if std::env::args_os().skip(1).any(|a| a == "--json") {
+        let first = msg
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim_start_matches("error: ");
+        cli::json_error(kind, first);
+    }
 }
 
 /// SIGINT/SIGTERM cancel the running work; a second one exits at once (130). Under

@@ -126,8 +126,8 @@ pub fn parse_time(s: &str) -> Result<i64, String> {
         ),
         _ => return Err(bad()),
     };
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) {
-        return Err(bad());
+    if !(1..=12).contains(&mo) || d < 1 || d > days_in_month(y, mo) {
+        return Err(format!("bad time '{s}': {y:04}-{mo:02} has no day {d}"));
     }
     let rest = rest.trim_start_matches([' ', 'T', 't']);
     let (clock, zone) = match rest.find(['Z', 'z', '+', '-']) {
@@ -196,7 +196,22 @@ pub fn parse_time(s: &str) -> Result<i64, String> {
             t as i64
         }
     };
-    Ok(secs * 1_000_000_000 + frac_ns)
+    // Beyond what nanoseconds since 1970 hold in an i64 (1677 to 2262): the far ends, so a
+    // far-future time means "the newest" and a far-past one matches nothing.
+    Ok(secs
+        .checked_mul(1_000_000_000)
+        .and_then(|n| n.checked_add(frac_ns))
+        .unwrap_or(if secs < 0 { i64::MIN } else { i64::MAX }))
+}
+
+/// The number of days in a month of the proleptic Gregorian calendar.
+fn days_in_month(y: i64, m: u32) -> u32 {
+    match m {
+        4 | 6 | 9 | 11 => 30,
+        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+        2 => 28,
+        _ => 31,
+    }
 }
 
 /// Parses a duration such as `500ms`, `2s`, `1m30s`, `1h`.
@@ -229,8 +244,33 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         };
         total = total.checked_add(d).ok_or_else(bad)?;
     }
+    if total > MAX_DURATION {
+        return Err(format!(
+            "duration '{s}' is out of range (at most 36500d, 100 years)"
+        ));
+    }
     Ok(total)
 }
+
+/// A duration as the options write it: `500ms`, `30s`, `1m30s`, `2h`.
+pub fn human_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs == 0 {
+        return format!("{}ms", d.subsec_millis());
+    }
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    let mut out = String::new();
+    for (n, unit) in [(h, "h"), (m, "m"), (s, "s")] {
+        if n > 0 {
+            out.push_str(&format!("{n}{unit}"));
+        }
+    }
+    out
+}
+
+/// The longest duration any option takes: far beyond any real wait, and small enough that a
+/// deadline (`Instant` + duration) or a float of seconds never overflows.
+pub const MAX_DURATION: Duration = Duration::from_secs(36_500 * 86_400);
 
 #[cfg(test)]
 mod tests {

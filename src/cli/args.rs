@@ -137,9 +137,14 @@ pub enum Command {
     Push {
         /// sftp://[user@]host[:port]/path or rclone:REMOTE:PATH
         dest: String,
-        /// Read every uploaded archive back and check its BLAKE3 before renaming it.
+        /// Read every archive back and check its BLAKE3: each one sent, before it is renamed
+        /// into place, and each one already there (a damaged one is sent again).
         #[arg(long)]
         verify: bool,
+        /// Replace the remote manifest even when it holds snapshots this repository lacks
+        /// (an older copy pushed over a newer one) or belongs to another repository.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         ssh: SshFlags,
     },
@@ -206,6 +211,9 @@ pub struct MailFlags {
     /// The sender: an address or `Name <address>`.
     #[arg(long, value_name = "ADDR", default_value = "vault <vault@localhost>")]
     pub from: String,
+    /// Give up on a server that does not answer within this time (each SMTP step).
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub smtp_timeout: String,
 }
 
 /// SSH connection flags, shared by `ssh`, `push` and `pull`.
@@ -314,7 +322,7 @@ pub struct RestoreArgs {
     pub source: Option<PathBuf>,
     /// Restore only this path (relative to the source) and what is below it. Repeatable.
     #[arg(long, value_name = "PATH")]
-    pub include: Vec<String>,
+    pub include: Vec<PathBuf>,
     /// Restore into a non-empty target, overwriting what the snapshot has.
     #[arg(long)]
     pub force: bool,
@@ -373,7 +381,8 @@ pub struct BackupArgs {
     /// Read and hash every file instead of trusting unchanged stat data.
     #[arg(long)]
     pub rehash: bool,
-    /// Leave out paths matching GLOB (relative to SRC; `*` also matches `/`). Repeatable.
+    /// Leave out paths matching GLOB (relative to SRC; `*` also matches `/`; a leading `/`
+    /// is the root of SRC, so `/cache` is SRC/cache only). Repeatable.
     #[arg(long, value_name = "GLOB")]
     pub exclude: Vec<String>,
     /// Print what would be read and recorded; write nothing.

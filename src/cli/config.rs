@@ -192,7 +192,7 @@ pub fn apply(cli: &mut Cli, matches: &ArgMatches, path: &Path, cfg: &Config) -> 
     // Global flags may be given before or after the subcommand.
     let global_given = |id: &str| given(matches, id) || given(sub, id);
     if !global_given("jobs") && cfg.jobs.is_some() {
-        cli.global.jobs = cfg.jobs;
+        cli.global.jobs = cfg.jobs.map(u16::from);
     }
     let repo_given = global_given("repo");
     match &mut cli.command {

@@ -2,6 +2,26 @@
 //! command calls one library function, and its report is printed as human text or as one JSON
 //! document. Exit codes: 0 done, 1 error, 2 usage, 3 done with failed items.
 
+/// `println!` that survives a closed stdout: see [`stdout_failed`].
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+            $crate::cli::stdout_failed(e);
+        }
+    }};
+}
+
+/// `print!` that survives a closed stdout: see [`stdout_failed`].
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = write!(std::io::stdout(), $($arg)*) {
+            $crate::cli::stdout_failed(e);
+        }
+    }};
+}
+
 pub mod args;
 pub mod config;
 pub mod progress;
@@ -15,6 +35,17 @@ use args::{
 };
 use vault::{BackupOptions, CancelToken, Error, Kind, Pool, Repository};
 
+/// Standard output could not be written. A reader that went away (`vault ls | head`) is no
+/// failure of the command: vault ends quietly with exit 0, its work (a backup, say) already
+/// done. Any other error (a full disk behind a redirect) is reported, exit 1.
+pub fn stdout_failed(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("vault: error: cannot write to standard output: {e}");
+    std::process::exit(1);
+}
+
 /// How a command ended.
 pub enum Outcome {
     Done,
@@ -26,6 +57,8 @@ pub enum Outcome {
 pub struct Out {
     pub json: bool,
     pub quiet: bool,
+    /// Set once the command's JSON document is out (a failure after it prints no second one).
+    pub printed: std::cell::Cell<bool>,
 }
 
 impl Out {
@@ -37,7 +70,7 @@ impl Out {
         if self.json {
             eprintln!("{text}");
         } else {
-            println!("{text}");
+            outln!("{text}");
         }
     }
     fn note(&self, text: &str) {
@@ -46,10 +79,17 @@ impl Out {
         }
     }
     fn json<T: serde::Serialize>(&self, value: &T) -> Result<(), Error> {
+        self.printed.set(true);
         let mut out = std::io::stdout().lock();
-        serde_json::to_writer_pretty(&mut out, value)
-            .map_err(|e| Error::Internal(format!("cannot write JSON: {e}")))?;
-        let _ = writeln!(out);
+        if let Err(e) = serde_json::to_writer_pretty(&mut out, value) {
+            match e.io_error_kind() {
+                Some(kind) => stdout_failed(kind.into()),
+                None => return Err(Error::Internal(format!("cannot write JSON: {e}"))),
+            }
+        }
+        if let Err(e) = writeln!(out).and_then(|()| out.flush()) {
+            stdout_failed(e);
+        }
         Ok(())
     }
 }
@@ -60,6 +100,7 @@ pub fn run(cli: Cli, cancel: CancelToken, abort: CancelToken) -> ExitCode {
     let out = Out {
         json: cli.global.json,
         quiet: cli.global.quiet,
+        printed: std::cell::Cell::new(false),
     };
     let pool = Pool::new(cli.global.jobs.map_or(0, usize::from));
     let result = dispatch(&cli, &out, &pool, &cancel, &abort);
@@ -79,9 +120,19 @@ pub fn run(cli: Cli, cancel: CancelToken, abort: CancelToken) -> ExitCode {
                 src = s.source();
             }
             eprintln!("{}", vault::tree::one_line(&msg));
+            if out.json && !out.printed.get() {
+                json_error(e.kind(), msg.trim_start_matches("vault: error: "));
+            }
             ExitCode::from(if e.is_usage() { 2 } else { 1 })
         }
     }
+}
+
+/// Under `--json`, a command that fails still prints one JSON document:
+/// `{"error": {"kind": KIND, "message": TEXT}}`.
+pub fn json_error(kind: &str, message: &str) {
+    let doc = serde_json::json!({ "error": { "kind": kind, "message": message } });
+    outln!("{doc:#}");
 }
 
 fn repo_arg(cli: &Cli) -> Result<PathBuf, Error> {
@@ -172,13 +223,25 @@ fn dispatch(
             out.note(&format!("mail sent to {}", to.join(", ")));
             Ok(Outcome::Done)
         }
-        Command::Push { dest, verify, ssh } => {
-            use vault::ops::remote::{push, Remote};
+        Command::Push {
+            dest,
+            verify,
+            force,
+            ssh,
+        } => {
+            use vault::ops::remote::{push, PushOptions, Remote};
             let remote = Remote::parse(dest).map_err(Error::Usage)?;
             let (auth, opts) = ssh_settings(ssh)?;
-            let r = push(&repo_arg(cli)?, &remote, &auth, &opts, *verify)?;
+            let how = PushOptions {
+                verify: *verify,
+                force: *force,
+            };
+            let r = push(&repo_arg(cli)?, &remote, &auth, &opts, how)?;
             if out.json {
                 out.json(&r)?;
+            }
+            for a in &r.repaired {
+                out.note(&format!("{a} was damaged on {}; sent again", r.remote));
             }
             out.say(&format!(
                 "pushed to {}: {} archives sent ({}), {} already there; manifest with {} snapshots",
@@ -303,12 +366,16 @@ fn dispatch(
             if out.json {
                 out.json(&list)?;
             } else if !out.quiet {
-                println!(
+                outln!(
                     "{:<16}  {:<20}  {:<11}  {:>8}  {:>10}  source",
-                    "id", "time", "kind", "paths", "stored"
+                    "id",
+                    "time",
+                    "kind",
+                    "paths",
+                    "stored"
                 );
                 for s in &list {
-                    println!(
+                    outln!(
                         "{:<16}  {:<20}  {:<11}  {:>8}  {:>10}  {}",
                         s.id,
                         s.time,
@@ -341,10 +408,10 @@ fn dispatch(
                         e.gid,
                         e.size,
                         l.mtime,
-                        l.path
+                        vault::tree::display_path(&e.path)
                     );
-                    if let Some(t) = &l.target {
-                        let _ = write!(stdout, " -> {t}");
+                    if let Some(t) = &e.target {
+                        let _ = write!(stdout, " -> {}", vault::tree::display_path(t));
                     }
                     let _ = writeln!(stdout);
                 }
@@ -364,13 +431,13 @@ fn dispatch(
                 out.json(&d)?;
             } else if !out.quiet {
                 for p in &d.added {
-                    println!("+ {p}");
+                    outln!("+ {p}");
                 }
                 for m in &d.changes {
-                    println!("M {}  ({})", m.path, m.what.join(", "));
+                    outln!("M {}  ({})", m.path, m.what.join(", "));
                 }
                 for p in &d.deleted {
-                    println!("- {p}");
+                    outln!("- {p}");
                 }
                 eprintln!(
                     "{} added, {} modified, {} deleted",
@@ -616,6 +683,10 @@ fn smtp_settings(f: &MailFlags) -> Result<vault::ops::mail::SmtpSettings, Error>
     if password.is_some() && f.smtp_user.is_none() {
         return Err(Error::Usage("a password needs --smtp-user".into()));
     }
+    let timeout = vault::time::parse_duration(&f.smtp_timeout).map_err(Error::Usage)?;
+    if timeout.is_zero() {
+        return Err(Error::Usage("--smtp-timeout must be more than 0".into()));
+    }
     Ok(vault::ops::mail::SmtpSettings {
         url: f.smtp.clone(),
         starttls: f.starttls,
@@ -624,7 +695,7 @@ fn smtp_settings(f: &MailFlags) -> Result<vault::ops::mail::SmtpSettings, Error>
         password,
         ca: f.smtp_ca.clone(),
         from: f.from.clone(),
-        ..Default::default()
+        timeout,
     })
 }
 
@@ -689,10 +760,14 @@ fn ssh_settings(
         password,
         agent: !f.no_agent,
     };
+    let timeout = vault::time::parse_duration(&f.timeout).map_err(Error::Usage)?;
+    if timeout.is_zero() {
+        return Err(Error::Usage("--timeout must be more than 0".into()));
+    }
     let opts = SshOptions {
         known_hosts: f.known_hosts.clone().unwrap_or_else(default_known_hosts),
         accept_new: f.accept_new,
-        timeout: vault::time::parse_duration(&f.timeout).map_err(Error::Usage)?,
+        timeout,
     };
     Ok((auth, opts))
 }
@@ -723,19 +798,19 @@ fn ssh(a: &SshArgs, out: &Out, cancel: &CancelToken) -> Result<Outcome, Error> {
         out.json(&serde_json::json!({ "hosts": results }))?;
     } else if !out.quiet {
         for r in &results {
-            println!("[{}] OUT:", r.host);
-            print!("{}", r.stdout);
+            outln!("[{}] OUT:", r.host);
+            out!("{}", r.stdout);
             if !r.stdout.is_empty() && !r.stdout.ends_with('\n') {
-                println!();
+                outln!();
             }
-            println!("[{}] ERROR:", r.host);
-            print!("{}", r.stderr);
+            outln!("[{}] ERROR:", r.host);
+            out!("{}", r.stderr);
             if !r.stderr.is_empty() && !r.stderr.ends_with('\n') {
-                println!();
+                outln!();
             }
             match (&r.error, r.exit_status) {
-                (Some(e), _) => println!("[{}] failed: {e}", r.host),
-                (None, Some(s)) => println!("[{}] exit status {s}", r.host),
+                (Some(e), _) => outln!("[{}] failed: {e}", r.host),
+                (None, Some(s)) => outln!("[{}] exit status {s}", r.host),
                 (None, None) => {}
             }
         }
@@ -862,9 +937,18 @@ fn scan(
     let mut report = last.expect("at least one sweep");
     report.transitions = all_transitions;
     if out.json {
-        let mut v = serde_json::to_value(&report).map_err(|e| Error::Internal(e.to_string()))?;
-        v["rounds"] = rounds.into();
-        out.json(&v)?;
+        // Written directly (not through serde_json::Value, whose maps sort keys as text), so
+        // ports stay in numeric order.
+        #[derive(serde::Serialize)]
+        struct WithRounds<'a> {
+            #[serde(flatten)]
+            report: &'a vault::ops::sweep::ScanReport,
+            rounds: u64,
+        }
+        out.json(&WithRounds {
+            report: &report,
+            rounds,
+        })?;
     }
     Ok(if report.down == 0 {
         Outcome::Done
@@ -891,7 +975,11 @@ fn restore(
         snapshot,
         source: r.source.clone(),
         target: r.target.clone(),
-        include: r.include.clone(),
+        include: r
+            .include
+            .iter()
+            .map(|p| std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()).to_vec())
+            .collect(),
         force: r.force,
         delete: r.delete,
         dry_run: r.dry_run,
@@ -940,11 +1028,13 @@ fn restore(
     if report.errors.is_empty() {
         Ok(Outcome::Done)
     } else {
-        Err(Error::Refused(format!(
-            "restore of snapshot {} is incomplete: {} file(s) could not be restored (named above)",
+        // Per-item failures: everything else was restored (exit 3, as for backup).
+        eprintln!(
+            "vault: restore of snapshot {} is incomplete: {} path(s) could not be restored (named above)",
             report.snapshot,
             report.errors.len()
-        )))
+        );
+        Ok(Outcome::Partial)
     }
 }
 

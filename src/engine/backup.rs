@@ -180,7 +180,15 @@ pub struct BackupReport {
 pub fn build_excludes(patterns: &[String]) -> Result<GlobSet> {
     let mut b = GlobSetBuilder::new();
     for p in patterns {
+        // Paths are matched relative to the source, so a leading `/` anchors the pattern
+        // there (as rsync and restic read it) instead of matching nothing.
         let pat = p.trim_end_matches('/');
+        let pat = pat.strip_prefix('/').unwrap_or(pat);
+        if pat.is_empty() {
+            return Err(Error::Usage(format!(
+                "bad --exclude '{p}': it would leave out the whole source"
+            )));
+        }
         let g = Glob::new(pat).map_err(|e| Error::Usage(format!("bad --exclude '{p}': {e}")))?;
         b.add(g);
     }
@@ -422,6 +430,22 @@ fn file_name_part(name: &[u8]) -> String {
         .collect()
 }
 
+/// Refuses an incremental onto a chain one of whose archives is gone: its snapshots could
+/// not be restored, and neither could the new one.
+fn check_chain_archives(repo: &Repository, history: &[SnapshotRow], chain: i64) -> Result<()> {
+    for s in history.iter().filter(|s| s.chain_seq == chain) {
+        if let Some(a) = &s.archive {
+            if !repo.archives_dir().join(a).is_file() {
+                return Err(Error::Refused(format!(
+                    "chain is damaged: archives/{a} of snapshot {} is missing; run `vault check`; the next backup must be --full",
+                    s.id
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Runs one backup.
 pub fn backup(
     opts: &BackupOptions,
@@ -446,19 +470,16 @@ pub fn backup(
     let name = source_name(&src);
 
     // The repository: a dry run never creates or locks it.
-    let (mut repo, created) = if opts.dry_run {
+    let (repo, created) = if opts.dry_run {
         match Repository::open(&opts.repo) {
             Ok(r) => (Some(r), false),
             Err(_) if !opts.repo.join("vault.db").exists() => (None, false),
             Err(e) => return Err(e),
         }
     } else {
-        let (r, c) = Repository::open_or_create(&opts.repo)?;
+        let (r, c) = Repository::open_or_create(&opts.repo, opts.lock_wait)?;
         (Some(r), c)
     };
-    if let Some(r) = repo.as_mut().filter(|_| !opts.dry_run) {
-        r.lock_exclusive_wait(opts.lock_wait)?;
-    }
 
     let source_id = match &repo {
         Some(r) => r.manifest.source_id(&src_bytes)?,
@@ -477,6 +498,9 @@ pub fn backup(
         _ => (None, Vec::new(), 0, None),
     };
     let (kind, reason) = decide(opts, last.as_ref(), &history, chain_len, now_ns)?;
+    if let (Kind::Incremental, Some(r), Some(l)) = (kind, &repo, &last) {
+        check_chain_archives(r, &history, l.chain_seq)?;
+    }
     let algo = match (kind, &last) {
         (Kind::Incremental, Some(l)) => l.hash,
         _ => opts
@@ -907,6 +931,12 @@ pub fn backup(
             warnings: warnings.len() as u64,
             duration_ms: (stats.duration_s * 1000.0) as u64,
         },
+        root: Some(crate::manifest::RootMeta {
+            mode: scan.root.mode,
+            uid: scan.root.uid,
+            gid: scan.root.gid,
+            mtime_ns: scan.root.mtime_ns,
+        }),
     };
     let mut repo = repo;
     if let Err(e) = repo

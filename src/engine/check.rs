@@ -89,17 +89,30 @@ pub fn check(
     let mut unreadable: Vec<(String, String)> = Vec::new();
     let mut stored_lists: HashMap<i64, StoredList> = HashMap::new();
     for r in &rows {
-        let read = (|| -> std::result::Result<Vec<Vec<u8>>, ManifestError> {
+        type Findings = (Vec<Vec<u8>>, Vec<(Vec<u8>, String)>);
+        let read = (|| -> std::result::Result<Findings, ManifestError> {
             if !integrity.is_empty() {
                 repo.manifest.snapshot_entries(r)?;
             }
             if read_data && r.archive.is_some() {
                 stored_lists.insert(r.seq, repo.manifest.stored_in(r.seq)?);
             }
-            repo.manifest.unstored_files(r)
+            let bad = repo.manifest.inconsistent_entries(r)?;
+            Ok((repo.manifest.unstored_files(r)?, bad))
         })();
         match read {
-            Ok(missing) => {
+            Ok((missing, bad)) => {
+                if let Some((path, why)) = bad.first() {
+                    report.problems.push(Problem {
+                        what: format!("snapshot {}", r.id),
+                        error: format!(
+                            "{} manifest row(s) contradict themselves or the stored contents, e.g. {}: {why}",
+                            bad.len(),
+                            display_path(path)
+                        ),
+                        snapshots: vec![r.id.clone()],
+                    });
+                }
                 if let Some(first) = missing.first() {
                     report.problems.push(Problem {
                         what: format!("snapshot {}", r.id),

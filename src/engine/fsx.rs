@@ -250,3 +250,16 @@ pub fn remove_tree_at(dir: RawFd, name: &[u8]) -> io::Result<()> {
         Some(_) => unlink_at(dir, name, false),
     }
 }
+
+/// `p` made absolute with symlinks resolved as far as it exists (the rest, which does not
+/// exist yet, appended as given): where `p` is or will be.
+pub fn resolve_path(p: &Path) -> std::path::PathBuf {
+    if let Ok(c) = std::fs::canonicalize(p) {
+        return c;
+    }
+    let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    match (abs.parent(), abs.file_name()) {
+        (Some(parent), Some(name)) if parent != abs => resolve_path(parent).join(name),
+        _ => abs,
+    }
+}

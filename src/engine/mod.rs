@@ -13,3 +13,4 @@ pub mod query;
 pub mod repo;
 pub mod restore;
 pub mod scan;
+pub mod target;

@@ -179,7 +179,12 @@ pub fn resolve(repo: &Repository, snap: &str, source: Option<&Path>) -> Result<S
 /// One line of `vault ls --json`.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct LsEntry {
+    /// The exact name when it is UTF-8 (JSON escapes what needs escaping); otherwise the
+    /// escaped display form, with the exact bytes in `path_bytes`.
     pub path: String,
+    /// Base64 of the name's bytes, only when the name is not UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path_bytes: Option<String>,
     #[serde(rename = "type")]
     pub kind: &'static str,
     pub size: u64,
@@ -194,6 +199,17 @@ pub struct LsEntry {
     pub digest: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+    /// Base64 of the link target's bytes, only when it is not UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_bytes: Option<String>,
+}
+
+/// A name for JSON: exact when UTF-8, else the display form plus base64 of the bytes.
+fn json_name(p: &[u8]) -> (String, Option<String>) {
+    match std::str::from_utf8(p) {
+        Ok(s) => (s.to_string(), None),
+        Err(_) => (display_path(p), Some(crate::hash::base64(p, true))),
+    }
 }
 
 fn rfc3339_ns(ns: i64) -> String {
@@ -208,8 +224,14 @@ fn rfc3339_ns(ns: i64) -> String {
 
 impl From<&Entry> for LsEntry {
     fn from(e: &Entry) -> LsEntry {
+        let (path, path_bytes) = json_name(&e.path);
+        let (target, target_bytes) = match e.target.as_deref().map(json_name) {
+            Some((t, b)) => (Some(t), b),
+            None => (None, None),
+        };
         LsEntry {
-            path: display_path(&e.path),
+            path,
+            path_bytes,
             kind: e.kind.name(),
             size: e.size,
             mode: format!("{:04o}", e.mode),
@@ -218,7 +240,8 @@ impl From<&Entry> for LsEntry {
             uid: e.uid,
             gid: e.gid,
             digest: e.digest.map(|d| d.to_hex()),
-            target: e.target.as_ref().map(|t| display_path(t)),
+            target,
+            target_bytes,
         }
     }
 }

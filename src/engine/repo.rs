@@ -19,6 +19,8 @@ const LOCK: &str = "lock";
 /// Space kept for `forget` to free space with when the disk is full (see [`Repository::ensure_reserve`]).
 const RESERVE: &str = "reserve";
 const RESERVE_BYTES: i64 = 8 << 20;
+/// Prefix of the manifest an init is building (renamed to vault.db when complete).
+const INIT_TMP: &str = "vault.db.init-";
 
 /// Fails with a clear message when `root` cannot be written (read-only mount, permissions).
 fn ensure_writable(root: &Path) -> Result<()> {
@@ -59,7 +61,8 @@ fn is_blank(root: &Path) -> Result<bool> {
                 .map(|mut it| it.next().is_none())
                 .unwrap_or(false)
         } else {
-            name == LOCK || name == RESERVE
+            use std::os::unix::ffi::OsStrExt;
+            name == LOCK || name == RESERVE || name.as_bytes().starts_with(INIT_TMP.as_bytes())
         };
         if !ok {
             return Ok(false);
@@ -79,37 +82,49 @@ pub struct Repository {
 impl Repository {
     /// Creates a repository in `root` (missing or empty). Fails if one is already there.
     pub fn init(root: &Path) -> Result<Repository> {
+        Repository::init_waiting(root, std::time::Duration::ZERO)
+    }
+
+    /// [`Repository::init`], waiting up to `wait` for the writer lock (another process
+    /// creating the same repository holds it).
+    pub fn init_waiting(root: &Path, wait: std::time::Duration) -> Result<Repository> {
+        let exists = || Error::Repo {
+            path: root.to_path_buf(),
+            what: "already holds a vault repository".into(),
+        };
         if root.join(DB).exists() {
-            return Err(Error::Repo {
-                path: root.to_path_buf(),
-                what: "already holds a vault repository".into(),
-            });
+            return Err(exists());
         }
         if root.exists() && !is_blank(root)? {
-            return Err(Error::Repo {
-                path: root.to_path_buf(),
-                what: "exists and is not empty; choose an empty or new folder".into(),
-            });
+            return Err(not_empty(root));
         }
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(root)
-            .map_err(|e| repo_io(root, e))?;
-        let archives = root.join(ARCHIVES);
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&archives)
-            .map_err(|e| repo_io(&archives, e))?;
+        make_dir(root)?;
+        let lock = take_lock_waiting(root, wait)?;
+        if root.join(DB).exists() {
+            return Err(exists());
+        }
+        Repository::create_locked(root, lock)
+    }
+
+    /// Makes the repository's files while holding the writer lock. The manifest is built under
+    /// a temporary name and renamed into place complete, so a `vault.db` that exists always
+    /// has its schema and repository id (an interrupted init leaves only the temporary file,
+    /// which the next init removes).
+    fn create_locked(root: &Path, lock: File) -> Result<Repository> {
+        if !is_blank(root)? {
+            return Err(not_empty(root));
+        }
+        remove_init_leftovers(root);
+        make_dir(&root.join(ARCHIVES))?;
         let db = root.join(DB);
-        let manifest = Manifest::create(&db)?;
-        fs::set_permissions(&db, fs::Permissions::from_mode(0o600)).map_err(|e| repo_io(&db, e))?;
-        let repo = Repository {
-            root: root.to_path_buf(),
-            manifest,
-            lock: None,
-        };
+        let tmp = root.join(format!("{INIT_TMP}{}", std::process::id()));
+        let manifest = Manifest::create(&tmp)?;
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600))
+            .map_err(|e| repo_io(&tmp, e))?;
+        drop(manifest);
+        fs::rename(&tmp, &db).map_err(|e| repo_io(&db, e))?;
+        let mut repo = Repository::open(root)?;
+        repo.lock = Some(lock);
         repo.ensure_reserve();
         Ok(repo)
     }
@@ -137,20 +152,35 @@ impl Repository {
         })
     }
 
-    /// Opens the repository, creating it when `root` is missing or empty. The flag says
-    /// whether it was created.
-    pub fn open_or_create(root: &Path) -> Result<(Repository, bool)> {
+    /// Opens the repository and takes the writer lock (waiting up to `wait`), creating the
+    /// repository when `root` is missing or empty. Creation happens under the lock, so two
+    /// first backups started at once make one repository. The flag says whether it was created.
+    pub fn open_or_create(root: &Path, wait: std::time::Duration) -> Result<(Repository, bool)> {
         let empty = match fs::metadata(root) {
             Ok(_) => is_blank(root)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
             Err(e) => return Err(repo_io(root, e)),
         };
-        if empty {
-            Ok((Repository::init(root)?, true))
-        } else {
+        if !empty {
             ensure_writable(root)?;
-            Ok((Repository::open(root)?, false))
+            let mut repo = Repository::open(root)?;
+            repo.lock_exclusive_wait(wait)?;
+            return Ok((repo, false));
         }
+        make_dir(root)?;
+        let lock = take_lock_waiting(root, wait)?;
+        if root.join(DB).exists() {
+            // Another process created it while we waited for the lock.
+            let mut repo = Repository::open(root)?;
+            repo.lock = Some(lock);
+            return Ok((repo, false));
+        }
+        Ok((Repository::create_locked(root, lock)?, true))
+    }
+
+    /// This repository's identity (see [`Manifest::repository_id`]).
+    pub fn id(&self) -> Result<String> {
+        Ok(self.manifest.repository_id()?)
     }
 
     pub fn root(&self) -> &Path {
@@ -222,60 +252,100 @@ impl Repository {
     }
 
     /// Takes the writer lock, waiting up to `wait` for another writer to finish; then fails
-    /// naming the holder. The lock dies with its process (flock), so it is never stale.
+    /// naming the holder. The lock dies with its process (flock), so it is never stale. A
+    /// repository that already holds its lock keeps it.
     pub fn lock_exclusive_wait(&mut self, wait: std::time::Duration) -> Result<()> {
-        let deadline = std::time::Instant::now() + wait;
-        loop {
-            match self.lock_exclusive() {
-                Err(Error::Locked { .. }) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(100));
-                }
-                other => return other,
-            }
+        if self.lock.is_none() {
+            self.lock = Some(take_lock_waiting(&self.root, wait)?);
         }
+        Ok(())
     }
 
     /// Takes the writer lock, or fails at once naming the holder.
     pub fn lock_exclusive(&mut self) -> Result<()> {
-        let path = self.root.join(LOCK);
-        let mut f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-            .map_err(|e| repo_io(&path, e))?;
-        // SAFETY: flock on a descriptor we own.
-        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
-            let err = std::io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                let mut holder = String::new();
-                let _ = f.read_to_string(&mut holder);
-                let holder = holder.trim();
-                return Err(Error::Locked {
-                    path: self.root.clone(),
-                    holder: if holder.is_empty() {
-                        "another process".into()
-                    } else {
-                        holder.to_string()
-                    },
-                });
-            }
-            return Err(repo_io(&path, err));
-        }
-        let text = format!(
-            "PID {} since {}\n",
-            std::process::id(),
-            crate::time::rfc3339(crate::time::now_ns())
-        );
-        f.set_len(0).map_err(|e| repo_io(&path, e))?;
-        f.rewind().map_err(|e| repo_io(&path, e))?;
-        f.write_all(text.as_bytes())
-            .map_err(|e| repo_io(&path, e))?;
-        self.lock = Some(f);
-        Ok(())
+        self.lock_exclusive_wait(std::time::Duration::ZERO)
     }
+}
+
+fn not_empty(root: &Path) -> Error {
+    Error::Repo {
+        path: root.to_path_buf(),
+        what: "exists and is not empty; choose an empty or new folder".into(),
+    }
+}
+
+fn make_dir(dir: &Path) -> Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| repo_io(dir, e))
+}
+
+/// Removes manifests that an interrupted init left under their temporary name.
+fn remove_init_leftovers(root: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    for e in fs::read_dir(root).into_iter().flatten().flatten() {
+        if e.file_name().as_bytes().starts_with(INIT_TMP.as_bytes()) {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
+/// Takes the writer lock of the repository in `root`, retrying until `wait` has passed.
+fn take_lock_waiting(root: &Path, wait: std::time::Duration) -> Result<File> {
+    // A wait too long for the clock to hold is a wait without end.
+    let deadline = std::time::Instant::now().checked_add(wait);
+    loop {
+        match take_lock(root) {
+            Err(Error::Locked { .. }) if !matches!(deadline, Some(d) if std::time::Instant::now() >= d) =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Takes the writer lock, or fails at once naming the holder.
+fn take_lock(root: &Path) -> Result<File> {
+    let path = root.join(LOCK);
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)
+        .map_err(|e| repo_io(&path, e))?;
+    // SAFETY: flock on a descriptor we own.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            let mut holder = String::new();
+            let _ = f.read_to_string(&mut holder);
+            let holder = holder.trim();
+            return Err(Error::Locked {
+                path: root.to_path_buf(),
+                holder: if holder.is_empty() {
+                    "another process".into()
+                } else {
+                    holder.to_string()
+                },
+            });
+        }
+        return Err(repo_io(&path, err));
+    }
+    let text = format!(
+        "PID {} since {}\n",
+        std::process::id(),
+        crate::time::rfc3339(crate::time::now_ns())
+    );
+    f.set_len(0).map_err(|e| repo_io(&path, e))?;
+    f.rewind().map_err(|e| repo_io(&path, e))?;
+    f.write_all(text.as_bytes())
+        .map_err(|e| repo_io(&path, e))?;
+    Ok(f)
 }

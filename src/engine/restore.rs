@@ -24,6 +24,7 @@ use crate::engine::fsx;
 use crate::engine::query;
 use crate::engine::repo::Repository;
 use crate::engine::scan::Warning;
+use crate::engine::target;
 use crate::error::{Error, Result};
 use crate::hash::HashAlgo;
 use crate::manifest::SnapshotRow;
@@ -53,7 +54,8 @@ pub struct RestoreOptions {
     pub source: Option<PathBuf>,
     pub target: PathBuf,
     /// Only these paths (relative to the source) and what is below them.
-    pub include: Vec<String>,
+    /// Raw bytes, as paths are (names need not be UTF-8).
+    pub include: Vec<Vec<u8>>,
     pub force: bool,
     pub delete: bool,
     pub dry_run: bool,
@@ -75,7 +77,7 @@ pub struct RestoreReport {
     /// Files restored as hard links of another restored file (as they were in the source).
     pub hardlinks: u64,
     pub bytes_written: u64,
-    /// Paths removed from the target by `--delete`.
+    /// Paths removed from the target by `--delete` (folders in the way of a file included).
     pub deleted: u64,
     /// The archives read.
     pub archives: Vec<String>,
@@ -83,6 +85,9 @@ pub struct RestoreReport {
     /// Dry run only: the paths that would be written.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub would_write: Option<Vec<String>>,
+    /// Dry run only: the paths that `--delete` would remove.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub would_delete: Option<Vec<String>>,
     /// Files that could not be restored (damaged or missing content); non-empty means failure.
     pub errors: Vec<Warning>,
 }
@@ -275,9 +280,10 @@ fn write_file(
         )
         .map_err(|e| format!("cannot set metadata: {e}"))?;
         if ctx.force {
+            // Only an empty folder can still be here (see target::clear_folders_in_the_way).
             if let Ok(Some(st)) = fsx::lstat_at(dir, name) {
                 if fsx::is_dir(&st) {
-                    fsx::remove_tree_at(dir, name)
+                    fsx::unlink_at(dir, name, true)
                         .map_err(|e| format!("cannot replace folder: {e}"))?;
                 }
             }
@@ -333,6 +339,11 @@ pub fn restore(
     if !opts.include.is_empty() {
         tree = filter_include(&snap, tree, &opts.include)?;
     }
+    let mut errors: Vec<Warning> = Vec::new();
+    let spared = target::repository_inside(&opts.repo, &opts.target)?;
+    if let Some(r) = &spared {
+        target::spare_repository(&mut tree, r, &mut errors);
+    }
     let mut report = RestoreReport {
         snapshot: snap.id.clone(),
         source: display_path(&snap.source_path),
@@ -340,13 +351,6 @@ pub fn restore(
         dry_run: opts.dry_run,
         ..RestoreReport::default()
     };
-    for e in &tree {
-        match e.kind {
-            EntryKind::File => report.files += 1,
-            EntryKind::Dir => report.dirs += 1,
-            EntryKind::Symlink => report.symlinks += 1,
-        }
-    }
 
     // The target: missing (created), or an empty folder, or anything with --force.
     match std::fs::symlink_metadata(&opts.target) {
@@ -373,8 +377,7 @@ pub fn restore(
         Err(_) => {}
     }
     if opts.dry_run {
-        report.would_write = Some(tree.iter().map(|e| display_path(&e.path)).collect());
-        return Ok(report);
+        return dry_run(opts, tree, spared, errors, report);
     }
     std::fs::create_dir_all(&opts.target).map_err(|e| {
         Error::Refused(format!(
@@ -386,6 +389,18 @@ pub fn restore(
         Error::Refused(format!("cannot open target {}: {e}", opts.target.display()))
     })?;
     let root_fd = root.as_raw_fd();
+    let mut removed = Vec::new();
+    target::clear_folders_in_the_way(
+        root_fd,
+        &mut tree,
+        opts.delete,
+        false,
+        &mut removed,
+        &mut errors,
+    )?;
+    count_kinds(&tree, &mut report);
+    // Failures from here on are of entries counted above.
+    let failed_before = errors.len() as u64;
     let is_root = unsafe { libc::geteuid() } == 0;
     let ctx = WriteCtx {
         root: root_fd,
@@ -429,7 +444,6 @@ pub fn restore(
     let mut links: Vec<(usize, usize)> = Vec::new(); // (link, primary)
     let mut by_archive: BTreeMap<i64, HashMap<Vec<u8>, Wanted>> = BTreeMap::new();
     let mut empty: Vec<usize> = Vec::new();
-    let mut errors: Vec<Warning> = Vec::new();
     for (i, e) in files.iter().enumerate() {
         if e.stat.nlink > 1 {
             if let Some(&p) = primary_of.get(&(e.stat.dev, e.stat.ino)) {
@@ -531,9 +545,7 @@ pub fn restore(
             let (lp, ln) = split_parent(&le.path);
             let pdir = fsx::open_path(root_fd, &comps(pp))?;
             let ldir = dirs.get(lp)?;
-            if fsx::lstat_at(ldir, ln)?.is_some() {
-                fsx::remove_tree_at(ldir, ln)?;
-            }
+            clear_slot(ldir, ln)?;
             fsx::link_at(pdir.as_raw_fd(), pn, ldir, ln)
         })();
         match r {
@@ -551,12 +563,7 @@ pub fn restore(
         let dir = dirs
             .get(parent)
             .map_err(|err| target_err(e, "cannot open its folder", err))?;
-        if fsx::lstat_at(dir, name)
-            .map_err(|err| target_err(e, "cannot stat", err))?
-            .is_some()
-        {
-            fsx::remove_tree_at(dir, name).map_err(|err| target_err(e, "cannot replace", err))?;
-        }
+        clear_slot(dir, name).map_err(|err| target_err(e, "cannot replace", err))?;
         let target = e.target.as_deref().expect("validated");
         fsx::symlink_at(target, dir, name)
             .map_err(|err| target_err(e, "cannot create symlink", err))?;
@@ -568,18 +575,11 @@ pub fn restore(
 
     // 5. --delete: what the snapshot does not have goes (within --include when given).
     if opts.delete {
-        let keep: HashSet<&[u8]> = tree.iter().map(|e| e.path.as_slice()).collect();
-        let scopes: Vec<Vec<u8>> = if opts.include.is_empty() {
-            vec![Vec::new()]
-        } else {
-            opts.include
-                .iter()
-                .map(|s| s.trim_matches('/').as_bytes().to_vec())
-                .collect()
-        };
-        report.deleted = delete_extra(root_fd, Vec::new(), &keep, &scopes)
-            .map_err(|e| Error::Refused(format!("--delete in {}: {e}", opts.target.display())))?;
+        let scope = delete_scope(opts, &tree, spared, false);
+        target::delete_extra(root_fd, Vec::new(), &scope, &mut removed)
+            .map_err(|e| delete_failed(opts, e))?;
     }
+    report.deleted = removed.len() as u64;
 
     // 6. Folder metadata, deepest first, now that nothing more is written into them.
     for e in tree.iter().rev().filter(|e| e.kind == EntryKind::Dir) {
@@ -594,15 +594,42 @@ pub fn restore(
         )
         .map_err(|err| target_err(e, "cannot set folder metadata", err))?;
     }
+    // The target itself gets the source folder's metadata when the whole tree was restored.
+    if let (Some(r), true) = (snap.root, opts.include.is_empty()) {
+        fsx::set_meta_fd(
+            root_fd,
+            final_mode(r.mode, ctx.keep_setid),
+            is_root.then_some((r.uid, r.gid)),
+            r.mtime_ns,
+        )
+        .map_err(|err| {
+            Error::Refused(format!(
+                "cannot set the metadata of target {}: {err}",
+                opts.target.display()
+            ))
+        })?;
+    }
     // SAFETY: syncfs on an fd we hold.
     unsafe { libc::syncfs(root_fd) };
     progress.finish();
     report.bytes_written = written.load(Ordering::Relaxed);
     errors.sort_by(|a, b| a.path.cmp(&b.path));
     report.failed = errors.len() as u64;
-    report.files = report.files.saturating_sub(report.failed);
+    report.files = report
+        .files
+        .saturating_sub(report.failed.saturating_sub(failed_before));
     report.errors = errors;
     Ok(report)
+}
+
+fn count_kinds(tree: &[Entry], report: &mut RestoreReport) {
+    for e in tree {
+        match e.kind {
+            EntryKind::File => report.files += 1,
+            EntryKind::Dir => report.dirs += 1,
+            EntryKind::Symlink => report.symlinks += 1,
+        }
+    }
 }
 
 fn comps(p: &[u8]) -> Vec<&[u8]> {
@@ -755,11 +782,8 @@ fn copy_restored(
     write_file(ctx, dirs, dest, &mut f, archive)
 }
 
-fn filter_include(snap: &SnapshotRow, tree: Vec<Entry>, include: &[String]) -> Result<Vec<Entry>> {
-    let wanted: Vec<Vec<u8>> = include
-        .iter()
-        .map(|s| s.trim_matches('/').as_bytes().to_vec())
-        .collect();
+fn filter_include(snap: &SnapshotRow, tree: Vec<Entry>, include: &[Vec<u8>]) -> Result<Vec<Entry>> {
+    let wanted: Vec<Vec<u8>> = include.iter().map(|s| trim_slashes(s).to_vec()).collect();
     for w in &wanted {
         if !tree.iter().any(|e| &e.path == w) {
             return Err(Error::Usage(format!(
@@ -779,41 +803,88 @@ fn filter_include(snap: &SnapshotRow, tree: Vec<Entry>, include: &[String]) -> R
     Ok(tree.into_iter().filter(|e| keep(&e.path)).collect())
 }
 
-/// Removes what `keep` lacks below `dir`, limited to paths inside one of `scopes`.
-fn delete_extra(
-    dir: RawFd,
-    prefix: Vec<u8>,
-    keep: &HashSet<&[u8]>,
-    scopes: &[Vec<u8>],
-) -> io::Result<u64> {
-    let mut n = 0;
-    let fd = fsx::open_path(dir, &comps(&prefix))?;
-    for name in fsx::list_dir(fd.as_raw_fd())? {
-        let mut rel = prefix.clone();
-        if !rel.is_empty() {
-            rel.push(b'/');
-        }
-        rel.extend_from_slice(&name);
-        let in_scope = scopes.iter().any(|s| {
-            s.is_empty() || (rel.starts_with(s) && (rel.len() == s.len() || rel[s.len()] == b'/'))
-        });
-        let above_scope = scopes
-            .iter()
-            .any(|s| s.starts_with(&rel) && s.get(rel.len()) == Some(&b'/'));
-        if !keep.contains(rel.as_slice()) {
-            if in_scope {
-                fsx::remove_tree_at(fd.as_raw_fd(), &name)?;
-                n += 1;
-            }
-            continue;
-        }
-        if let Some(st) = fsx::lstat_at(fd.as_raw_fd(), &name)? {
-            if fsx::is_dir(&st) && (in_scope || above_scope) {
-                n += delete_extra(dir, rel, keep, scopes)?;
-            }
+/// Empties the place of a file or symlink about to be made: unlinks a non-folder, removes an
+/// empty folder (a non-empty one fails; see target::clear_folders_in_the_way).
+fn clear_slot(dir: RawFd, name: &[u8]) -> io::Result<()> {
+    match fsx::lstat_at(dir, name)? {
+        Some(st) if fsx::is_dir(&st) => fsx::unlink_at(dir, name, true),
+        Some(_) => fsx::unlink_at(dir, name, false),
+        None => Ok(()),
+    }
+}
+
+fn trim_slashes(p: &[u8]) -> &[u8] {
+    let start = p.iter().position(|&b| b != b'/').unwrap_or(p.len());
+    let end = p.iter().rposition(|&b| b != b'/').map_or(start, |i| i + 1);
+    &p[start..end]
+}
+
+/// What `--delete` keeps: the snapshot's paths, outside the `--include` scopes everything.
+fn delete_scope<'a>(
+    opts: &RestoreOptions,
+    tree: &'a [Entry],
+    repo: Option<Vec<u8>>,
+    dry_run: bool,
+) -> target::DeleteScope<'a> {
+    target::DeleteScope {
+        keep: tree.iter().map(|e| (e.path.as_slice(), e.kind)).collect(),
+        scopes: if opts.include.is_empty() {
+            vec![Vec::new()]
+        } else {
+            opts.include
+                .iter()
+                .map(|s| trim_slashes(s).to_vec())
+                .collect()
+        },
+        repo,
+        dry_run,
+    }
+}
+
+fn delete_failed(opts: &RestoreOptions, (path, e): (Vec<u8>, io::Error)) -> Error {
+    Error::Refused(format!(
+        "--delete: cannot remove or list {} in {}: {e}",
+        if path.is_empty() {
+            ".".to_string()
+        } else {
+            display_path(&path)
+        },
+        opts.target.display()
+    ))
+}
+
+/// A dry run: what would be written, what would fail, and what `--delete` would remove.
+fn dry_run(
+    opts: &RestoreOptions,
+    mut tree: Vec<Entry>,
+    spared: Option<Vec<u8>>,
+    mut errors: Vec<Warning>,
+    mut report: RestoreReport,
+) -> Result<RestoreReport> {
+    let mut removed = Vec::new();
+    if let Ok(root) = fsx::open_root(&opts.target) {
+        let fd = root.as_raw_fd();
+        target::clear_folders_in_the_way(
+            fd,
+            &mut tree,
+            opts.delete,
+            true,
+            &mut removed,
+            &mut errors,
+        )?;
+        if opts.delete {
+            let scope = delete_scope(opts, &tree, spared, true);
+            target::delete_extra(fd, Vec::new(), &scope, &mut removed)
+                .map_err(|e| delete_failed(opts, e))?;
         }
     }
-    Ok(n)
+    count_kinds(&tree, &mut report);
+    report.would_write = Some(tree.iter().map(|e| display_path(&e.path)).collect());
+    report.would_delete = Some(removed.iter().map(|p| display_path(p)).collect());
+    errors.sort_by(|a, b| a.path.cmp(&b.path));
+    report.failed = errors.len() as u64;
+    report.errors = errors;
+    Ok(report)
 }
 
 #[cfg(test)]

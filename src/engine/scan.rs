@@ -281,6 +281,21 @@ fn is_under(p: &[u8], dir: &[u8]) -> bool {
     p.len() > dir.len() && p.starts_with(dir) && p[dir.len()] == b'/'
 }
 
+/// True when `dir` (relative) is the folder never to enter (the repository) or lies in it.
+fn in_skipped_dir(src: &Path, dir: &[u8], opts: &ScanOptions) -> bool {
+    let Some(skip) = opts.skip_dir else {
+        return false;
+    };
+    let mut prefix = src.to_path_buf();
+    for c in dir.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
+        prefix.push(os(c));
+        if fs::symlink_metadata(&prefix).is_ok_and(|m| (m.dev(), m.ino()) == skip) {
+            return true;
+        }
+    }
+    false
+}
+
 /// A partial walk for `vault watch`: the previous and the current state of just the places
 /// that change events pointed at.
 #[derive(Debug)]
@@ -320,6 +335,7 @@ pub fn scan_partial(
             && fs::symlink_metadata(&abs)
                 .map(|m| m.is_dir())
                 .unwrap_or(false)
+            && !in_skipped_dir(src, d, opts)
         {
             listed.push(d.clone());
         }

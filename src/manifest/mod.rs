@@ -84,6 +84,17 @@ pub struct SnapshotRow {
     pub archive_size: Option<u64>,
     pub archive_blake3: Option<Vec<u8>>,
     pub stats: SnapshotStats,
+    /// The source folder's own metadata (absent in snapshots made before schema 2).
+    pub root: Option<RootMeta>,
+}
+
+/// The source folder's own mode, owner and mtime at backup time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RootMeta {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime_ns: i64,
 }
 
 /// Counters recorded with a snapshot.
@@ -115,6 +126,7 @@ pub struct NewSnapshot {
     pub archive_size: Option<u64>,
     pub archive_blake3: Option<Vec<u8>>,
     pub stats: SnapshotStats,
+    pub root: Option<RootMeta>,
 }
 
 /// A change to the versioned tree made by a new snapshot.
@@ -153,7 +165,7 @@ const SNAPSHOT_COLUMNS: &str =
     "s.seq, s.id, s.source_id, src.path, src.name, s.kind, s.parent_seq, \
      p.id, s.chain_seq, s.time_ns, s.hash, s.compression, s.archive, s.archive_size, \
      s.archive_blake3, s.files, s.new, s.changed, s.deleted, s.unchanged, s.bytes_read, \
-     s.warnings, s.duration_ms";
+     s.warnings, s.duration_ms, s.root_mode, s.root_uid, s.root_gid, s.root_mtime_ns";
 const SNAPSHOT_FROM: &str = "snapshots s JOIN sources src ON src.id = s.source_id \
      LEFT JOIN snapshots p ON p.seq = s.parent_seq";
 const ENTRY_COLUMNS: &str =
@@ -189,11 +201,26 @@ impl Manifest {
     }
 
     fn open_with(path: &Path, exclusive: bool) -> Result<Manifest, ManifestError> {
+        check_not_truncated(path)?;
         let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE)
             .map_err(|e| sql(path, e))?;
         if exclusive {
             conn.execute_batch("PRAGMA locking_mode = EXCLUSIVE")
                 .map_err(|e| sql(path, e))?;
+        }
+        // Before anything writes to it: a file with no schema (empty, zeroed, or some other
+        // SQLite database) is not a repository that lost its snapshots, and must never be
+        // mistaken for a new one (forget would then delete every archive).
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| damaged_or_sql(path, e))?;
+        if version == 0 {
+            return Err(ManifestError::Damaged {
+                path: path.to_path_buf(),
+                what: "it is empty or holds no vault schema (truncated, zeroed or replaced?); \
+                       refusing to treat it as a new repository"
+                    .into(),
+            });
         }
         let mut m = Manifest {
             conn,
@@ -201,7 +228,53 @@ impl Manifest {
         };
         m.configure()?;
         m.migrate()?;
+        m.repository_id()?;
         Ok(m)
+    }
+
+    /// The repository's identity, written once when it was created (or upgraded to schema 2).
+    /// A manifest without it is damaged.
+    pub fn repository_id(&self) -> Result<String, ManifestError> {
+        let id: Option<String> = self
+            .conn
+            .query_row("SELECT id FROM repository LIMIT 1", [], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(e))?;
+        id.ok_or_else(|| ManifestError::Damaged {
+            path: self.path.clone(),
+            what: "it has no repository id (its repository table was emptied)".into(),
+        })
+    }
+
+    /// The ids of the snapshots `forget` removed from this repository.
+    pub fn forgotten(&self) -> Result<HashSet<String>, ManifestError> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT id FROM forgotten")
+            .map_err(|e| self.err(e))?;
+        let rows = st.query_map([], |r| r.get(0)).map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// The repository id stored in a manifest file, read without changing it: `None` for a
+    /// manifest older than schema 2 (which has none yet). An empty or foreign file is damage.
+    pub fn peek_repository_id(path: &Path) -> Result<Option<String>, ManifestError> {
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| damaged_or_sql(path, e))?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| damaged_or_sql(path, e))?;
+        match version {
+            0 => Err(ManifestError::Damaged {
+                path: path.to_path_buf(),
+                what: "it is empty or holds no vault schema".into(),
+            }),
+            1 => Ok(None),
+            _ => conn
+                .query_row("SELECT id FROM repository LIMIT 1", [], |r| r.get(0))
+                .optional()
+                .map_err(|e| damaged_or_sql(path, e)),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -222,22 +295,11 @@ impl Manifest {
 
     fn err(&self, e: rusqlite::Error) -> ManifestError {
         match e {
-            rusqlite::Error::SqliteFailure(ref f, _)
-                if matches!(
-                    f.code,
-                    rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase
-                ) =>
-            {
-                ManifestError::Damaged {
-                    path: self.path.clone(),
-                    what: e.to_string(),
-                }
-            }
             rusqlite::Error::FromSqlConversionFailure(_, _, ref why) => ManifestError::Damaged {
                 path: self.path.clone(),
                 what: format!("{why} in a row (tampered with, or written by something else)"),
             },
-            e => sql(&self.path, e),
+            e => damaged_or_sql(&self.path, e),
         }
     }
 
@@ -266,6 +328,13 @@ impl Manifest {
             let path = self.path.clone();
             let tx = self.conn.transaction().map_err(|e| sql(&path, e))?;
             tx.execute_batch(step).map_err(|e| sql(&path, e))?;
+            if i == schema::IDENTITY_STEP {
+                tx.execute(
+                    "INSERT INTO repository (id, created_ns) VALUES (?1, ?2)",
+                    params![random_id(), crate::time::now_ns()],
+                )
+                .map_err(|e| sql(&path, e))?;
+            }
             tx.pragma_update(None, "user_version", (i + 1) as i64)
                 .map_err(|e| sql(&path, e))?;
             tx.commit().map_err(|e| sql(&path, e))?;
@@ -518,6 +587,46 @@ impl Manifest {
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
+    /// Entries of a snapshot that contradict themselves or what the chain stores: a file
+    /// without a digest of the chain's length or whose size differs from its stored content's,
+    /// a folder or symlink with a content digest, a symlink without a target. Each comes with
+    /// why. (A tampered row would otherwise pass check and fail, or go wrong, at restore.)
+    pub fn inconsistent_entries(
+        &self,
+        snap: &SnapshotRow,
+    ) -> Result<Vec<(Vec<u8>, String)>, ManifestError> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT e.path, CASE \
+                   WHEN e.kind = 0 AND (e.digest IS NULL OR length(e.digest) <> ?4) \
+                     THEN 'file without a valid digest' \
+                   WHEN e.kind = 0 AND e.size > 0 AND b.size IS NOT NULL AND b.size <> e.size \
+                     THEN 'size differs from its stored content''s size' \
+                   WHEN e.kind = 0 AND e.target IS NOT NULL THEN 'file with a link target' \
+                   WHEN e.kind <> 0 AND e.digest IS NOT NULL \
+                     THEN 'not a file, yet it has a content digest (kind changed?)' \
+                   WHEN e.kind = 1 AND e.target IS NOT NULL THEN 'folder with a link target' \
+                   WHEN e.kind = 2 AND e.target IS NULL THEN 'symlink without a target' \
+                   WHEN e.kind NOT IN (0, 1, 2) THEN 'unknown kind' END AS why \
+                 FROM entries e LEFT JOIN blobs b ON b.chain_seq = ?3 AND b.digest = e.digest \
+                 WHERE e.source_id = ?1 AND e.from_seq <= ?2 \
+                 AND (e.to_seq IS NULL OR e.to_seq > ?2) AND why IS NOT NULL ORDER BY e.path",
+            )
+            .map_err(|e| self.err(e))?;
+        let digest_len = snap.hash.digest_len() as i64;
+        let rows = st
+            .query_map(
+                params![snap.source_id, snap.seq, snap.chain_seq, digest_len],
+                |r| {
+                    let why: String = r.get(1)?;
+                    Ok((r.get(0)?, why))
+                },
+            )
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
     /// The contents stored in one snapshot's archive: (member, digest, size).
     pub fn stored_in(&self, snap_seq: i64) -> Result<Vec<(Vec<u8>, Digest, u64)>, ManifestError> {
         let mut st = self
@@ -544,6 +653,12 @@ impl Manifest {
         let e = |e| sql(&path, e);
         let tx = self.conn.transaction().map_err(e)?;
         for c in chains {
+            tx.execute(
+                "INSERT OR IGNORE INTO forgotten (id, time_ns) \
+                 SELECT id, ?2 FROM snapshots WHERE chain_seq = ?1",
+                params![c, crate::time::now_ns()],
+            )
+            .map_err(e)?;
             tx.execute("DELETE FROM blobs WHERE chain_seq = ?1", [c])
                 .map_err(e)?;
             tx.execute(
@@ -618,8 +733,9 @@ impl Manifest {
         tx.execute(
             "INSERT INTO snapshots (id, source_id, kind, parent_seq, chain_seq, time_ns, hash, \
              compression, archive, archive_size, archive_blake3, files, new, changed, deleted, \
-             unchanged, bytes_read, warnings, duration_ms) \
-             VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+             unchanged, bytes_read, warnings, duration_ms, root_mode, root_uid, root_gid, \
+             root_mtime_ns) VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, \
+             ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
             params![
                 snap.id,
                 source_id,
@@ -639,6 +755,10 @@ impl Manifest {
                 snap.stats.bytes_read as i64,
                 snap.stats.warnings as i64,
                 snap.stats.duration_ms as i64,
+                snap.root.map(|r| r.mode as i64),
+                snap.root.map(|r| r.uid as i64),
+                snap.root.map(|r| r.gid as i64),
+                snap.root.map(|r| r.mtime_ns),
             ],
         )
         .map_err(e)?;
@@ -708,6 +828,77 @@ impl Manifest {
         }
         tx.commit().map_err(e)?;
         Ok(seq)
+    }
+}
+
+/// Refuses a file shorter than its SQLite header says it is (cut short by a copy, a full disk
+/// or by hand): SQLite itself would read the missing pages as empty only when it reaches them.
+fn check_not_truncated(path: &Path) -> Result<(), ManifestError> {
+    use std::io::Read;
+    let damaged = |what: String| ManifestError::Damaged {
+        path: path.to_path_buf(),
+        what,
+    };
+    let mut f = std::fs::File::open(path).map_err(|e| damaged(e.to_string()))?;
+    let len = f.metadata().map_err(|e| damaged(e.to_string()))?.len();
+    let mut h = [0u8; 100];
+    if len == 0 {
+        return Ok(()); // no schema at all: refused by the caller, with that reason
+    }
+    // While a writer has a WAL beside it, a checkpoint may be growing the file right now.
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    if std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
+        return Ok(());
+    }
+    if len < 100 || f.read_exact(&mut h).is_err() {
+        return Err(damaged(format!("it is truncated ({len} bytes)")));
+    }
+    let be32 = |i: usize| u32::from_be_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
+    let page = match u16::from_be_bytes([h[16], h[17]]) {
+        1 => 65_536,
+        n => u64::from(n),
+    };
+    // The page count in the header is valid when its version matches the change counter.
+    let pages = u64::from(be32(28));
+    if be32(92) == be32(24) && pages > 0 && len < pages * page {
+        return Err(damaged(format!(
+            "it is truncated ({len} bytes; its header says {} bytes)",
+            pages * page
+        )));
+    }
+    Ok(())
+}
+
+/// 32 random hex digits (from /dev/urandom; the clock and PID if it cannot be read).
+pub fn random_id() -> String {
+    use std::io::Read;
+    let mut b = [0u8; 16];
+    let ok = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .is_ok();
+    if !ok {
+        let seed = format!("{}:{}", crate::time::now_ns(), std::process::id());
+        b.copy_from_slice(&blake3::hash(seed.as_bytes()).as_bytes()[..16]);
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A corrupt or foreign file is damage; anything else keeps its SQLite error.
+fn damaged_or_sql(path: &Path, e: rusqlite::Error) -> ManifestError {
+    match e {
+        rusqlite::Error::SqliteFailure(ref f, _)
+            if matches!(
+                f.code,
+                rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase
+            ) =>
+        {
+            ManifestError::Damaged {
+                path: path.to_path_buf(),
+                what: e.to_string(),
+            }
+        }
+        e => sql(path, e),
     }
 }
 
@@ -782,6 +973,15 @@ fn snapshot_row(r: &Row<'_>) -> rusqlite::Result<SnapshotRow> {
             bytes_read: r.get::<_, i64>(20)? as u64,
             warnings: r.get::<_, i64>(21)? as u64,
             duration_ms: r.get::<_, i64>(22)? as u64,
+        },
+        root: match r.get::<_, Option<i64>>(23)? {
+            Some(mode) => Some(RootMeta {
+                mode: (mode & 0o7777) as u32,
+                uid: r.get::<_, i64>(24)? as u32,
+                gid: r.get::<_, i64>(25)? as u32,
+                mtime_ns: r.get(26)?,
+            }),
+            None => None,
         },
     })
 }

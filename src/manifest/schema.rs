@@ -5,7 +5,7 @@
 //! version is newer than [`SCHEMA_VERSION`] is refused rather than misread.
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Migration steps, in order.
 pub const MIGRATIONS: &[&str] = &[
@@ -77,4 +77,25 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (chain_seq, digest)
     ) WITHOUT ROWID;
     "#,
+    // 1 -> 2: the repository's identity (written once, at init or by this step; a manifest
+    // without it is not taken for a repository) and the source folder's own metadata per
+    // snapshot (restore gives the target root the source root's mode, owner and mtime).
+    r#"
+    CREATE TABLE repository (
+        id         TEXT NOT NULL,
+        created_ns INTEGER NOT NULL
+    );
+    -- Snapshots removed by forget: a push may drop these from a remote copy, never others.
+    CREATE TABLE forgotten (
+        id     TEXT PRIMARY KEY,
+        time_ns INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    ALTER TABLE snapshots ADD COLUMN root_mode INTEGER;
+    ALTER TABLE snapshots ADD COLUMN root_uid INTEGER;
+    ALTER TABLE snapshots ADD COLUMN root_gid INTEGER;
+    ALTER TABLE snapshots ADD COLUMN root_mtime_ns INTEGER;
+    "#,
 ];
+
+/// The migration after which the repository table exists and must hold its one row.
+pub const IDENTITY_STEP: usize = 1;

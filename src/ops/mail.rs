@@ -173,9 +173,33 @@ pub fn send(s: &SmtpSettings, to: &[String], subject: &str, body: &str) -> Resul
     let transport = t.build();
     transport.send(&msg).map_err(|e| MailError::Smtp {
         server,
-        what: describe(&e),
+        what: if timed_out(&e) {
+            format!(
+                "timed out after {} waiting for the server (--smtp-timeout)",
+                crate::time::human_duration(s.timeout)
+            )
+        } else {
+            describe(&e)
+        },
     })?;
     Ok(())
+}
+
+/// True when the error is a socket timeout (a read or write timeout shows as EAGAIN).
+fn timed_out(e: &lettre::transport::smtp::Error) -> bool {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = src {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) {
+                return true;
+            }
+        }
+        src = s.source();
+    }
+    false
 }
 
 /// One line saying what the SMTP error was, without secrets.

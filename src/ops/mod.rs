@@ -6,6 +6,7 @@ pub mod icmp;
 pub mod mail;
 pub mod remote;
 pub mod ssh;
+pub mod ssh_guard;
 pub mod sweep;
 pub mod targets;
 pub mod tcp;

@@ -91,6 +91,29 @@ pub struct SyncReport {
     pub skipped: u64,
     pub bytes: u64,
     pub snapshots: u64,
+    /// Push with `verify`: archives found damaged on the remote and sent again.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub repaired: Vec<String>,
+}
+
+/// How `push` treats what is already on the remote.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PushOptions {
+    /// Read back (BLAKE3) every archive: those just sent before they are renamed into place,
+    /// and those already there (a damaged one is sent again).
+    pub verify: bool,
+    /// Replace a remote manifest that holds snapshots this repository lacks, or that belongs
+    /// to another repository.
+    pub force: bool,
+}
+
+/// Deletes a file when dropped (temporary manifest copies, whatever way the command ends).
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
 }
 
 /// File operations on the remote side, relative to its repository folder.
@@ -148,7 +171,8 @@ impl SftpStore {
         opts: &SshOptions,
         label: String,
     ) -> Result<SftpStore> {
-        let conn = ssh::connect(target, auth, opts).map_err(|e| remote_err(&label, e))?;
+        let conn = ssh::connect(target, auth, opts, None).map_err(|e| remote_err(&label, e))?;
+        conn.guard.disarm();
         // Transfers may take longer than one command: lift the per-call limit, keep keepalives.
         conn.session
             .set_timeout(opts.timeout.as_millis().min(u128::from(u32::MAX)) as u32);
@@ -416,7 +440,7 @@ pub fn push(
     remote: &Remote,
     auth: &SshAuth,
     opts: &SshOptions,
-    verify: bool,
+    push: PushOptions,
 ) -> Result<SyncReport> {
     let label = remote.to_string();
     let r = Repository::open(repo)?;
@@ -425,20 +449,23 @@ pub fn push(
     let copy = repo.join(format!(".push-{}.db", std::process::id()));
     let _ = fs::remove_file(&copy);
     r.manifest().copy_to(&copy)?;
-    struct Cleanup(PathBuf);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            let _ = fs::remove_file(&self.0);
-        }
-    }
-    let _cleanup = Cleanup(copy.clone());
+    let _cleanup = RemoveOnDrop(copy.clone());
     let snapshot = Manifest::open(&copy)?;
     let wanted = archives_of(&snapshot)?;
-    let snapshots = snapshot.snapshots(None)?.len() as u64;
+    let ours = snapshot.snapshots(None)?;
+    let snapshots = ours.len() as u64;
+    let our_id = snapshot.repository_id()?;
+    let forgotten = snapshot.forgotten()?;
     drop(snapshot);
 
     let mut store = open_store(remote, auth, opts)?;
     store.prepare()?;
+    if !push.force {
+        let mut known: std::collections::HashSet<String> =
+            ours.iter().map(|s| s.id.clone()).collect();
+        known.extend(forgotten);
+        refuse_to_drop_snapshots(repo, &mut *store, &label, &our_id, &known)?;
+    }
     let have: std::collections::HashMap<String, u64> = store.list_archives()?.into_iter().collect();
     let mut report = SyncReport {
         remote: label.clone(),
@@ -447,8 +474,11 @@ pub fn push(
     };
     for (name, size, blake) in &wanted {
         if have.get(name) == Some(size) {
-            report.skipped += 1;
-            continue;
+            if !push.verify || remote_intact(&mut *store, name, *size, blake)? {
+                report.skipped += 1;
+                continue;
+            }
+            report.repaired.push(format!("archives/{name}"));
         }
         let local = r.archives_dir().join(name);
         let tmp = format!("archives/{name}.partial-push");
@@ -471,7 +501,7 @@ pub fn push(
                 format!("{tmp} has the wrong size after upload"),
             ));
         }
-        if verify {
+        if push.verify {
             let (h, n) = store.read_back(&tmp)?;
             if n != *size || h[..] != blake[..] {
                 return Err(remote_err(
@@ -508,6 +538,67 @@ pub fn push(
     Ok(report)
 }
 
+/// With `verify`: reads an archive already on the remote back; false when its bytes do not
+/// match the manifest's BLAKE3 (it is then sent again).
+fn remote_intact(store: &mut dyn Store, name: &str, size: u64, blake: &[u8]) -> Result<bool> {
+    let (h, n) = store.read_back(&format!("archives/{name}"))?;
+    Ok(n == size && h[..] == blake[..])
+}
+
+/// Refuses a push that would replace a remote manifest holding snapshots this repository
+/// neither has nor forgot (`known`: an older copy pushed over a newer one) or belonging to
+/// another repository.
+fn refuse_to_drop_snapshots(
+    repo: &Path,
+    store: &mut dyn Store,
+    label: &str,
+    our_id: &str,
+    known: &std::collections::HashSet<String>,
+) -> Result<()> {
+    let name = if store.size("vault.db")?.is_some() {
+        "vault.db"
+    } else if store.size("vault.db.prev")?.is_some() {
+        "vault.db.prev"
+    } else {
+        return Ok(());
+    };
+    let tmp = repo.join(format!(".push-{}-remote.db", std::process::id()));
+    let _cleanup = RemoveOnDrop(tmp.clone());
+    store.download(name, &tmp)?;
+    let their_id = Manifest::peek_repository_id(&tmp).map_err(|e| {
+        remote_err(
+            label,
+            format!("its {name} cannot be read ({e}); refusing to replace it (use --force)"),
+        )
+    })?;
+    if let Some(theirs) = their_id.filter(|t| t != our_id) {
+        return Err(remote_err(
+            label,
+            format!(
+                "holds repository {theirs}, not this one ({our_id}); refusing to replace its manifest (use another destination, or --force)"
+            ),
+        ));
+    }
+    let theirs = Manifest::open(&tmp)?.snapshots(None)?;
+    let lost: Vec<&str> = theirs
+        .iter()
+        .map(|s| s.id.as_str())
+        .filter(|id| !known.contains(*id))
+        .collect();
+    if lost.is_empty() {
+        return Ok(());
+    }
+    Err(remote_err(
+        label,
+        format!(
+            "holds {} snapshot(s) that {} lacks ({}); pushing would drop them. Pull first, or use --force",
+            lost.len(),
+            repo.display(),
+            lost.join(", ")
+        ),
+    ))
+}
+
 /// Fetches `remote` into the repository folder `repo` (missing or empty, or an earlier pull).
 pub fn pull(remote: &Remote, repo: &Path, auth: &SshAuth, opts: &SshOptions) -> Result<SyncReport> {
     let label = remote.to_string();
@@ -515,13 +606,14 @@ pub fn pull(remote: &Remote, repo: &Path, auth: &SshAuth, opts: &SshOptions) -> 
     let mut local = if existing {
         Repository::open(repo)?
     } else {
-        let (r, _) = Repository::open_or_create(repo)?;
+        let (r, _) = Repository::open_or_create(repo, std::time::Duration::ZERO)?;
         r
     };
     local.lock_exclusive()?;
     remove_stale_copies(repo);
     let mut store = open_store(remote, auth, opts)?;
     let tmp_db = repo.join(format!(".pull-{}.db", std::process::id()));
+    let _cleanup = RemoveOnDrop(tmp_db.clone());
     // A push interrupted while swapping manifests leaves only vault.db.prev: as good a manifest.
     let name = if store.size("vault.db")?.is_some() || store.size("vault.db.prev")?.is_none() {
         "vault.db"

@@ -153,23 +153,16 @@ fn timeout_or(e: ssh2::Error, what: &'static str, limit: Duration, deadline: Ins
 }
 
 fn b64(bytes: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut s = String::new();
-    for c in bytes.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..=c.len() {
-            s.push(T[(n >> (18 - 6 * i)) as usize & 63] as char);
-        }
-    }
-    s
+    crate::hash::base64(bytes, false)
 }
 
 /// An authenticated session and the time left of its deadline.
 pub struct Connected {
     pub session: Session,
     pub deadline: Instant,
+    /// Cuts the connection at the deadline (or on cancel); disarm it for work that may take
+    /// longer (transfers).
+    pub guard: crate::ops::ssh_guard::Watchdog,
 }
 
 impl std::fmt::Debug for Connected {
@@ -185,8 +178,15 @@ fn remaining_ms(deadline: Instant) -> u32 {
         .clamp(1, u128::from(u32::MAX)) as u32
 }
 
-/// Connects, checks the host key, authenticates.
-pub fn connect(t: &SshTarget, auth: &SshAuth, opts: &SshOptions) -> Result<Connected, SshError> {
+/// Connects, checks the host key, authenticates. Every step ends by `opts.timeout`, or when
+/// `cancel` is set.
+pub fn connect(
+    t: &SshTarget,
+    auth: &SshAuth,
+    opts: &SshOptions,
+    cancel: Option<&crate::pool::CancelToken>,
+) -> Result<Connected, SshError> {
+    use crate::ops::ssh_guard::{check_banner, BannerError, Watchdog};
     let deadline = Instant::now() + opts.timeout;
     let addrs: Vec<SocketAddr> = (t.host.as_str(), t.port)
         .to_socket_addrs()
@@ -203,6 +203,15 @@ pub fn connect(t: &SshTarget, auth: &SshAuth, opts: &SshOptions) -> Result<Conne
         }
     })?;
     let _ = tcp.set_nodelay(true);
+    let guard = Watchdog::arm(&tcp, deadline, cancel.cloned());
+    check_banner(&tcp, deadline).map_err(|e| match e {
+        BannerError::TimedOut => SshError::Timeout(opts.timeout, "waiting for the SSH banner"),
+        BannerError::Closed => {
+            SshError::Handshake("the server closed the connection before identifying itself".into())
+        }
+        BannerError::NotSsh(why) => SshError::Handshake(why),
+        BannerError::Io(e) => SshError::Connect(e),
+    })?;
     let mut session = Session::new().map_err(|e| SshError::Session(e.message().to_string()))?;
     session.set_tcp_stream(tcp);
     session.set_timeout(remaining_ms(deadline));
@@ -324,7 +333,11 @@ pub fn connect(t: &SshTarget, auth: &SshAuth, opts: &SshOptions) -> Result<Conne
         });
     }
     session.set_timeout(remaining_ms(deadline));
-    Ok(Connected { session, deadline })
+    Ok(Connected {
+        session,
+        deadline,
+        guard,
+    })
 }
 
 /// A finished remote command.
@@ -357,6 +370,9 @@ pub fn exec(c: &Connected, command: &str, limit: Duration) -> Result<CommandOutp
                 progress = true;
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) if Instant::now() >= c.deadline => {
+                return Err(SshError::Timeout(limit, "the command"))
+            }
             Err(e) => return Err(SshError::Session(format!("reading stdout: {e}"))),
         }
         match err_stream.read(&mut buf) {
@@ -366,6 +382,9 @@ pub fn exec(c: &Connected, command: &str, limit: Duration) -> Result<CommandOutp
                 progress = true;
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) if Instant::now() >= c.deadline => {
+                return Err(SshError::Timeout(limit, "the command"))
+            }
             Err(e) => return Err(SshError::Session(format!("reading stderr: {e}"))),
         }
         if ch.eof() && !progress {
@@ -477,7 +496,8 @@ pub fn run_many(
         || (),
         |_, t| {
             let host = t.to_string();
-            let r = connect(t, auth, opts).and_then(|c| exec(&c, command, opts.timeout));
+            let r =
+                connect(t, auth, opts, Some(cancel)).and_then(|c| exec(&c, command, opts.timeout));
             match r {
                 Ok(o) => HostResult {
                     host,

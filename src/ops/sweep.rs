@@ -91,7 +91,8 @@ pub struct HostReport {
     pub up: bool,
     /// The first answer's round trip (ICMP, else the fastest answered TCP probe).
     pub rtt_ms: Option<f64>,
-    pub ports: BTreeMap<String, PortState>,
+    /// By port number (numeric order; JSON keys are the numbers as text).
+    pub ports: BTreeMap<u16, PortState>,
 }
 
 /// A change of a host's state since the previous sweep that used the same state folder.
@@ -309,7 +310,7 @@ pub fn sweep(opts: &ScanOptions, pool: &Pool, cancel: &CancelToken) -> Result<Sc
         let mut answered = false;
         for (k, p) in opts.tcp_ports.iter().enumerate() {
             let (state, rtt) = tcp_results[i * nports + k];
-            ports.insert(p.to_string(), state);
+            ports.insert(*p, state);
             if state != PortState::Filtered {
                 answered = true;
                 tcp_rtt =

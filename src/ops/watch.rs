@@ -12,6 +12,7 @@
 
 use std::collections::HashSet;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -70,14 +71,10 @@ pub fn watch(
     if !src.is_dir() {
         return Err(Error::SourceNotDir { path: src });
     }
-    let repo =
-        std::fs::canonicalize(&opts.backup.repo).unwrap_or_else(|_| opts.backup.repo.clone());
+    // Events from inside the repository (it may lie in the source) are never changes.
+    let mut repo = crate::engine::fsx::resolve_path(&opts.backup.repo);
     let (tx, rx) = mpsc::channel::<notify::Result<notify::Event>>();
-    let mut watcher = notify::recommended_watcher(tx)
-        .map_err(|e| Error::Refused(format!("cannot watch {}: {e}", src.display())))?;
-    watcher
-        .watch(&src, RecursiveMode::Recursive)
-        .map_err(|e| Error::Refused(format!("cannot watch {}: {e}", src.display())))?;
+    let (mut _watcher, mut watched) = watch_root(&src, tx.clone())?;
 
     let mut dirty: HashSet<Vec<u8>> = HashSet::new();
     let mut full = true; // the first backup is a full rescan
@@ -85,10 +82,25 @@ pub fn watch(
     let mut next_rescan = Instant::now() + opts.rescan_interval;
     let mut failures = 0u32;
     let mut not_before = Instant::now();
+    let mut root_gone = false;
 
     while !stop.is_cancelled() {
+        // The source folder itself replaced (moved away, or removed and made again): its
+        // watch followed the old folder, so watch the new one and look at it whole.
+        // (A folder removed and made again may get the same inode number back.)
+        if let Ok(m) = std::fs::metadata(&src) {
+            if m.is_dir() && ((m.dev(), m.ino()) != watched || root_gone) {
+                root_gone = false;
+                (_watcher, watched) = watch_root(&src, tx.clone())?;
+                full = true;
+                last_event = Some(Instant::now());
+            }
+        }
         match rx.recv_timeout(Duration::from_millis(50)) {
-            Ok(Ok(ev)) => note(&ev, &src, &repo, &mut dirty, &mut full, &mut last_event),
+            Ok(Ok(ev)) => {
+                root_gone |= removes_root(&ev, &src);
+                note(&ev, &src, &repo, &mut dirty, &mut full, &mut last_event)
+            }
             Ok(Err(e)) => {
                 on_event(WatchEvent::WatchError(e.to_string()));
                 full = true;
@@ -105,7 +117,10 @@ pub fn watch(
         // Take everything queued before deciding.
         while let Ok(r) = rx.try_recv() {
             match r {
-                Ok(ev) => note(&ev, &src, &repo, &mut dirty, &mut full, &mut last_event),
+                Ok(ev) => {
+                    root_gone |= removes_root(&ev, &src);
+                    note(&ev, &src, &repo, &mut dirty, &mut full, &mut last_event)
+                }
                 Err(e) => {
                     on_event(WatchEvent::WatchError(e.to_string()));
                     full = true;
@@ -135,7 +150,9 @@ pub fn watch(
         if periodic {
             next_rescan = now + opts.rescan_interval;
         }
-        match backup(&b, pool, abort, &NoProgress) {
+        let result = backup(&b, pool, abort, &NoProgress);
+        repo = crate::engine::fsx::resolve_path(&opts.backup.repo);
+        match result {
             Ok(report) => {
                 failures = 0;
                 on_event(WatchEvent::Backup {
@@ -157,6 +174,30 @@ pub fn watch(
         }
     }
     Ok(())
+}
+
+/// Watches `src` recursively; returns the watcher and the (device, inode) it watches.
+fn watch_root(
+    src: &Path,
+    tx: mpsc::Sender<notify::Result<notify::Event>>,
+) -> Result<(notify::RecommendedWatcher, (u64, u64))> {
+    let fail =
+        |e: &dyn std::fmt::Display| Error::Refused(format!("cannot watch {}: {e}", src.display()));
+    let m = std::fs::metadata(src).map_err(|e| fail(&e))?;
+    let mut watcher = notify::recommended_watcher(tx).map_err(|e| fail(&e))?;
+    watcher
+        .watch(src, RecursiveMode::Recursive)
+        .map_err(|e| fail(&e))?;
+    Ok((watcher, (m.dev(), m.ino())))
+}
+
+/// True for the event of the watched folder itself being removed or renamed away.
+fn removes_root(ev: &notify::Event, src: &Path) -> bool {
+    use notify::event::ModifyKind;
+    matches!(
+        ev.kind,
+        EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_))
+    ) && ev.paths.iter().any(|p| p == src)
 }
 
 fn note(

@@ -8,8 +8,13 @@ use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// The binary under test: this build's, or the one VAULT_TEST_BIN names (to see a regression
+/// test fail against an older build).
 pub fn vault_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_vault")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("VAULT_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_vault").into())
+    })
 }
 
 /// The result of one `vault` run.

@@ -181,7 +181,7 @@ fn newer_schema_missing_and_truncated_archives_are_specific_errors() {
         "--target",
         p(&t.path().join("ra")),
     ]);
-    assert_eq!(r.code, 1);
+    assert_eq!(r.code, 3, "a missing archive is a per-item failure");
     assert!(r.stderr.contains("is missing"), "{}", r.stderr);
 
     // A truncated archive.

@@ -9,6 +9,7 @@ mod hardening;
 mod mail;
 mod remote;
 mod restore;
+mod review;
 mod scan;
 mod ssh;
 mod sshd;

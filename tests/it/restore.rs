@@ -259,7 +259,7 @@ fn hostile_archives_are_refused_and_nothing_escapes_the_target() {
         fs::copy(fixtures().join(format!("{case}.tar.gz")), &archive).unwrap();
         let target = work.join(format!("target_{case}"));
         let r = restore(&repo, "latest", &target, &[]);
-        assert_eq!(r.code, 1, "{case}: {r:?}");
+        assert_eq!(r.code, 3, "{case}: {r:?}");
         assert!(
             r.stderr.contains("sub/inner.txt") && r.stderr.contains(expect),
             "{case}: {}",
@@ -376,7 +376,7 @@ fn a_flipped_byte_is_found_and_other_chains_still_restore() {
         );
     }
     let r = restore(&repo, &id(&a_incr), &t.path().join("ra"), &[]);
-    assert_eq!(r.code, 1, "{r:?}");
+    assert_eq!(r.code, 3, "{r:?}");
     assert!(
         r.stderr.contains(".bin")
             && r.stderr.contains(

@@ -206,3 +206,110 @@ fn per_host_exit_status_big_output_and_a_hanging_host() {
     );
     drop(holder);
 }
+
+/// A loopback peer that, for every connection, streams `chunk` for up to 15 s.
+fn garbage_server(chunk: &'static [u8]) -> (u16, std::thread::JoinHandle<()>) {
+    use std::io::Write;
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let h = std::thread::spawn(move || {
+        l.set_nonblocking(true).unwrap();
+        let until = Instant::now() + Duration::from_secs(15);
+        let mut peers: Vec<std::net::TcpStream> = Vec::new();
+        while Instant::now() < until {
+            if let Ok((c, _)) = l.accept() {
+                c.set_nonblocking(true).unwrap();
+                peers.push(c);
+            }
+            peers.retain_mut(|c| match c.write(chunk) {
+                Ok(_) => true,
+                Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+            });
+            if peers.is_empty() {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    });
+    (port, h)
+}
+
+/// Issue 13, finding 6: a peer streaming garbage is cut off within the timeout (it hung
+/// vault at 100% CPU for ever), the other host's result prints, and SIGTERM ends a run.
+#[test]
+fn review_06_a_garbage_streaming_peer_is_cut_off_within_the_timeout() {
+    if !require_root("starting sshd") {
+        return;
+    }
+    let s = Sshd::start();
+    let kh = s.path("kh");
+    s.known_hosts(&kh);
+    let id = s.path("id");
+    let good = s.target("root", "127.0.0.1");
+    static AS: [u8; 1000] = [b'A'; 1000];
+    static LINES: &[u8] = b"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n";
+    for chunk in [&AS[..], LINES] {
+        let (port, server) = garbage_server(chunk);
+        let bad = format!("root@127.0.0.1:{port}");
+        let started = Instant::now();
+        let o = std::process::Command::new("/usr/bin/time")
+            .args(["-f", "cpu %U %S"])
+            .arg(vault_bin())
+            .args([
+                "ssh",
+                &bad,
+                &good,
+                "-i",
+                id.to_str().unwrap(),
+                "--known-hosts",
+            ])
+            .arg(&kh)
+            .args(["--no-agent", "--timeout", "2s", "--json", "--", "echo fine"])
+            .output()
+            .unwrap();
+        let wall = started.elapsed();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(3), "{stderr}");
+        assert!(wall < Duration::from_secs(3), "took {wall:?}");
+        let cpu: f64 = stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("cpu "))
+            .expect("GNU time's line")
+            .split(' ')
+            .map(|x| x.parse::<f64>().unwrap())
+            .sum();
+        assert!(cpu < 1.5, "vault used {cpu} s of CPU");
+        let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert!(
+            j["hosts"][0]["error"]
+                .as_str()
+                .unwrap()
+                .contains("not an SSH server"),
+            "{j}"
+        );
+        assert_eq!(j["hosts"][1]["stdout"], "fine\n", "{j}");
+        drop(server);
+    }
+    // SIGTERM ends a run whose peer never answers, long before its timeout.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = format!("root@127.0.0.1:{}", silent.local_addr().unwrap().port());
+    let mut child = std::process::Command::new(vault_bin())
+        .args(["ssh", &target, "--known-hosts"])
+        .arg(&kh)
+        .args(["--no-agent", "--timeout", "60s", "--", "true"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let stopped = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(3),
+            "vault ssh ignored SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(silent);
+}

@@ -1,7 +1,7 @@
 //! `vault watch`: snapshots after changes, bursts, queue overflow, signals, quiet periods.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -17,12 +17,13 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 
 struct Watch {
     child: Child,
-    out: PathBuf,
+    /// Outside the watched tree (a file in it would be a change after every snapshot).
+    out: tempfile::TempPath,
 }
 
 impl Watch {
     fn start(src: &Path, repo: &Path, extra: &[&str]) -> Watch {
-        let out = repo.with_extension("watch-out");
+        let out = tempfile::NamedTempFile::new().unwrap().into_temp_path();
         let child = Command::new(vault_bin())
             .args(["watch", p(src), "--repo", p(repo), "--full-on", "never"])
             .args(extra)
@@ -234,4 +235,77 @@ fn no_snapshot_appears_while_nothing_changes() {
     wait_for("the first snapshot", 20, || snapshots(&repo).len() == 1);
     std::thread::sleep(Duration::from_millis(2500));
     assert_eq!(snapshots(&repo).len(), 1, "{}", w.output());
+}
+
+/// Issue 13, finding 3: a repository inside the watched source is neither backed up nor a
+/// source of events (it was: 33 snapshots in 10 s with no change, archives growing).
+#[test]
+fn review_03_watch_never_backs_up_its_own_repository() {
+    let _serial = serial();
+    let t = tempfile::tempdir().unwrap();
+    let w = t.path().join("w");
+    write(w.join("data/a.txt"), "a");
+    let repo = w.join(".repo");
+    // Relative paths, as typed (`vault watch w --repo w/.repo`): the repository does not
+    // exist yet when the watch starts.
+    let out = tempfile::NamedTempFile::new().unwrap().into_temp_path();
+    let child = Command::new(vault_bin())
+        .args([
+            "watch",
+            "w",
+            "--repo",
+            "w/.repo",
+            "--full-on",
+            "never",
+            "--debounce",
+            "200ms",
+        ])
+        .current_dir(t.path())
+        .env_remove("VAULT_REPO")
+        .stdout(fs::File::create(&out).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let watch = Watch { child, out };
+    wait_for("the first snapshot", 20, || snapshots(&repo).len() == 1);
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(snapshots(&repo).len(), 1, "snapshots without a change");
+    write(w.join("data/b.txt"), "b");
+    wait_for("a snapshot of the change", 20, || {
+        latest_paths(&repo).contains(&"data/b.txt".to_string())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(snapshots(&repo).len(), 2, "{}", watch.output());
+    assert!(latest_paths(&repo).iter().all(|p| !p.starts_with(".repo")));
+    watch.signal(libc::SIGTERM);
+    assert_eq!(watch.wait(), 0);
+    vault_ok(&["check", "--repo", p(&repo), "--read-data", "-q"], 0);
+}
+
+/// Issue 13, finding 7: the watched folder replaced (moved away and made again, or removed
+/// and made again) is watched anew: later changes are still backed up.
+#[test]
+fn review_07_watch_follows_a_replaced_source_folder() {
+    let _serial = serial();
+    let t = tempfile::tempdir().unwrap();
+    let (src, repo) = (t.path().join("w1"), t.path().join("repo"));
+    write(src.join("a"), "a");
+    let watch = Watch::start(&src, &repo, &["--debounce", "200ms"]);
+    wait_for("the first snapshot", 20, || snapshots(&repo).len() == 1);
+    for (round, replace) in ["mv", "rm"].iter().enumerate() {
+        if *replace == "mv" {
+            fs::rename(&src, t.path().join("w1.old")).unwrap();
+        } else {
+            fs::remove_dir_all(&src).unwrap();
+        }
+        fs::create_dir(&src).unwrap();
+        let (c, d) = (format!("c{round}"), format!("d{round}"));
+        write(src.join(&c), "c");
+        wait_for(&c, 20, || latest_paths(&repo).contains(&c));
+        write(src.join(&d), "d");
+        wait_for(&d, 20, || latest_paths(&repo).contains(&d));
+    }
+    watch.signal(libc::SIGTERM);
+    assert_eq!(watch.wait(), 0);
+    assert_latest_restores(&repo, &src, &t.path().join("restored"));
 }

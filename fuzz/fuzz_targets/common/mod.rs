@@ -146,7 +146,7 @@ pub fn restore(
         snapshot: SnapSpec::Id("latest".into()),
         source: None,
         target: f.target(),
-        include,
+        include: include.into_iter().map(String::into_bytes).collect(),
         force,
         delete,
         dry_run: false,
