@@ -138,6 +138,23 @@ pub fn base64(bytes: &[u8], pad: bool) -> String {
     s
 }
 
+/// `n` random bytes as hex (from /dev/urandom; a hash of the clock and PID if it cannot be
+/// read): snapshot and repository ids.
+pub fn random_hex(n: usize) -> String {
+    use std::io::Read;
+    let mut b = vec![0u8; n];
+    let ok = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .is_ok();
+    if !ok {
+        let seed = format!("{}:{}", crate::time::now_ns(), std::process::id());
+        let mut x = blake3::Hasher::new();
+        x.update(seed.as_bytes());
+        x.finalize_xof().fill(&mut b);
+    }
+    hex(&b)
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);

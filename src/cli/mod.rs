@@ -937,24 +937,25 @@ fn scan(
     let mut report = last.expect("at least one sweep");
     report.transitions = all_transitions;
     if out.json {
-        // Written directly (not through serde_json::Value, whose maps sort keys as text), so
-        // ports stay in numeric order.
-        #[derive(serde::Serialize)]
-        struct WithRounds<'a> {
-            #[serde(flatten)]
-            report: &'a vault::ops::sweep::ScanReport,
-            rounds: u64,
-        }
-        out.json(&WithRounds {
-            report: &report,
-            rounds,
-        })?;
+        scan_json(out, &report, rounds)?;
     }
     Ok(if report.down == 0 {
         Outcome::Done
     } else {
         Outcome::Partial
     })
+}
+
+/// The sweep report and the number of rounds, written directly (not through
+/// serde_json::Value, whose maps sort keys as text), so ports stay in numeric order.
+fn scan_json(out: &Out, report: &vault::ops::sweep::ScanReport, rounds: u64) -> Result<(), Error> {
+    #[derive(serde::Serialize)]
+    struct WithRounds<'a> {
+        #[serde(flatten)]
+        report: &'a vault::ops::sweep::ScanReport,
+        rounds: u64,
+    }
+    out.json(&WithRounds { report, rounds })
 }
 
 fn restore(

@@ -198,15 +198,7 @@ pub fn build_excludes(patterns: &[String]) -> Result<GlobSet> {
 
 /// A fresh random snapshot id: 16 hex digits.
 pub fn new_snapshot_id() -> String {
-    let mut b = [0u8; 8];
-    let ok = File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .is_ok();
-    if !ok {
-        let seed = format!("{}:{}", crate::time::now_ns(), std::process::id());
-        b.copy_from_slice(&blake3::hash(seed.as_bytes()).as_bytes()[..8]);
-    }
-    crate::hash::hex(&b)
+    crate::hash::random_hex(8)
 }
 
 /// Chooses full or incremental.

@@ -60,6 +60,15 @@ fn affected_by(rows: &[SnapshotRow], damaged: &SnapshotRow) -> Vec<String> {
         .collect()
 }
 
+/// A problem with `count` rows of one snapshot, shown by one example.
+fn row_problem(r: &SnapshotRow, count: usize, what: &str, example: &str) -> Problem {
+    Problem {
+        what: format!("snapshot {}", r.id),
+        error: format!("{count} {what}, e.g. {example}"),
+        snapshots: vec![r.id.clone()],
+    }
+}
+
 /// Runs `vault check`.
 pub fn check(
     repo_path: &std::path::Path,
@@ -103,26 +112,18 @@ pub fn check(
         match read {
             Ok((missing, bad)) => {
                 if let Some((path, why)) = bad.first() {
-                    report.problems.push(Problem {
-                        what: format!("snapshot {}", r.id),
-                        error: format!(
-                            "{} manifest row(s) contradict themselves or the stored contents, e.g. {}: {why}",
-                            bad.len(),
-                            display_path(path)
-                        ),
-                        snapshots: vec![r.id.clone()],
-                    });
+                    let what = "manifest row(s) contradict themselves or the stored contents";
+                    let example = format!("{}: {why}", display_path(path));
+                    report
+                        .problems
+                        .push(row_problem(r, bad.len(), what, &example));
                 }
                 if let Some(first) = missing.first() {
-                    report.problems.push(Problem {
-                        what: format!("snapshot {}", r.id),
-                        error: format!(
-                            "{} file(s) whose content the chain does not store, e.g. {}",
-                            missing.len(),
-                            display_path(first)
-                        ),
-                        snapshots: vec![r.id.clone()],
-                    });
+                    let what = "file(s) whose content the chain does not store";
+                    let example = display_path(first);
+                    report
+                        .problems
+                        .push(row_problem(r, missing.len(), what, &example));
                 }
             }
             Err(ManifestError::Damaged { what, .. }) => unreadable.push((r.id.clone(), what)),

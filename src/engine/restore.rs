@@ -180,12 +180,7 @@ impl DirCache {
                 return Ok(fd.as_raw_fd());
             }
         }
-        let comps: Vec<&[u8]> = if parent.is_empty() {
-            Vec::new()
-        } else {
-            parent.split(|&b| b == b'/').collect()
-        };
-        let fd = fsx::open_path(self.root, &comps)?;
+        let fd = fsx::open_path(self.root, &fsx::components(parent))?;
         let raw = fd.as_raw_fd();
         self.last = Some((parent.to_vec(), fd));
         Ok(raw)
@@ -352,30 +347,7 @@ pub fn restore(
         ..RestoreReport::default()
     };
 
-    // The target: missing (created), or an empty folder, or anything with --force.
-    match std::fs::symlink_metadata(&opts.target) {
-        Ok(_) if !opts.target.is_dir() => {
-            return Err(Error::Refused(format!(
-                "target {} exists and is not a folder",
-                opts.target.display()
-            )))
-        }
-        Ok(_) => {
-            let non_empty = std::fs::read_dir(&opts.target)
-                .map_err(|e| {
-                    Error::Refused(format!("cannot read target {}: {e}", opts.target.display()))
-                })?
-                .next()
-                .is_some();
-            if non_empty && !opts.force {
-                return Err(Error::Refused(format!(
-                    "target {} is not empty; use --force to restore over it (and --delete to remove what the snapshot lacks)",
-                    opts.target.display()
-                )));
-            }
-        }
-        Err(_) => {}
-    }
+    let had_content = check_target(opts)?;
     if opts.dry_run {
         return dry_run(opts, tree, spared, errors, report);
     }
@@ -390,14 +362,16 @@ pub fn restore(
     })?;
     let root_fd = root.as_raw_fd();
     let mut removed = Vec::new();
-    target::clear_folders_in_the_way(
-        root_fd,
-        &mut tree,
-        opts.delete,
-        false,
-        &mut removed,
-        &mut errors,
-    )?;
+    if had_content {
+        target::clear_folders_in_the_way(
+            root_fd,
+            &mut tree,
+            opts.delete,
+            false,
+            &mut removed,
+            &mut errors,
+        )?;
+    }
     count_kinds(&tree, &mut report);
     // Failures from here on are of entries counted above.
     let failed_before = errors.len() as u64;
@@ -543,7 +517,7 @@ pub fn restore(
         let r = (|| -> io::Result<()> {
             let (pp, pn) = split_parent(&pe.path);
             let (lp, ln) = split_parent(&le.path);
-            let pdir = fsx::open_path(root_fd, &comps(pp))?;
+            let pdir = fsx::open_path(root_fd, &fsx::components(pp))?;
             let ldir = dirs.get(lp)?;
             clear_slot(ldir, ln)?;
             fsx::link_at(pdir.as_raw_fd(), pn, ldir, ln)
@@ -583,7 +557,7 @@ pub fn restore(
 
     // 6. Folder metadata, deepest first, now that nothing more is written into them.
     for e in tree.iter().rev().filter(|e| e.kind == EntryKind::Dir) {
-        let fd = fsx::open_path(root_fd, &comps(&e.path))
+        let fd = fsx::open_path(root_fd, &fsx::components(&e.path))
             .map_err(|err| target_err(e, "cannot open folder", err))?;
         let owner = is_root.then_some((e.uid, e.gid));
         fsx::set_meta_fd(
@@ -622,6 +596,33 @@ pub fn restore(
     Ok(report)
 }
 
+/// The target must be missing (it is created), an empty folder, or anything with --force.
+/// Returns whether it already held something.
+fn check_target(opts: &RestoreOptions) -> Result<bool> {
+    match std::fs::symlink_metadata(&opts.target) {
+        Ok(_) if !opts.target.is_dir() => Err(Error::Refused(format!(
+            "target {} exists and is not a folder",
+            opts.target.display()
+        ))),
+        Ok(_) => {
+            let non_empty = std::fs::read_dir(&opts.target)
+                .map_err(|e| {
+                    Error::Refused(format!("cannot read target {}: {e}", opts.target.display()))
+                })?
+                .next()
+                .is_some();
+            if non_empty && !opts.force {
+                return Err(Error::Refused(format!(
+                    "target {} is not empty; use --force to restore over it (and --delete to remove what the snapshot lacks)",
+                    opts.target.display()
+                )));
+            }
+            Ok(non_empty)
+        }
+        Err(_) => Ok(false),
+    }
+}
+
 fn count_kinds(tree: &[Entry], report: &mut RestoreReport) {
     for e in tree {
         match e.kind {
@@ -629,14 +630,6 @@ fn count_kinds(tree: &[Entry], report: &mut RestoreReport) {
             EntryKind::Dir => report.dirs += 1,
             EntryKind::Symlink => report.symlinks += 1,
         }
-    }
-}
-
-fn comps(p: &[u8]) -> Vec<&[u8]> {
-    if p.is_empty() {
-        Vec::new()
-    } else {
-        p.split(|&b| b == b'/').collect()
     }
 }
 
@@ -775,7 +768,7 @@ fn copy_restored(
     archive: &str,
 ) -> std::result::Result<u64, String> {
     let (sp, sn) = split_parent(&src.path);
-    let sdir = fsx::open_path(ctx.root, &comps(sp))
+    let sdir = fsx::open_path(ctx.root, &fsx::components(sp))
         .map_err(|e| format!("cannot open {}: {e}", display_path(sp)))?;
     let mut f = fsx::open_file_at(sdir.as_raw_fd(), sn)
         .map_err(|e| format!("cannot reopen {}: {e}", display_path(&src.path)))?;
@@ -793,12 +786,11 @@ fn filter_include(snap: &SnapshotRow, tree: Vec<Entry>, include: &[Vec<u8>]) -> 
             )));
         }
     }
+    // The path is inside an included one, or is a folder above it.
     let keep = |p: &[u8]| {
-        wanted.iter().any(|w| {
-            // The path is inside an included one, or is a folder above it.
-            (p.starts_with(w) && (p.len() == w.len() || p[w.len()] == b'/'))
-                || (w.starts_with(p) && w.get(p.len()) == Some(&b'/'))
-        })
+        wanted
+            .iter()
+            .any(|w| target::within(p, w) || target::above(p, w))
     };
     Ok(tree.into_iter().filter(|e| keep(&e.path)).collect())
 }

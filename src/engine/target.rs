@@ -22,21 +22,13 @@ use crate::error::{Error, Result};
 use crate::tree::{display_path, Entry, EntryKind};
 
 /// True when `p` is `dir` or lies below it (`dir` empty: everything).
-fn within(p: &[u8], dir: &[u8]) -> bool {
+pub fn within(p: &[u8], dir: &[u8]) -> bool {
     dir.is_empty() || (p.starts_with(dir) && (p.len() == dir.len() || p[dir.len()] == b'/'))
 }
 
 /// True when `p` is a folder strictly above `inner`.
-fn above(p: &[u8], inner: &[u8]) -> bool {
+pub fn above(p: &[u8], inner: &[u8]) -> bool {
     inner.len() > p.len() && inner.starts_with(p) && inner[p.len()] == b'/'
-}
-
-fn comps(p: &[u8]) -> Vec<&[u8]> {
-    if p.is_empty() {
-        Vec::new()
-    } else {
-        p.split(|&b| b == b'/').collect()
-    }
 }
 
 /// Where the repository lies inside an existing target (relative path), if it does. A target
@@ -84,13 +76,18 @@ pub fn clear_folders_in_the_way(
     errors: &mut Vec<Warning>,
 ) -> Result<()> {
     let mut failed: Vec<Vec<u8>> = Vec::new();
+    // Entries come in path order: the folder opened for one serves its siblings.
+    let mut last: Option<(&[u8], Option<std::os::fd::OwnedFd>)> = None;
     for e in tree.iter().filter(|e| e.kind != EntryKind::Dir) {
         let (parent, name) = match e.path.iter().rposition(|&b| b == b'/') {
             Some(i) => (&e.path[..i], &e.path[i + 1..]),
             None => (&[][..], &e.path[..]),
         };
+        if !matches!(&last, Some((p, _)) if *p == parent) {
+            last = Some((parent, fsx::open_path(root, &fsx::components(parent)).ok()));
+        }
         // A parent that is missing or not a folder holds nothing in the way yet.
-        let Ok(dir) = fsx::open_path(root, &comps(parent)) else {
+        let Some((_, Some(dir))) = &last else {
             continue;
         };
         let Ok(Some(st)) = fsx::lstat_at(dir.as_raw_fd(), name) else {
@@ -153,7 +150,7 @@ pub fn delete_extra(
     scope: &DeleteScope<'_>,
     removed: &mut Vec<Vec<u8>>,
 ) -> std::result::Result<(), (Vec<u8>, io::Error)> {
-    let fd = fsx::open_path(root, &comps(&prefix)).map_err(|e| (prefix.clone(), e))?;
+    let fd = fsx::open_path(root, &fsx::components(&prefix)).map_err(|e| (prefix.clone(), e))?;
     let mut names = fsx::list_dir(fd.as_raw_fd()).map_err(|e| (prefix.clone(), e))?;
     names.sort();
     for name in names {

@@ -331,7 +331,7 @@ impl Manifest {
             if i == schema::IDENTITY_STEP {
                 tx.execute(
                     "INSERT INTO repository (id, created_ns) VALUES (?1, ?2)",
-                    params![random_id(), crate::time::now_ns()],
+                    params![crate::hash::random_hex(16), crate::time::now_ns()],
                 )
                 .map_err(|e| sql(&path, e))?;
             }
@@ -868,20 +868,6 @@ fn check_not_truncated(path: &Path) -> Result<(), ManifestError> {
         )));
     }
     Ok(())
-}
-
-/// 32 random hex digits (from /dev/urandom; the clock and PID if it cannot be read).
-pub fn random_id() -> String {
-    use std::io::Read;
-    let mut b = [0u8; 16];
-    let ok = std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .is_ok();
-    if !ok {
-        let seed = format!("{}:{}", crate::time::now_ns(), std::process::id());
-        b.copy_from_slice(&blake3::hash(seed.as_bytes()).as_bytes()[..16]);
-    }
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// A corrupt or foreign file is damage; anything else keeps its SQLite error.

@@ -481,36 +481,14 @@ pub fn push(
             report.repaired.push(format!("archives/{name}"));
         }
         let local = r.archives_dir().join(name);
-        let tmp = format!("archives/{name}.partial-push");
-        let (sent_hash, sent) = match store.upload(&local, &tmp) {
-            Ok(v) => v,
-            Err(e) => {
-                store.remove(&tmp);
-                return Err(e);
-            }
-        };
-        if sent != *size || sent_hash[..] != blake[..] {
-            return Err(Error::Refused(format!(
-                "local archive {} does not match the manifest (size or BLAKE3); run vault check; nothing renamed",
-                local.display()
-            )));
-        }
-        if store.size(&tmp)? != Some(*size) {
-            return Err(remote_err(
-                &label,
-                format!("{tmp} has the wrong size after upload"),
-            ));
-        }
-        if push.verify {
-            let (h, n) = store.read_back(&tmp)?;
-            if n != *size || h[..] != blake[..] {
-                return Err(remote_err(
-                    &label,
-                    format!("{tmp} differs from what was sent"),
-                ));
-            }
-        }
-        store.rename(&tmp, &format!("archives/{name}"))?;
+        send_archive(
+            &mut *store,
+            &label,
+            &local,
+            name,
+            (*size, blake),
+            push.verify,
+        )?;
         report.sent.push(format!("archives/{name}"));
         report.bytes += size;
     }
@@ -536,6 +514,48 @@ pub fn push(
     store.rename("vault.db.partial-push", "vault.db")?;
     store.remove("vault.db.prev");
     Ok(report)
+}
+
+/// Sends one archive under a temporary name, checks it (size and BLAKE3 of what was sent;
+/// with `verify`, read back), then renames it into place.
+fn send_archive(
+    store: &mut dyn Store,
+    label: &str,
+    local: &Path,
+    name: &str,
+    (size, blake): (u64, &[u8]),
+    verify: bool,
+) -> Result<()> {
+    let tmp = format!("archives/{name}.partial-push");
+    let (sent_hash, sent) = match store.upload(local, &tmp) {
+        Ok(v) => v,
+        Err(e) => {
+            store.remove(&tmp);
+            return Err(e);
+        }
+    };
+    if sent != size || sent_hash[..] != blake[..] {
+        return Err(Error::Refused(format!(
+            "local archive {} does not match the manifest (size or BLAKE3); run vault check; nothing renamed",
+            local.display()
+        )));
+    }
+    if store.size(&tmp)? != Some(size) {
+        return Err(remote_err(
+            label,
+            format!("{tmp} has the wrong size after upload"),
+        ));
+    }
+    if verify {
+        let (h, n) = store.read_back(&tmp)?;
+        if n != size || h[..] != blake[..] {
+            return Err(remote_err(
+                label,
+                format!("{tmp} differs from what was sent"),
+            ));
+        }
+    }
+    store.rename(&tmp, &format!("archives/{name}"))
 }
 
 /// With `verify`: reads an archive already on the remote back; false when its bytes do not

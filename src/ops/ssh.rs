@@ -178,6 +178,18 @@ fn remaining_ms(deadline: Instant) -> u32 {
         .clamp(1, u128::from(u32::MAX)) as u32
 }
 
+fn banner_error(e: crate::ops::ssh_guard::BannerError, limit: Duration) -> SshError {
+    use crate::ops::ssh_guard::BannerError;
+    match e {
+        BannerError::TimedOut => SshError::Timeout(limit, "waiting for the SSH banner"),
+        BannerError::Closed => {
+            SshError::Handshake("the server closed the connection before identifying itself".into())
+        }
+        BannerError::NotSsh(why) => SshError::Handshake(why),
+        BannerError::Io(e) => SshError::Connect(e),
+    }
+}
+
 /// Connects, checks the host key, authenticates. Every step ends by `opts.timeout`, or when
 /// `cancel` is set.
 pub fn connect(
@@ -186,7 +198,7 @@ pub fn connect(
     opts: &SshOptions,
     cancel: Option<&crate::pool::CancelToken>,
 ) -> Result<Connected, SshError> {
-    use crate::ops::ssh_guard::{check_banner, BannerError, Watchdog};
+    use crate::ops::ssh_guard::{check_banner, Watchdog};
     let deadline = Instant::now() + opts.timeout;
     let addrs: Vec<SocketAddr> = (t.host.as_str(), t.port)
         .to_socket_addrs()
@@ -204,14 +216,7 @@ pub fn connect(
     })?;
     let _ = tcp.set_nodelay(true);
     let guard = Watchdog::arm(&tcp, deadline, cancel.cloned());
-    check_banner(&tcp, deadline).map_err(|e| match e {
-        BannerError::TimedOut => SshError::Timeout(opts.timeout, "waiting for the SSH banner"),
-        BannerError::Closed => {
-            SshError::Handshake("the server closed the connection before identifying itself".into())
-        }
-        BannerError::NotSsh(why) => SshError::Handshake(why),
-        BannerError::Io(e) => SshError::Connect(e),
-    })?;
+    check_banner(&tcp, deadline).map_err(|e| banner_error(e, opts.timeout))?;
     let mut session = Session::new().map_err(|e| SshError::Session(e.message().to_string()))?;
     session.set_tcp_stream(tcp);
     session.set_timeout(remaining_ms(deadline));

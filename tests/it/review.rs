@@ -352,8 +352,8 @@ fn review_11_far_future_times_pick_the_latest_and_impossible_dates_are_refused()
     let (_, repo, states) = two_snapshots(t.path());
     let latest = &states[1].0;
     let target = t.path().join("t");
-    for at in ["2300-01-01", "9999-12-31 23:59", "2262-04-12"] {
-        let r = vault(&[
+    let dry_restore_at = |at: &str| {
+        let args = [
             "restore",
             "--at",
             at,
@@ -361,35 +361,19 @@ fn review_11_far_future_times_pick_the_latest_and_impossible_dates_are_refused()
             p(&repo),
             "--target",
             p(&target),
-            "--dry-run",
-            "--json",
-        ]);
+        ];
+        vault(&[&args[..], &["--dry-run", "--json"]].concat())
+    };
+    for at in ["2300-01-01", "9999-12-31 23:59", "2262-04-12"] {
+        let r = dry_restore_at(at);
         assert_eq!(r.code, 0, "{at}: {r:?}");
         assert_eq!(&r.json()["snapshot"], latest.as_str(), "{at}");
     }
     for at in ["2026-02-30", "2025-02-29", "2026-04-31", "2026-13-01"] {
-        let r = vault(&[
-            "restore",
-            "--at",
-            at,
-            "--repo",
-            p(&repo),
-            "--target",
-            p(&target),
-            "--dry-run",
-        ]);
+        let r = dry_restore_at(at);
         assert_eq!(r.code, 2, "{at}: {r:?}");
     }
-    let r = vault(&[
-        "restore",
-        "--at",
-        "2024-02-29",
-        "--repo",
-        p(&repo),
-        "--target",
-        p(&target),
-        "--dry-run",
-    ]);
+    let r = dry_restore_at("2024-02-29");
     assert_eq!(
         r.code, 1,
         "a leap day is a real date (no snapshot then): {r:?}"
