@@ -67,7 +67,7 @@ pub struct SshSettings {
     pub identity: Option<Vec<PathBuf>>,
     pub known_hosts: Option<PathBuf>,
     pub timeout: Option<String>,
-    pub parallel: Option<usize>,
+    pub parallel: Option<std::num::NonZeroU16>,
     pub password_env: Option<String>,
     pub password_file: Option<PathBuf>,
     pub passphrase_env: Option<String>,

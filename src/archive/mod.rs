@@ -136,7 +136,7 @@ pub fn compress_stream<W: Write + Send + 'static>(
             return Ok(out);
         }
     };
-    let mut w = parallel::ParallelWriter::new(pool, codec, out);
+    let mut w = parallel::ParallelWriter::new(pool, codec, out)?;
     io::copy(input, &mut w)?;
     w.finish()
 }
@@ -200,7 +200,7 @@ impl Write for Sink {
 }
 
 enum Encoder {
-    Parallel(parallel::ParallelWriter<Sink>),
+    Parallel(Box<parallel::ParallelWriter<Sink>>),
     Plain(Box<io::BufWriter<Sink>>),
 }
 
@@ -276,18 +276,17 @@ impl ArchiveWriter {
             flushed: 0,
         };
         let enc = match compression {
-            Compression::Gzip => Encoder::Parallel(parallel::ParallelWriter::new(
-                pool,
-                parallel::BlockCodec::Gzip {
-                    level: level.clamp(0, 9) as u32,
-                },
-                sink,
-            )),
-            Compression::Zstd => Encoder::Parallel(parallel::ParallelWriter::new(
-                pool,
-                parallel::BlockCodec::Zstd { level },
-                sink,
-            )),
+            Compression::Gzip | Compression::Zstd => {
+                let codec = match compression {
+                    Compression::Gzip => parallel::BlockCodec::Gzip {
+                        level: level.clamp(0, 9) as u32,
+                    },
+                    _ => parallel::BlockCodec::Zstd { level },
+                };
+                let w = parallel::ParallelWriter::new(pool, codec, sink)
+                    .map_err(|e| write_err(&partial, e))?;
+                Encoder::Parallel(Box::new(w))
+            }
             Compression::None => {
                 Encoder::Plain(Box::new(io::BufWriter::with_capacity(1 << 20, sink)))
             }

@@ -1,23 +1,23 @@
 //! Block-parallel compression on the shared pool, pigz-style.
 //!
-//! The tar stream is cut into blocks; pool workers compress blocks independently and one thread
-//! writes them in order. Promises:
+//! The tar stream is cut into blocks; pool workers compress blocks independently and the thread
+//! that writes the tar stream also writes the compressed blocks, in order. Promises:
 //! - gzip: the result is ONE ordinary gzip member (header, one deflate stream, CRC-32 and size
 //!   trailer), so gzip, GNU tar, bsdtar and Python read it like any other. Each block is raw
 //!   deflate primed with the previous block's last 32 KiB as dictionary (so matches may reach
 //!   back across the cut) and ends with a sync flush, the last with a final block; the CRC-32s of
 //!   the blocks are combined in order.
 //! - zstd: one independent zstd frame per block; concatenated frames are a valid zstd stream.
-//! - Memory is bounded: a bounded queue to the compressors and the pool's in-flight window.
-//! - Errors (a full disk) surface from [`ParallelWriter::finish`] or from the next `write`.
+//! - Memory is bounded: at most twice the workers' number of blocks are out at once.
+//! - Errors (a full disk) surface from the `write` that meets them or from [`ParallelWriter::finish`].
 
+use std::collections::VecDeque;
 use std::io::{self, Write};
-use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex};
 
-use crossbeam::channel::{self, Sender};
+use crossbeam::channel::{self, Receiver};
 
-use crate::pool::{CancelToken, Pool, PoolError};
+use crate::pool::Pool;
 
 /// Which codec the blocks use.
 #[derive(Clone, Copy, Debug)]
@@ -49,61 +49,38 @@ struct Compressed {
     crc: flate2::Crc,
 }
 
-/// A `Write` that compresses on the pool and writes to `W` in order.
-pub(crate) struct ParallelWriter<W: Write + Send + 'static> {
+/// A `Write` that compresses blocks on the pool's workers and writes them to `W` in order, on
+/// the thread that writes (no thread of its own).
+pub(crate) struct ParallelWriter<W: Write> {
     codec: BlockCodec,
+    pool: Pool,
     buf: Vec<u8>,
     /// Dictionary for the block being filled: the previous block's tail.
     prev_dict: Option<Arc<[u8]>>,
-    tx: Option<Sender<Block>>,
-    writer: Option<JoinHandle<io::Result<W>>>,
+    /// Blocks sent to the workers, oldest first; each answers on its own channel.
+    in_flight: VecDeque<Receiver<io::Result<Compressed>>>,
+    /// Compressor states the workers borrow, at most one a worker.
+    spare: Arc<Mutex<Vec<Compressors>>>,
+    out: W,
+    crc: flate2::Crc,
 }
 
-impl<W: Write + Send + 'static> ParallelWriter<W> {
-    pub(crate) fn new(pool: &Pool, codec: BlockCodec, out: W) -> ParallelWriter<W> {
-        let (tx, rx) = channel::bounded::<Block>(pool.threads() * 2);
-        let pool = pool.clone();
-        let writer = std::thread::spawn(move || -> io::Result<W> {
-            let mut out = out;
-            let mut total_crc = flate2::Crc::new();
-            if let BlockCodec::Gzip { .. } = codec {
-                // ID1 ID2 CM=deflate FLG=0 MTIME=0 XFL=0 OS=3 (Unix)
-                out.write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3])?;
-            }
-            let mut write_err: Option<io::Error> = None;
-            let r = pool.map_ordered(
-                &CancelToken::new(),
-                rx,
-                || Compressors::new(codec),
-                |c, block| c.compress(block),
-                |res: io::Result<Compressed>| -> io::Result<()> {
-                    let c = res?;
-                    total_crc.combine(&c.crc);
-                    out.write_all(&c.out)
-                },
-            );
-            match r {
-                Ok(()) => {}
-                Err(PoolError::Sink(e)) => write_err = Some(e),
-                Err(PoolError::WorkerPanicked(m)) => write_err = Some(io::Error::other(m)),
-                Err(PoolError::Cancelled) => write_err = Some(io::Error::other("cancelled")),
-            }
-            if let Some(e) = write_err {
-                return Err(e);
-            }
-            if let BlockCodec::Gzip { .. } = codec {
-                out.write_all(&total_crc.sum().to_le_bytes())?;
-                out.write_all(&total_crc.amount().to_le_bytes())?;
-            }
-            Ok(out)
-        });
-        ParallelWriter {
+impl<W: Write> ParallelWriter<W> {
+    pub(crate) fn new(pool: &Pool, codec: BlockCodec, mut out: W) -> io::Result<ParallelWriter<W>> {
+        if let BlockCodec::Gzip { .. } = codec {
+            // ID1 ID2 CM=deflate FLG=0 MTIME=0 XFL=0 OS=3 (Unix)
+            out.write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3])?;
+        }
+        Ok(ParallelWriter {
             codec,
+            pool: pool.clone(),
             buf: Vec::with_capacity(codec.block_size()),
             prev_dict: None,
-            tx: Some(tx),
-            writer: Some(writer),
-        }
+            in_flight: VecDeque::new(),
+            spare: Arc::new(Mutex::new(Vec::new())),
+            out,
+            crc: flate2::Crc::new(),
+        })
     }
 
     fn dict_of(&self) -> Option<Arc<[u8]>> {
@@ -116,38 +93,54 @@ impl<W: Write + Send + 'static> ParallelWriter<W> {
         }
     }
 
+    /// Hands the filled block to a worker; writes out finished blocks while too many are out.
     fn send(&mut self, last: bool, dict: Option<Arc<[u8]>>) -> io::Result<()> {
         let data = std::mem::replace(&mut self.buf, Vec::with_capacity(self.codec.block_size()));
-        let tx = self.tx.as_ref().expect("writer finished");
-        if tx.send(Block { data, dict, last }).is_err() {
-            // The writer stopped early: its error tells why.
-            return Err(self.join_error());
+        let block = Block { data, dict, last };
+        let (tx, rx) = channel::bounded(1);
+        let (codec, spare) = (self.codec, self.spare.clone());
+        self.pool.submit(move || {
+            let taken = spare.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let mut c = taken.unwrap_or_else(|| Compressors::new(codec));
+            let r = c.compress(block);
+            spare.lock().unwrap_or_else(|e| e.into_inner()).push(c);
+            let _ = tx.send(r);
+        });
+        self.in_flight.push_back(rx);
+        while self.in_flight.len() > self.pool.threads() * 2 {
+            self.write_oldest()?;
         }
         Ok(())
     }
 
-    fn join_error(&mut self) -> io::Error {
-        self.tx = None;
-        match self.writer.take().map(|h| h.join()) {
-            Some(Ok(Err(e))) => e,
-            Some(Err(_)) => io::Error::other("compression thread panicked"),
-            _ => io::Error::other("compression stopped"),
-        }
+    /// Waits for the oldest block and writes it.
+    fn write_oldest(&mut self) -> io::Result<()> {
+        let Some(rx) = self.in_flight.pop_front() else {
+            return Ok(());
+        };
+        let c = rx
+            .recv()
+            .map_err(|_| io::Error::other("a compression worker stopped"))??;
+        self.crc.combine(&c.crc);
+        self.out.write_all(&c.out)
     }
 
     /// Compresses what is left, writes the trailer and returns the inner writer.
     pub(crate) fn finish(mut self) -> io::Result<W> {
         let dict = self.prev_dict.take();
         self.send(true, dict)?;
-        self.tx = None;
-        match self.writer.take().expect("finish once").join() {
-            Ok(r) => r,
-            Err(_) => Err(io::Error::other("compression thread panicked")),
+        while !self.in_flight.is_empty() {
+            self.write_oldest()?;
         }
+        if let BlockCodec::Gzip { .. } = self.codec {
+            self.out.write_all(&self.crc.sum().to_le_bytes())?;
+            self.out.write_all(&self.crc.amount().to_le_bytes())?;
+        }
+        Ok(self.out)
     }
 }
 
-impl<W: Write + Send + 'static> Write for ParallelWriter<W> {
+impl<W: Write> Write for ParallelWriter<W> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         let room = self.codec.block_size() - self.buf.len();
         let n = room.min(data.len());
@@ -161,16 +154,6 @@ impl<W: Write + Send + 'static> Write for ParallelWriter<W> {
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
-    }
-}
-
-impl<W: Write + Send + 'static> Drop for ParallelWriter<W> {
-    fn drop(&mut self) {
-        // Abandoned: stop the writer thread and wait for it, discarding its result.
-        self.tx = None;
-        if let Some(h) = self.writer.take() {
-            let _ = h.join();
-        }
     }
 }
 
@@ -261,7 +244,8 @@ mod tests {
                 &Pool::new(threads),
                 BlockCodec::Gzip { level: 6 },
                 Vec::new(),
-            );
+            )
+            .unwrap();
             for chunk in data.chunks(70_001) {
                 w.write_all(chunk).unwrap();
             }
@@ -278,7 +262,8 @@ mod tests {
 
     #[test]
     fn empty_input_and_zstd_frames_round_trip() {
-        let w = ParallelWriter::new(&Pool::new(2), BlockCodec::Gzip { level: 6 }, Vec::new());
+        let w =
+            ParallelWriter::new(&Pool::new(2), BlockCodec::Gzip { level: 6 }, Vec::new()).unwrap();
         let gz = w.finish().unwrap();
         let mut back = Vec::new();
         flate2::read::GzDecoder::new(&gz[..])
@@ -287,7 +272,8 @@ mod tests {
         assert!(back.is_empty());
 
         let data = sample(5 * (1 << 20));
-        let mut w = ParallelWriter::new(&Pool::new(2), BlockCodec::Zstd { level: 3 }, Vec::new());
+        let mut w =
+            ParallelWriter::new(&Pool::new(2), BlockCodec::Zstd { level: 3 }, Vec::new()).unwrap();
         w.write_all(&data).unwrap();
         let z = w.finish().unwrap();
         let back = zstd::stream::decode_all(&z[..]).unwrap();

@@ -33,7 +33,7 @@ pub struct Global {
     /// Print nothing but errors (and the JSON document with --json).
     #[arg(short, long, global = true)]
     pub quiet: bool,
-    /// Size of the worker pool (default: the number of cores).
+    /// Compute workers of the one pool: walk, read, hash, compress, restore (default: the cores).
     #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub jobs: Option<u16>,
     /// The repository folder.
@@ -259,9 +259,9 @@ pub struct SshArgs {
     /// Read more targets from FILE, one per line (# starts a comment).
     #[arg(long, value_name = "FILE")]
     pub hosts_file: Option<PathBuf>,
-    /// How many hosts at a time.
-    #[arg(long, value_name = "N", default_value_t = 32)]
-    pub parallel: usize,
+    /// How many hosts at a time (the pool's network lane).
+    #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
+    pub parallel: u16,
     #[command(flatten)]
     pub ssh: SshFlags,
 }
@@ -298,6 +298,9 @@ pub struct ScanArgs {
     /// Allow sweeping more than 65,536 addresses.
     #[arg(long)]
     pub yes: bool,
+    /// Workers for name lookups and TCP probes (the pool's network lane; default: the cores).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub parallel: Option<u16>,
     /// Mail each state change (up->down, down->up) to ADDR (repeatable; needs --state or --repo).
     #[arg(long, value_name = "ADDR")]
     pub alert_to: Vec<String>,

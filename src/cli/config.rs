@@ -241,7 +241,7 @@ pub fn apply(cli: &mut Cli, matches: &ArgMatches, path: &Path, cfg: &Config) -> 
                 a.targets = s.hosts.clone().unwrap_or_default();
                 a.hosts_file = s.hosts_file.clone();
             }
-            set(sub, "parallel", &mut a.parallel, s.parallel);
+            set(sub, "parallel", &mut a.parallel, s.parallel.map(u16::from));
             let f = &mut a.ssh;
             if f.identity.is_empty() {
                 f.identity = s.identity.clone().unwrap_or_default();

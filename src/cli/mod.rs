@@ -102,7 +102,7 @@ pub fn run(cli: Cli, cancel: CancelToken, abort: CancelToken) -> ExitCode {
         quiet: cli.global.quiet,
         printed: std::cell::Cell::new(false),
     };
-    let pool = Pool::new(cli.global.jobs.map_or(0, usize::from));
+    let pool = Pool::with_network(cli.global.jobs.map_or(0, usize::from), network_lane(&cli));
     let result = dispatch(&cli, &out, &pool, &cancel, &abort);
     match result {
         Ok(Outcome::Done) => ExitCode::SUCCESS,
@@ -125,6 +125,15 @@ pub fn run(cli: Cli, cancel: CancelToken, abort: CancelToken) -> ExitCode {
             }
             ExitCode::from(if e.is_usage() { 2 } else { 1 })
         }
+    }
+}
+
+/// The size of the pool's network lane: the command's `--parallel` (0: the cores).
+fn network_lane(cli: &Cli) -> usize {
+    match &cli.command {
+        Command::Ssh(a) => usize::from(a.parallel),
+        Command::Scan(a) => a.parallel.map_or(0, usize::from),
+        _ => 0,
     }
 }
 
@@ -193,7 +202,7 @@ fn dispatch(
         }
         Command::Restore(r) => restore(cli, r, out, pool, cancel),
         Command::Scan(a) => scan(cli, a, out, pool, cancel),
-        Command::Ssh(a) => ssh(a, out, cancel),
+        Command::Ssh(a) => ssh(a, out, pool, cancel),
         Command::Mail {
             to,
             subject,
@@ -772,7 +781,7 @@ fn ssh_settings(
     Ok((auth, opts))
 }
 
-fn ssh(a: &SshArgs, out: &Out, cancel: &CancelToken) -> Result<Outcome, Error> {
+fn ssh(a: &SshArgs, out: &Out, pool: &Pool, cancel: &CancelToken) -> Result<Outcome, Error> {
     use vault::ops::ssh::{run_many, SshTarget};
     let mut texts = a.targets.clone();
     if let Some(f) = &a.hosts_file {
@@ -783,13 +792,10 @@ fn ssh(a: &SshArgs, out: &Out, cancel: &CancelToken) -> Result<Outcome, Error> {
         .map(|t| SshTarget::parse(t))
         .collect::<Result<_, _>>()
         .map_err(Error::Usage)?;
-    if a.parallel == 0 {
-        return Err(Error::Usage("--parallel must be at least 1".into()));
-    }
     let (auth, opts) = ssh_settings(&a.ssh)?;
     let command = a.command.join(" ");
     let results =
-        run_many(&targets, &command, &auth, &opts, a.parallel, cancel).map_err(|e| match e {
+        run_many(&targets, &command, &auth, &opts, pool, cancel).map_err(|e| match e {
             vault::PoolError::Cancelled => Error::Cancelled,
             vault::PoolError::WorkerPanicked(m) => Error::Internal(m),
             vault::PoolError::Sink(()) => Error::Internal("ssh result collection failed".into()),

@@ -23,8 +23,9 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 
 use crate::archive::{ArchiveWriter, Compression, MemberMeta};
 use crate::engine::plan::{self, Plan, Prev, ReadReason};
+use crate::engine::problem::Problem;
 use crate::engine::repo::Repository;
-use crate::engine::scan::{self, entry_from_meta, ScanOptions, Warning};
+use crate::engine::scan::{self, entry_from_meta, ScanOptions};
 use crate::error::{Error, Result};
 use crate::hash::{hash_reader, Digest, HashAlgo};
 use crate::manifest::{EntryChange, Kind, NewBlob, NewSnapshot, SnapshotRow, SnapshotStats};
@@ -164,7 +165,7 @@ pub struct BackupReport {
     /// `archives/NAME`, or `null` when nothing new had to be stored.
     pub archive: Option<String>,
     pub stats: BackupStats,
-    pub warnings: Vec<Warning>,
+    pub warnings: Vec<Problem>,
     pub dry_run: bool,
     /// The repository did not exist and was created.
     pub created_repository: bool,
@@ -390,16 +391,6 @@ fn meta_of(e: &Entry) -> MemberMeta {
     }
 }
 
-fn member_name(name: &[u8], rel: &[u8]) -> Vec<u8> {
-    let mut m = Vec::with_capacity(name.len() + 1 + rel.len());
-    m.extend_from_slice(name);
-    if !rel.is_empty() {
-        m.push(b'/');
-        m.extend_from_slice(rel);
-    }
-    m
-}
-
 /// The base name used for archives and members (`/` backs up as `root`).
 fn source_name(src: &Path) -> Vec<u8> {
     match src.file_name() {
@@ -465,7 +456,7 @@ pub fn backup(
     let (repo, created) = if opts.dry_run {
         match Repository::open(&opts.repo) {
             Ok(r) => (Some(r), false),
-            Err(_) if !opts.repo.join("vault.db").exists() => (None, false),
+            Err(_) if !Repository::db_path(&opts.repo).exists() => (None, false),
             Err(e) => return Err(e),
         }
     } else {
@@ -681,7 +672,7 @@ pub fn backup(
     }
     let mut handle = |(idx, content): (usize, Content)| -> Result<()> {
         let it = &plan.items[idx];
-        let member = member_name(&name, &it.entry.path);
+        let member = crate::engine::paths::member(&name, &it.entry.path);
         match (it.entry.kind, content) {
             (EntryKind::Dir, _) => {
                 if let Some(w) = writer.as_mut() {
@@ -696,7 +687,7 @@ pub fn backup(
             }
             (EntryKind::File, Content::Skip) => {}
             (EntryKind::File, Content::Failed(err)) => {
-                warnings.push(Warning::failed(it.entry.path.clone(), err));
+                warnings.push(Problem::failed(it.entry.path.clone(), err));
                 outcomes[idx] = Some(Outcome::Failed);
             }
             (EntryKind::File, content) => {
@@ -761,7 +752,7 @@ pub fn backup(
                                     f
                                 }
                                 Err(e) => {
-                                    warnings.push(Warning::failed(
+                                    warnings.push(Problem::failed(
                                         it.entry.path.clone(),
                                         format!("cannot read: {e}"),
                                     ));
@@ -783,7 +774,7 @@ pub fn backup(
                                     o.digest
                                 }
                                 Err(Ok(read_err)) => {
-                                    warnings.push(Warning::failed(
+                                    warnings.push(Problem::failed(
                                         it.entry.path.clone(),
                                         format!("cannot read: {read_err}"),
                                     ));
@@ -807,7 +798,7 @@ pub fn backup(
                     }
                 }
                 if changed {
-                    warnings.push(Warning::failed(
+                    warnings.push(Problem::failed(
                         it.entry.path.clone(),
                         "changed while being read; the stored copy may mix old and new \
                              content, and the next backup reads it again",
@@ -948,7 +939,7 @@ pub fn backup(
         kind: kind.name(),
         reason,
         source: display_path(&src_bytes),
-        archive: finished.map(|_| format!("archives/{archive_name}")),
+        archive: finished.map(|_| Repository::archive_name(&archive_name)),
         stats,
         warnings,
         dry_run: false,

@@ -23,9 +23,9 @@ use crate::pool::{CancelToken, Pool};
 use crate::progress::Progress;
 use crate::tree::display_path;
 
-/// One problem found.
+/// One piece of damage found.
 #[derive(Clone, Debug, serde::Serialize)]
-pub struct Problem {
+pub struct Damage {
     /// What is damaged: `vault.db`, `archives/NAME`, or a snapshot path.
     pub what: String,
     pub error: String,
@@ -42,7 +42,7 @@ pub struct CheckReport {
     pub read_data: bool,
     /// Bytes of archive checked (with `read_data`, decompressed content hashed).
     pub bytes_checked: u64,
-    pub problems: Vec<Problem>,
+    pub problems: Vec<Damage>,
     /// Every snapshot some problem affects.
     pub affected_snapshots: Vec<String>,
     /// Leftovers of interrupted backups, removed.
@@ -61,8 +61,8 @@ fn affected_by(rows: &[SnapshotRow], damaged: &SnapshotRow) -> Vec<String> {
 }
 
 /// A problem with `count` rows of one snapshot, shown by one example.
-fn row_problem(r: &SnapshotRow, count: usize, what: &str, example: &str) -> Problem {
-    Problem {
+fn row_problem(r: &SnapshotRow, count: usize, what: &str, example: &str) -> Damage {
+    Damage {
         what: format!("snapshot {}", r.id),
         error: format!("{count} {what}, e.g. {example}"),
         snapshots: vec![r.id.clone()],
@@ -143,7 +143,7 @@ pub fn check(
         }
         report.problems.insert(
             0,
-            Problem {
+            Damage {
                 what: "vault.db".into(),
                 error,
                 // When every snapshot reads cleanly the damage cannot be placed: all of them.
@@ -248,7 +248,7 @@ pub fn check(
             .iter()
             .find(|r| r.seq == seq)
             .expect("row of a checked archive");
-        report.problems.push(Problem {
+        report.problems.push(Damage {
             what: format!("archives/{name}"),
             error,
             snapshots: affected_by(&rows, r),

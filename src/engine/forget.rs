@@ -116,7 +116,7 @@ pub fn forget(
         }
         for c in &mut forgotten {
             for a in &mut c.archives {
-                *a = format!("archives/{a}");
+                *a = Repository::archive_name(a);
             }
         }
         report.bytes_freed += forgotten.iter().map(|c| c.bytes).sum::<u64>();

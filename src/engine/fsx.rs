@@ -263,12 +263,3 @@ pub fn resolve_path(p: &Path) -> std::path::PathBuf {
         _ => abs,
     }
 }
-
-/// The `/`-separated components of a relative path (none for the empty path, the root).
-pub fn components(p: &[u8]) -> Vec<&[u8]> {
-    if p.is_empty() {
-        Vec::new()
-    } else {
-        p.split(|&b| b == b'/').collect()
-    }
-}

@@ -5,12 +5,14 @@
 //! [`crate::progress`].
 
 pub mod backup;
+pub mod batch;
 pub mod check;
 pub mod forget;
 pub(crate) mod fsx;
+pub mod paths;
 pub mod plan;
+pub mod problem;
 pub mod query;
 pub mod repo;
 pub mod restore;
 pub mod scan;
-pub mod target;

@@ -13,8 +13,16 @@ use std::path::{Path, PathBuf};
 use crate::error::{repo_io, Error, Result};
 use crate::manifest::Manifest;
 
-const DB: &str = "vault.db";
-const ARCHIVES: &str = "archives";
+/// The manifest's file name in a repository (and on a remote copy).
+pub const DB: &str = "vault.db";
+/// A remote copy's previous manifest, kept while a new one is put in place.
+pub const DB_PREV: &str = "vault.db.prev";
+/// A remote copy's manifest while it is being uploaded.
+pub const DB_PUSHING: &str = "vault.db.partial-push";
+/// SQLite's side files of the manifest.
+pub const DB_SIDE_FILES: [&str; 2] = ["vault.db-wal", "vault.db-shm"];
+/// The archives' folder name in a repository (and on a remote copy).
+pub const ARCHIVES: &str = "archives";
 const LOCK: &str = "lock";
 /// Space kept for `forget` to free space with when the disk is full (see [`Repository::ensure_reserve`]).
 const RESERVE: &str = "reserve";
@@ -189,6 +197,22 @@ impl Repository {
 
     pub fn archives_dir(&self) -> PathBuf {
         self.root.join(ARCHIVES)
+    }
+
+    /// Where the archive `name` lies.
+    pub fn archive_path(&self, name: &str) -> PathBuf {
+        self.archives_dir().join(name)
+    }
+
+    /// An archive's name relative to the repository root (`archives/NAME`), as reports show it
+    /// and remote copies lay it out.
+    pub fn archive_name(name: &str) -> String {
+        format!("{ARCHIVES}/{name}")
+    }
+
+    /// The manifest's path in the repository at `root`.
+    pub fn db_path(root: &Path) -> PathBuf {
+        root.join(DB)
     }
 
     pub fn manifest(&self) -> &Manifest {

@@ -15,36 +15,12 @@ use std::path::Path;
 
 use globset::GlobSet;
 
+use crate::engine::paths::{self, join, parent_of};
+use crate::engine::problem::Problem;
 use crate::error::{Error, Result};
 use crate::pool::{CancelToken, Pool};
 use crate::progress::Progress;
 use crate::tree::{Entry, EntryKind, StatCache};
-
-/// A per-item problem, reported and not fatal.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct Warning {
-    #[serde(serialize_with = "ser_path")]
-    pub path: Vec<u8>,
-    pub error: String,
-    /// True when the item could not be backed up as it is (unreadable, vanished, changed while
-    /// read): the command exits 3. False for items skipped by design (FIFOs, sockets, devices).
-    pub failed: bool,
-}
-
-impl Warning {
-    /// A failed item.
-    pub fn failed(path: Vec<u8>, error: impl Into<String>) -> Warning {
-        Warning {
-            path,
-            error: error.into(),
-            failed: true,
-        }
-    }
-}
-
-fn ser_path<S: serde::Serializer>(p: &[u8], s: S) -> std::result::Result<S::Ok, S::Error> {
-    s.serialize_str(&crate::tree::display_path(p))
-}
 
 /// The walked source.
 #[derive(Debug)]
@@ -53,7 +29,7 @@ pub struct Scan {
     pub root: Entry,
     /// Everything below it, sorted by path.
     pub entries: Vec<Entry>,
-    pub warnings: Vec<Warning>,
+    pub warnings: Vec<Problem>,
     /// Paths whose state is unknown this time (unreadable folders and files): the plan keeps
     /// their previous version, and everything the previous snapshot had below them.
     pub failed: Vec<Vec<u8>>,
@@ -88,16 +64,6 @@ pub fn entry_from_meta(path: Vec<u8>, kind: EntryKind, m: &Metadata) -> Entry {
     }
 }
 
-fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
-    let mut p = Vec::with_capacity(dir.len() + 1 + name.len());
-    if !dir.is_empty() {
-        p.extend_from_slice(dir);
-        p.push(b'/');
-    }
-    p.extend_from_slice(name);
-    p
-}
-
 fn os(p: &[u8]) -> &Path {
     Path::new(OsStr::from_bytes(p))
 }
@@ -106,7 +72,7 @@ fn os(p: &[u8]) -> &Path {
 #[derive(Default)]
 struct Listing {
     entries: Vec<Entry>,
-    warnings: Vec<Warning>,
+    warnings: Vec<Problem>,
     failed: Vec<Vec<u8>>,
 }
 
@@ -122,7 +88,7 @@ fn list_dir(src: &Path, dir: Vec<u8>, opts: &ScanOptions, more: &mut Vec<Vec<u8>
     let rd = match fs::read_dir(&abs) {
         Ok(rd) => rd,
         Err(e) => {
-            out.warnings.push(Warning::failed(
+            out.warnings.push(Problem::failed(
                 dir.clone(),
                 format!("cannot list folder: {e}"),
             ));
@@ -134,7 +100,7 @@ fn list_dir(src: &Path, dir: Vec<u8>, opts: &ScanOptions, more: &mut Vec<Vec<u8>
         let de = match de {
             Ok(de) => de,
             Err(e) => {
-                out.warnings.push(Warning::failed(
+                out.warnings.push(Problem::failed(
                     dir.clone(),
                     format!("cannot list folder: {e}"),
                 ));
@@ -155,7 +121,7 @@ fn list_dir(src: &Path, dir: Vec<u8>, opts: &ScanOptions, more: &mut Vec<Vec<u8>
                 } else {
                     format!("cannot stat: {e}")
                 };
-                out.warnings.push(Warning::failed(rel.clone(), why));
+                out.warnings.push(Problem::failed(rel.clone(), why));
                 if !vanished {
                     out.failed.push(rel);
                 }
@@ -182,7 +148,7 @@ fn list_dir(src: &Path, dir: Vec<u8>, opts: &ScanOptions, more: &mut Vec<Vec<u8>
                     out.entries.push(e);
                 }
                 Err(err) => {
-                    out.warnings.push(Warning::failed(
+                    out.warnings.push(Problem::failed(
                         rel.clone(),
                         format!("cannot read symlink: {err}"),
                     ));
@@ -201,7 +167,7 @@ fn list_dir(src: &Path, dir: Vec<u8>, opts: &ScanOptions, more: &mut Vec<Vec<u8>
             } else {
                 "special file"
             };
-            out.warnings.push(Warning {
+            out.warnings.push(Problem {
                 path: rel,
                 error: format!("skipped: {what} (only files, folders and symlinks are backed up)"),
                 failed: false,
@@ -269,17 +235,6 @@ pub fn scan(
 }
 
 use std::os::unix::ffi::OsStringExt;
-
-fn parent_of(p: &[u8]) -> &[u8] {
-    match p.iter().rposition(|&b| b == b'/') {
-        Some(i) => &p[..i],
-        None => &[],
-    }
-}
-
-fn is_under(p: &[u8], dir: &[u8]) -> bool {
-    p.len() > dir.len() && p.starts_with(dir) && p[dir.len()] == b'/'
-}
 
 /// True when `dir` (relative) is the folder never to enter (the repository) or lies in it.
 fn in_skipped_dir(src: &Path, dir: &[u8], opts: &ScanOptions) -> bool {
@@ -369,7 +324,7 @@ pub fn scan_partial(
             .filter(|p| !fresh_dirs.contains(p))
             .collect();
         for e in &below {
-            if parent_of(&e.path) == d.as_slice() || gone.iter().any(|g| is_under(&e.path, g)) {
+            if parent_of(&e.path) == d.as_slice() || gone.iter().any(|g| paths::below(&e.path, g)) {
                 prev.push(e.clone());
             }
         }

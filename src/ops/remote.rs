@@ -16,7 +16,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::engine::repo::Repository;
+use crate::engine::repo::{self, Repository};
 use crate::error::{repo_io, Error, Result};
 use crate::manifest::Manifest;
 use crate::ops::ssh::{self, SshAuth, SshOptions, SshTarget};
@@ -478,7 +478,7 @@ pub fn push(
                 report.skipped += 1;
                 continue;
             }
-            report.repaired.push(format!("archives/{name}"));
+            report.repaired.push(Repository::archive_name(name));
         }
         let local = r.archives_dir().join(name);
         send_archive(
@@ -489,30 +489,30 @@ pub fn push(
             (*size, blake),
             push.verify,
         )?;
-        report.sent.push(format!("archives/{name}"));
+        report.sent.push(Repository::archive_name(name));
         report.bytes += size;
     }
     // The manifest last. The one it replaces stays as vault.db.prev until the new one is in
     // place, so that the remote always holds a manifest whose archives are all there (an SFTP
     // rename cannot replace a file in one step).
-    let (_, n) = match store.upload(&copy, "vault.db.partial-push") {
+    let (_, n) = match store.upload(&copy, repo::DB_PUSHING) {
         Ok(v) => v,
         Err(e) => {
-            store.remove("vault.db.partial-push");
+            store.remove(repo::DB_PUSHING);
             return Err(e);
         }
     };
-    if store.size("vault.db.partial-push")? != Some(n) {
+    if store.size(repo::DB_PUSHING)? != Some(n) {
         return Err(remote_err(
             &label,
             "vault.db has the wrong size after upload",
         ));
     }
-    if store.size("vault.db")?.is_some() {
-        store.rename("vault.db", "vault.db.prev")?;
+    if store.size(repo::DB)?.is_some() {
+        store.rename(repo::DB, repo::DB_PREV)?;
     }
-    store.rename("vault.db.partial-push", "vault.db")?;
-    store.remove("vault.db.prev");
+    store.rename(repo::DB_PUSHING, repo::DB)?;
+    store.remove(repo::DB_PREV);
     Ok(report)
 }
 
@@ -526,7 +526,7 @@ fn send_archive(
     (size, blake): (u64, &[u8]),
     verify: bool,
 ) -> Result<()> {
-    let tmp = format!("archives/{name}.partial-push");
+    let tmp = format!("{}.partial-push", Repository::archive_name(name));
     let (sent_hash, sent) = match store.upload(local, &tmp) {
         Ok(v) => v,
         Err(e) => {
@@ -555,13 +555,13 @@ fn send_archive(
             ));
         }
     }
-    store.rename(&tmp, &format!("archives/{name}"))
+    store.rename(&tmp, &Repository::archive_name(name))
 }
 
 /// With `verify`: reads an archive already on the remote back; false when its bytes do not
 /// match the manifest's BLAKE3 (it is then sent again).
 fn remote_intact(store: &mut dyn Store, name: &str, size: u64, blake: &[u8]) -> Result<bool> {
-    let (h, n) = store.read_back(&format!("archives/{name}"))?;
+    let (h, n) = store.read_back(&Repository::archive_name(name))?;
     Ok(n == size && h[..] == blake[..])
 }
 
@@ -575,10 +575,10 @@ fn refuse_to_drop_snapshots(
     our_id: &str,
     known: &std::collections::HashSet<String>,
 ) -> Result<()> {
-    let name = if store.size("vault.db")?.is_some() {
-        "vault.db"
-    } else if store.size("vault.db.prev")?.is_some() {
-        "vault.db.prev"
+    let name = if store.size(repo::DB)?.is_some() {
+        repo::DB
+    } else if store.size(repo::DB_PREV)?.is_some() {
+        repo::DB_PREV
     } else {
         return Ok(());
     };
@@ -622,7 +622,7 @@ fn refuse_to_drop_snapshots(
 /// Fetches `remote` into the repository folder `repo` (missing or empty, or an earlier pull).
 pub fn pull(remote: &Remote, repo: &Path, auth: &SshAuth, opts: &SshOptions) -> Result<SyncReport> {
     let label = remote.to_string();
-    let existing = repo.join("vault.db").exists();
+    let existing = Repository::db_path(repo).exists();
     let mut local = if existing {
         Repository::open(repo)?
     } else {
@@ -635,10 +635,10 @@ pub fn pull(remote: &Remote, repo: &Path, auth: &SshAuth, opts: &SshOptions) -> 
     let tmp_db = repo.join(format!(".pull-{}.db", std::process::id()));
     let _cleanup = RemoveOnDrop(tmp_db.clone());
     // A push interrupted while swapping manifests leaves only vault.db.prev: as good a manifest.
-    let name = if store.size("vault.db")?.is_some() || store.size("vault.db.prev")?.is_none() {
-        "vault.db"
+    let name = if store.size(repo::DB)?.is_some() || store.size(repo::DB_PREV)?.is_none() {
+        repo::DB
     } else {
-        "vault.db.prev"
+        repo::DB_PREV
     };
     let (_, n) = store.download(name, &tmp_db)?;
     if n == 0 {
@@ -679,16 +679,19 @@ pub fn pull(remote: &Remote, repo: &Path, auth: &SshAuth, opts: &SshOptions) -> 
             continue;
         }
         let part = dir.join(format!("{name}.partial"));
-        let (h, got) = store.download(&format!("archives/{name}"), &part)?;
+        let (h, got) = store.download(&Repository::archive_name(name), &part)?;
         if got != *size || h[..] != blake[..] {
             let _ = fs::remove_file(&part);
             return Err(remote_err(
                 &label,
-                format!("archives/{name} does not match its manifest (size or BLAKE3)"),
+                format!(
+                    "{} does not match its manifest (size or BLAKE3)",
+                    Repository::archive_name(name)
+                ),
             ));
         }
         fs::rename(&part, &fin).map_err(|e| repo_io(&fin, e))?;
-        report.sent.push(format!("archives/{name}"));
+        report.sent.push(Repository::archive_name(name));
         report.bytes += size;
     }
     if let Ok(d) = fs::File::open(&dir) {
@@ -697,10 +700,11 @@ pub fn pull(remote: &Remote, repo: &Path, auth: &SshAuth, opts: &SshOptions) -> 
     // Install their manifest last, replacing ours (a subset of theirs): ours is closed (its WAL
     // checkpointed) first, and the writer lock is held until the new one is in place.
     let _lock = local.close_keeping_lock();
-    for stale in ["vault.db-wal", "vault.db-shm"] {
+    for stale in repo::DB_SIDE_FILES {
         let _ = fs::remove_file(repo.join(stale));
     }
-    fs::rename(&tmp_db, repo.join("vault.db")).map_err(|e| repo_io(repo.join("vault.db"), e))?;
+    fs::rename(&tmp_db, Repository::db_path(repo))
+        .map_err(|e| repo_io(Repository::db_path(repo), e))?;
     if let Ok(d) = fs::File::open(repo) {
         let _ = d.sync_all();
     }

@@ -482,20 +482,19 @@ impl HostResult {
     }
 }
 
-/// Runs `command` on every target, `parallel` hosts at a time, on a pool of that size. Results
-/// come back in target order; a host that hangs is cut off at the timeout and never holds up
-/// the others beyond it.
+/// Runs `command` on every target, as many hosts at a time as the pool's network lane has
+/// workers (`--parallel`). Results come back in target order; a host that hangs is cut off at
+/// the timeout and never holds up the others beyond it.
 pub fn run_many(
     targets: &[SshTarget],
     command: &str,
     auth: &SshAuth,
     opts: &SshOptions,
-    parallel: usize,
+    pool: &crate::pool::Pool,
     cancel: &crate::pool::CancelToken,
 ) -> Result<Vec<HostResult>, crate::pool::PoolError<()>> {
-    let pool = crate::pool::Pool::new(parallel.clamp(1, targets.len().max(1)));
     let mut out = Vec::with_capacity(targets.len());
-    pool.map_ordered(
+    pool.network().map_ordered(
         cancel,
         targets.iter(),
         || (),

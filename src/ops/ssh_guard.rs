@@ -6,13 +6,13 @@
 //!   and left for libssh2. Anything else (a line over 255 bytes, more than 64 lines or 8 KiB of
 //!   preamble, a NUL) ends the connection at once, as "not an SSH server".
 //! - [`Watchdog`] shuts the socket down when the deadline passes or the command is cancelled,
-//!   so whatever libssh2 is blocked in returns at once (one timer thread for the process).
+//!   so whatever libssh2 is blocked in returns at once (on the pool's one ticker thread).
 
 use std::io;
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::pool::CancelToken;
@@ -128,7 +128,7 @@ fn wait_readable(fd: i32, deadline: Instant) -> Result<(), BannerError> {
 }
 
 /// Shuts a connection down at its deadline, or when the command is cancelled, unless disarmed
-/// first (dropping it disarms it). One timer thread serves every armed connection of the
+/// first (dropping it disarms it). The pool's ticker serves every armed connection of the
 /// process, however many hosts `vault ssh` talks to at once.
 #[derive(Debug)]
 pub struct Watchdog {
@@ -144,35 +144,29 @@ struct Armed {
 }
 
 static ARMED: Mutex<Vec<Armed>> = Mutex::new(Vec::new());
-static TIMER: Once = Once::new();
 
-/// Every 20 ms: forgets disarmed connections, shuts down those past their deadline or cancelled.
-fn timer() {
-    loop {
-        std::thread::sleep(Duration::from_millis(20));
-        let now = Instant::now();
-        let mut armed = ARMED.lock().unwrap_or_else(|e| e.into_inner());
-        armed.retain(|a| {
-            if a.done.load(Ordering::SeqCst) {
-                return false;
-            }
-            let cancelled = a.cancel.as_ref().is_some_and(CancelToken::is_cancelled);
-            if cancelled || now >= a.deadline {
-                let _ = a.sock.shutdown(Shutdown::Both);
-                return false;
-            }
-            true
-        });
-    }
+/// Every tick: forgets disarmed connections, shuts down those past their deadline or cancelled.
+fn tick() {
+    let now = Instant::now();
+    let mut armed = ARMED.lock().unwrap_or_else(|e| e.into_inner());
+    armed.retain(|a| {
+        if a.done.load(Ordering::SeqCst) {
+            return false;
+        }
+        let cancelled = a.cancel.as_ref().is_some_and(CancelToken::is_cancelled);
+        if cancelled || now >= a.deadline {
+            let _ = a.sock.shutdown(Shutdown::Both);
+            return false;
+        }
+        true
+    });
 }
 
 impl Watchdog {
     pub fn arm(tcp: &TcpStream, deadline: Instant, cancel: Option<CancelToken>) -> Watchdog {
         let done = Arc::new(AtomicBool::new(false));
         if let Ok(sock) = tcp.try_clone() {
-            TIMER.call_once(|| {
-                std::thread::spawn(timer);
-            });
+            crate::pool::ticker::every_tick(tick);
             ARMED.lock().unwrap_or_else(|e| e.into_inner()).push(Armed {
                 sock,
                 deadline,

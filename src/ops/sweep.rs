@@ -186,7 +186,7 @@ pub fn resolve_targets(
         })
         .collect();
     let mut resolved: Vec<std::result::Result<IpAddr, String>> = Vec::with_capacity(names.len());
-    let r = pool.map_ordered(
+    let r = pool.network().map_ordered(
         cancel,
         names.clone(),
         || (),
@@ -232,6 +232,49 @@ pub fn resolve_targets(
     Ok(out)
 }
 
+/// The ICMP sweep's round-trip times and socket kind (None when not asked for).
+type IcmpResult = std::io::Result<Option<(Vec<Option<f64>>, icmp::SocketKind)>>;
+
+/// ICMP on this thread while the TCP probes run on the pool's network lane, in one share of
+/// the rate per worker.
+fn probe(
+    opts: &ScanOptions,
+    addrs: &[IpAddr],
+    probes: &[(IpAddr, u16)],
+    pacing: Pacing,
+    pool: &Pool,
+    cancel: &CancelToken,
+) -> Result<(IcmpResult, Vec<tcp::ProbeResult>)> {
+    let lane = pool.network();
+    let workers = lane.threads().max(1);
+    let share = Pacing {
+        rate: (opts.rate / workers as u32).max(1),
+        ..pacing
+    };
+    let (tx, rx) = crossbeam::channel::unbounded();
+    let icmp_result = lane
+        .scope(|s| {
+            if !probes.is_empty() {
+                for (k, c) in probes.chunks(probes.len().div_ceil(workers)).enumerate() {
+                    let tx = tx.clone();
+                    s.spawn(move || {
+                        let _ = tx.send((k, tcp::probe_all(c, share, cancel)));
+                    });
+                }
+            }
+            if opts.icmp {
+                icmp::sweep(addrs, pacing, cancel).map(Some)
+            } else {
+                Ok(None)
+            }
+        })
+        .map_err(Error::Internal)?;
+    drop(tx);
+    let mut parts: Vec<(usize, Vec<tcp::ProbeResult>)> = rx.into_iter().collect();
+    parts.sort_by_key(|p| p.0);
+    Ok((icmp_result, parts.into_iter().flat_map(|p| p.1).collect()))
+}
+
 /// Runs one sweep (and, with a state folder, records it and reports transitions).
 pub fn sweep(opts: &ScanOptions, pool: &Pool, cancel: &CancelToken) -> Result<ScanReport> {
     if opts.rate == 0 {
@@ -254,49 +297,11 @@ pub fn sweep(opts: &ScanOptions, pool: &Pool, cancel: &CancelToken) -> Result<Sc
         .iter()
         .flat_map(|a| opts.tcp_ports.iter().map(move |p| (*a, *p)))
         .collect();
-    let threads = pool.threads().max(1);
-    let (icmp_result, tcp_results) = std::thread::scope(|s| {
-        let tcp = s.spawn(|| -> Result<Vec<tcp::ProbeResult>> {
-            if probes.is_empty() {
-                return Ok(Vec::new());
-            }
-            let chunk = probes.len().div_ceil(threads);
-            let chunks: Vec<(usize, &[(IpAddr, u16)])> = probes.chunks(chunk).enumerate().collect();
-            let share = Pacing {
-                rate: (opts.rate / threads as u32).max(1),
-                ..pacing
-            };
-            let mut parts: Vec<(usize, Vec<tcp::ProbeResult>)> = Vec::new();
-            let r = pool.map_unordered(
-                cancel,
-                chunks,
-                || (),
-                |_, (k, c)| (k, tcp::probe_all(c, share, cancel)),
-                |part| {
-                    parts.push(part);
-                    Ok::<(), ()>(())
-                },
-            );
-            crate::error::pool_done(r)?;
-            parts.sort_by_key(|p| p.0);
-            Ok(parts.into_iter().flat_map(|p| p.1).collect())
-        });
-        let icmp_result = if opts.icmp {
-            icmp::sweep(&addrs, pacing, cancel).map(Some)
-        } else {
-            Ok(None)
-        };
-        (
-            icmp_result,
-            tcp.join()
-                .unwrap_or_else(|_| Err(Error::Internal("TCP probe thread panicked".into()))),
-        )
-    });
+    let (icmp_result, tcp_results) = probe(opts, &addrs, &probes, pacing, pool, cancel)?;
     if cancel.is_cancelled() {
         return Err(Error::Cancelled);
     }
     let icmp_result = icmp_result.map_err(|e| Error::Refused(e.to_string()))?;
-    let tcp_results = tcp_results?;
     let (icmp_rtts, socket) = match icmp_result {
         Some((r, k)) => (r, Some(k)),
         None => (vec![None; addrs.len()], None),

@@ -13,4 +13,5 @@ mod review;
 mod scan;
 mod ssh;
 mod sshd;
+mod structure;
 mod watch;

@@ -17,19 +17,11 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use crate::engine::fsx;
-use crate::engine::scan::Warning;
+use crate::engine::paths::{above, split_parent, trim_slashes, within};
+use crate::engine::problem::Problem;
+use crate::engine::restore::RestoreOptions;
 use crate::error::{Error, Result};
 use crate::tree::{display_path, Entry, EntryKind};
-
-/// True when `p` is `dir` or lies below it (`dir` empty: everything).
-pub fn within(p: &[u8], dir: &[u8]) -> bool {
-    dir.is_empty() || (p.starts_with(dir) && (p.len() == dir.len() || p[dir.len()] == b'/'))
-}
-
-/// True when `p` is a folder strictly above `inner`.
-pub fn above(p: &[u8], inner: &[u8]) -> bool {
-    inner.len() > p.len() && inner.starts_with(p) && inner[p.len()] == b'/'
-}
 
 /// Where the repository lies inside an existing target (relative path), if it does. A target
 /// that is the repository, or inside it, is refused.
@@ -50,7 +42,7 @@ pub fn repository_inside(repo: &Path, target: &Path) -> Result<Option<Vec<u8>>> 
 
 /// Takes out of `tree` every entry that would write into the repository at `repo` (a path
 /// relative to the target) or replace a folder above it, as per-item failures.
-pub fn spare_repository(tree: &mut Vec<Entry>, repo: &[u8], errors: &mut Vec<Warning>) {
+pub fn spare_repository(tree: &mut Vec<Entry>, repo: &[u8], errors: &mut Vec<Problem>) {
     tree.retain(|e| {
         let why = if within(&e.path, repo) {
             "lies where the repository being restored from is; not restored"
@@ -59,7 +51,7 @@ pub fn spare_repository(tree: &mut Vec<Entry>, repo: &[u8], errors: &mut Vec<War
         } else {
             return true;
         };
-        errors.push(Warning::failed(e.path.clone(), why));
+        errors.push(Problem::failed(e.path.clone(), why));
         false
     });
 }
@@ -73,18 +65,18 @@ pub fn clear_folders_in_the_way(
     delete: bool,
     dry_run: bool,
     removed: &mut Vec<Vec<u8>>,
-    errors: &mut Vec<Warning>,
+    errors: &mut Vec<Problem>,
 ) -> Result<()> {
     let mut failed: Vec<Vec<u8>> = Vec::new();
     // Entries come in path order: the folder opened for one serves its siblings.
     let mut last: Option<(&[u8], Option<std::os::fd::OwnedFd>)> = None;
     for e in tree.iter().filter(|e| e.kind != EntryKind::Dir) {
-        let (parent, name) = match e.path.iter().rposition(|&b| b == b'/') {
-            Some(i) => (&e.path[..i], &e.path[i + 1..]),
-            None => (&[][..], &e.path[..]),
-        };
+        let (parent, name) = split_parent(&e.path);
         if !matches!(&last, Some((p, _)) if *p == parent) {
-            last = Some((parent, fsx::open_path(root, &fsx::components(parent)).ok()));
+            last = Some((
+                parent,
+                fsx::open_path(root, &crate::engine::paths::components(parent)).ok(),
+            ));
         }
         // A parent that is missing or not a folder holds nothing in the way yet.
         let Some((_, Some(dir))) = &last else {
@@ -97,7 +89,7 @@ pub fn clear_folders_in_the_way(
             continue;
         }
         if !delete {
-            errors.push(Warning::failed(
+            errors.push(Problem::failed(
                 e.path.clone(),
                 "a non-empty folder is in the way; not replaced (restore with --delete to replace it)",
             ));
@@ -150,15 +142,12 @@ pub fn delete_extra(
     scope: &DeleteScope<'_>,
     removed: &mut Vec<Vec<u8>>,
 ) -> std::result::Result<(), (Vec<u8>, io::Error)> {
-    let fd = fsx::open_path(root, &fsx::components(&prefix)).map_err(|e| (prefix.clone(), e))?;
+    let fd = fsx::open_path(root, &crate::engine::paths::components(&prefix))
+        .map_err(|e| (prefix.clone(), e))?;
     let mut names = fsx::list_dir(fd.as_raw_fd()).map_err(|e| (prefix.clone(), e))?;
     names.sort();
     for name in names {
-        let mut rel = prefix.clone();
-        if !rel.is_empty() {
-            rel.push(b'/');
-        }
-        rel.extend_from_slice(&name);
+        let rel = crate::engine::paths::join(&prefix, &name);
         let repo = scope.repo.as_deref();
         if repo.is_some_and(|r| within(&rel, r)) {
             continue;
@@ -185,4 +174,38 @@ pub fn delete_extra(
         }
     }
     Ok(())
+}
+
+/// What `--delete` keeps: the snapshot's paths, outside the `--include` scopes everything.
+pub(super) fn delete_scope<'a>(
+    opts: &RestoreOptions,
+    tree: &'a [Entry],
+    repo: Option<Vec<u8>>,
+    dry_run: bool,
+) -> DeleteScope<'a> {
+    DeleteScope {
+        keep: tree.iter().map(|e| (e.path.as_slice(), e.kind)).collect(),
+        scopes: if opts.include.is_empty() {
+            vec![Vec::new()]
+        } else {
+            opts.include
+                .iter()
+                .map(|s| trim_slashes(s).to_vec())
+                .collect()
+        },
+        repo,
+        dry_run,
+    }
+}
+
+pub(super) fn delete_failed(opts: &RestoreOptions, (path, e): (Vec<u8>, io::Error)) -> Error {
+    Error::Refused(format!(
+        "--delete: cannot remove or list {} in {}: {e}",
+        if path.is_empty() {
+            ".".to_string()
+        } else {
+            display_path(&path)
+        },
+        opts.target.display()
+    ))
 }

@@ -1,0 +1,357 @@
+//! Writing the tree into the target, one kind of entry at a time. Every folder is reached with
+//! `openat(O_NOFOLLOW)` from the target's descriptor, so no symlink is ever followed; files are
+//! written under a temporary name, checked, given their metadata and renamed into place. A
+//! path that cannot be written is a per-item problem: the rest of the tree is still restored.
+
+use std::collections::HashSet;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::engine::fsx;
+use crate::engine::paths::{below, components, split_parent};
+use crate::engine::problem::Problem;
+use crate::hash::HashAlgo;
+use crate::tree::{display_path, Entry, EntryKind};
+
+/// Why one path could not be restored.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ItemError {
+    #[error("cannot open its folder: {0}")]
+    Folder(io::Error),
+    #[error("cannot create: {0}")]
+    Create(io::Error),
+    #[error("cannot read its content from archive {archive}: {source}")]
+    Read { archive: String, source: io::Error },
+    #[error("cannot write: {0}")]
+    Write(io::Error),
+    #[error("size mismatch in archive {archive}: {got} bytes, the manifest says {want}")]
+    Size {
+        archive: String,
+        got: u64,
+        want: u64,
+    },
+    #[error("digest mismatch in archive {archive}: content has {got}, the manifest says {want}")]
+    Digest {
+        archive: String,
+        got: String,
+        want: String,
+    },
+    #[error("cannot set metadata: {0}")]
+    Meta(io::Error),
+    #[error("cannot replace folder: {0}")]
+    ReplaceFolder(io::Error),
+    #[error("already exists in the target")]
+    Exists,
+    #[error("cannot rename into place: {0}")]
+    Rename(io::Error),
+    #[error("cannot reopen {path} to copy it: {source}")]
+    Reopen { path: String, source: io::Error },
+    /// What the archive holds is not what the manifest vouches for, or the archive is gone.
+    #[error("{0}")]
+    Content(String),
+}
+
+/// Settings every write needs.
+#[derive(Clone, Copy)]
+pub(super) struct WriteCtx {
+    pub root: RawFd,
+    pub algo: HashAlgo,
+    /// Set owners (running as root).
+    pub owner: bool,
+    pub keep_setid: bool,
+    pub force: bool,
+}
+
+impl WriteCtx {
+    pub(super) fn mode(&self, mode: u32) -> u32 {
+        if self.keep_setid {
+            mode & 0o7777
+        } else {
+            mode & 0o1777
+        }
+    }
+
+    fn owner_of(&self, e: &Entry) -> Option<(u32, u32)> {
+        self.owner.then_some((e.uid, e.gid))
+    }
+}
+
+/// Holds the folder fd of the last parent used, since paths arrive in tree order.
+pub(super) struct DirCache {
+    root: RawFd,
+    last: Option<(Vec<u8>, OwnedFd)>,
+}
+
+impl DirCache {
+    pub(super) fn new(root: RawFd) -> DirCache {
+        DirCache { root, last: None }
+    }
+
+    pub(super) fn get(&mut self, parent: &[u8]) -> io::Result<RawFd> {
+        if let Some((p, fd)) = &self.last {
+            if p.as_slice() == parent {
+                return Ok(fd.as_raw_fd());
+            }
+        }
+        let fd = fsx::open_path(self.root, &components(parent))?;
+        let raw = fd.as_raw_fd();
+        self.last = Some((parent.to_vec(), fd));
+        Ok(raw)
+    }
+}
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn tmp_name() -> Vec<u8> {
+    format!(
+        ".vault-restore-{}-{}.tmp",
+        std::process::id(),
+        TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+    .into_bytes()
+}
+
+/// Copies exactly `entry.size` bytes of `data` into `f`, checking size and digest.
+fn copy_checked(
+    ctx: WriteCtx,
+    entry: &Entry,
+    data: &mut dyn Read,
+    f: &mut std::fs::File,
+    archive: &str,
+) -> Result<u64, ItemError> {
+    let mut h = ctx.algo.hasher();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut n = 0u64;
+    let mut limited = data.take(entry.size + 1);
+    loop {
+        let k = match limited.read(&mut buf) {
+            Ok(0) => break,
+            Ok(k) => k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(source) => {
+                let archive = archive.to_string();
+                return Err(ItemError::Read { archive, source });
+            }
+        };
+        h.update(&buf[..k]);
+        f.write_all(&buf[..k]).map_err(ItemError::Write)?;
+        n += k as u64;
+    }
+    if n != entry.size {
+        let (archive, want) = (archive.to_string(), entry.size);
+        return Err(ItemError::Size {
+            archive,
+            got: n,
+            want,
+        });
+    }
+    let got = h.finish();
+    if Some(got) != entry.digest {
+        return Err(ItemError::Digest {
+            archive: archive.to_string(),
+            got: got.to_hex(),
+            want: entry.digest.map(|d| d.to_hex()).unwrap_or_default(),
+        });
+    }
+    Ok(n)
+}
+
+/// Writes one file from `data` (exactly `entry.size` bytes expected) to a temporary name,
+/// checks its digest, sets its metadata and renames it into place. Returns bytes written.
+pub(super) fn write_file(
+    ctx: WriteCtx,
+    dirs: &mut DirCache,
+    entry: &Entry,
+    data: &mut dyn Read,
+    archive: &str,
+) -> Result<u64, ItemError> {
+    let (parent, name) = split_parent(&entry.path);
+    let dir = dirs.get(parent).map_err(ItemError::Folder)?;
+    let tmp = tmp_name();
+    let mut f = fsx::create_excl_at(dir, &tmp).map_err(ItemError::Create)?;
+    let result = (|| -> Result<u64, ItemError> {
+        let n = copy_checked(ctx, entry, data, &mut f, archive)?;
+        let (mode, owner) = (ctx.mode(entry.mode), ctx.owner_of(entry));
+        fsx::set_meta_fd(f.as_raw_fd(), mode, owner, entry.mtime_ns).map_err(ItemError::Meta)?;
+        if ctx.force {
+            // Only an empty folder can still be here (see target::clear_folders_in_the_way).
+            if let Ok(Some(st)) = fsx::lstat_at(dir, name) {
+                if fsx::is_dir(&st) {
+                    fsx::unlink_at(dir, name, true).map_err(ItemError::ReplaceFolder)?;
+                }
+            }
+        } else if let Ok(Some(_)) = fsx::lstat_at(dir, name) {
+            return Err(ItemError::Exists);
+        }
+        fsx::rename_at(dir, &tmp, name).map_err(ItemError::Rename)?;
+        Ok(n)
+    })();
+    if result.is_err() {
+        let _ = fsx::unlink_at(dir, &tmp, false);
+    }
+    result
+}
+
+/// Writes `dest` with the content of the already restored `src` (same digest).
+pub(super) fn copy_restored(
+    ctx: WriteCtx,
+    dirs: &mut DirCache,
+    src: &Entry,
+    dest: &Entry,
+    archive: &str,
+) -> Result<u64, ItemError> {
+    let reopen = |source| ItemError::Reopen {
+        path: display_path(&src.path),
+        source,
+    };
+    let (sp, sn) = split_parent(&src.path);
+    let sdir = fsx::open_path(ctx.root, &components(sp)).map_err(reopen)?;
+    let mut f = fsx::open_file_at(sdir.as_raw_fd(), sn).map_err(reopen)?;
+    write_file(ctx, dirs, dest, &mut f, archive)
+}
+
+/// Empties the place of a file or symlink about to be made: unlinks a non-folder, removes an
+/// empty folder (a non-empty one fails; see target::clear_folders_in_the_way).
+pub(super) fn clear_slot(dir: RawFd, name: &[u8]) -> io::Result<()> {
+    match fsx::lstat_at(dir, name)? {
+        Some(st) if fsx::is_dir(&st) => fsx::unlink_at(dir, name, true),
+        Some(_) => fsx::unlink_at(dir, name, false),
+        None => Ok(()),
+    }
+}
+
+/// Makes one folder (0700 while it is written into), replacing a non-folder in its place.
+fn make_dir(dirs: &mut DirCache, e: &Entry) -> Result<(), String> {
+    let (parent, name) = split_parent(&e.path);
+    let dir = dirs
+        .get(parent)
+        .map_err(|err| format!("cannot open its folder: {err}"))?;
+    let mkdir =
+        |dir| fsx::mkdir_at(dir, name, 0o700).map_err(|e| format!("cannot create folder: {e}"));
+    match fsx::lstat_at(dir, name).map_err(|err| format!("cannot stat: {err}"))? {
+        Some(st) if fsx::is_dir(&st) => Ok(()),
+        Some(_) => {
+            fsx::remove_tree_at(dir, name).map_err(|err| format!("cannot replace: {err}"))?;
+            mkdir(dir)
+        }
+        None => mkdir(dir),
+    }
+}
+
+/// Makes the folders, parents first. A folder that cannot be made fails, and so does
+/// everything below it (taken out of `tree`).
+pub(super) fn make_dirs(root: RawFd, tree: &mut Vec<Entry>, problems: &mut Vec<Problem>) {
+    let mut dirs = DirCache::new(root);
+    let mut failed: Vec<Vec<u8>> = Vec::new();
+    for e in tree.iter().filter(|e| e.kind == EntryKind::Dir) {
+        if failed.iter().any(|f| below(&e.path, f)) {
+            continue;
+        }
+        if let Err(why) = make_dir(&mut dirs, e) {
+            problems.push(Problem::failed(e.path.clone(), why));
+            failed.push(e.path.clone());
+        }
+    }
+    drop_below(tree, &failed, problems);
+}
+
+/// Takes out of `tree` the failed folders and everything below them; the entries below are
+/// problems too.
+fn drop_below(tree: &mut Vec<Entry>, failed: &[Vec<u8>], problems: &mut Vec<Problem>) {
+    if failed.is_empty() {
+        return;
+    }
+    tree.retain(|e| {
+        if failed.iter().any(|f| f == &e.path) {
+            return false;
+        }
+        let Some(f) = failed.iter().find(|f| below(&e.path, f)) else {
+            return true;
+        };
+        let why = format!("its folder {} could not be restored", display_path(f));
+        problems.push(Problem::failed(e.path.clone(), why));
+        false
+    });
+}
+
+/// Hard links of restored files: (link, file it links to). Returns how many were made.
+pub(super) fn make_links(
+    root: RawFd,
+    links: &[(&Entry, &Entry)],
+    problems: &mut Vec<Problem>,
+) -> u64 {
+    let mut dirs = DirCache::new(root);
+    let failed: HashSet<Vec<u8>> = problems.iter().map(|w| w.path.clone()).collect();
+    let mut made = 0;
+    for &(le, pe) in links {
+        if failed.contains(&pe.path) {
+            problems.push(Problem::failed(
+                le.path.clone(),
+                "hard link of a file that failed",
+            ));
+            continue;
+        }
+        let r = (|| -> io::Result<()> {
+            let (pp, pn) = split_parent(&pe.path);
+            let (lp, ln) = split_parent(&le.path);
+            let pdir = fsx::open_path(root, &components(pp))?;
+            let ldir = dirs.get(lp)?;
+            clear_slot(ldir, ln)?;
+            fsx::link_at(pdir.as_raw_fd(), pn, ldir, ln)
+        })();
+        match r {
+            Ok(()) => made += 1,
+            Err(err) => problems.push(Problem::failed(
+                le.path.clone(),
+                format!("cannot link: {err}"),
+            )),
+        }
+    }
+    made
+}
+
+/// Symlinks, created as they are and never followed. Returns how many were made.
+pub(super) fn make_symlinks(ctx: WriteCtx, tree: &[Entry], problems: &mut Vec<Problem>) -> u64 {
+    let mut dirs = DirCache::new(ctx.root);
+    let mut made = 0;
+    for e in tree.iter().filter(|e| e.kind == EntryKind::Symlink) {
+        let r = (|| -> Result<(), String> {
+            let (parent, name) = split_parent(&e.path);
+            let dir = dirs
+                .get(parent)
+                .map_err(|err| format!("cannot open its folder: {err}"))?;
+            clear_slot(dir, name).map_err(|err| format!("cannot replace: {err}"))?;
+            let target = e.target.as_deref().expect("validated");
+            fsx::symlink_at(target, dir, name)
+                .map_err(|err| format!("cannot create symlink: {err}"))?;
+            fsx::set_symlink_meta_at(dir, name, ctx.owner_of(e), e.mtime_ns)
+                .map_err(|err| format!("cannot set symlink metadata: {err}"))
+        })();
+        match r {
+            Ok(()) => made += 1,
+            Err(why) => problems.push(Problem::failed(e.path.clone(), why)),
+        }
+    }
+    made
+}
+
+/// Folder metadata, deepest first, once nothing more is written into them.
+pub(super) fn set_dir_meta(ctx: WriteCtx, tree: &[Entry], problems: &mut Vec<Problem>) {
+    for e in tree.iter().rev().filter(|e| e.kind == EntryKind::Dir) {
+        let r = fsx::open_path(ctx.root, &components(&e.path))
+            .map_err(|err| format!("cannot open folder: {err}"))
+            .and_then(|fd| {
+                fsx::set_meta_fd(
+                    fd.as_raw_fd(),
+                    ctx.mode(e.mode),
+                    ctx.owner_of(e),
+                    e.mtime_ns,
+                )
+                .map_err(|err| format!("cannot set folder metadata: {err}"))
+            });
+        if let Err(why) = r {
+            problems.push(Problem::failed(e.path.clone(), why));
+        }
+    }
+}
