@@ -8,6 +8,8 @@
 # --work DIR      scratch folder (default: a new folder under /tmp); removed at the end
 # --jobs N        vault's worker pool size (default: all cores)
 # --no-install    do not apt-get missing peers (rows for missing ones are skipped)
+# --baseline BIN  also run every vault operation with another vault binary (e.g. a build of the
+#                 previous commit), in rows "vault (baseline)", for a before/after in one run
 # --incremental-only  skip the full-backup peers, vault's zstd full and the restore rows (for
 #                 huge trees where only incremental time and memory are of interest)
 #
@@ -23,6 +25,7 @@ work=""
 jobs=""
 install=1
 inc_only=0
+baseline=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --tree) tree_src="$2"; shift 2 ;;
@@ -31,7 +34,8 @@ while [ $# -gt 0 ]; do
     --jobs) jobs="$2"; shift 2 ;;
     --no-install) install=0; shift ;;
     --incremental-only) inc_only=1; shift ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    --baseline) baseline="$(realpath "$2")"; shift 2 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "compare.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -89,7 +93,7 @@ measure() {
   local t="$work/time.txt"
   if ! /usr/bin/time -f '%e %U %S %M' -o "$t" "$@" >"$work/last.out" 2>"$work/last.err"; then
     local rc=$?
-    if [ "$tool" != "vault" ] || [ "$rc" != 3 ]; then
+    if [[ "$tool" != vault* ]] || [ "$rc" != 3 ]; then
       echo "compare.sh: $tool ($op) failed:" >&2; tail -5 "$work/last.err" >&2; return 1
     fi
   fi
@@ -106,19 +110,28 @@ vault_size() {
 }
 
 have() { command -v "$1" >/dev/null; }
+# vault_op OP REPO ARGS...: one vault backup (JSON) into $work/REPO, and with --baseline the
+# same with the baseline binary into $work/bREPO.
+vault_op() {
+  local op="$1" repo="$2"; shift 2
+  measure "$op" vault "" -- "$vault" "${jobs_arg[@]}" "$@" --repo "$work/$repo" --json -q
+  vault_size
+  if [ -n "$baseline" ]; then
+    measure "$op" "vault (baseline)" "" -- "$baseline" "${jobs_arg[@]}" "$@" --repo "$work/b$repo" --json -q
+    vault_size
+  fi
+}
 export RESTIC_PASSWORD=benchmark-only   # a throwaway repository on /tmp; not a secret
 
 # Full backups.
-measure full-gzip vault "" -- "$vault" "${jobs_arg[@]}" backup "$tree" --repo "$work/vrepo" --full --json -q
-vault_size
+vault_op full-gzip vrepo backup "$tree" --full
 if [ "$inc_only" = 0 ]; then
   measure full-gzip "tar -czf" "$work/t.tgz" -- tar -czf "$work/t.tgz" -C "$work" tree
   rm -f "$work/t.tgz"
   have pigz && measure full-gzip "tar -I pigz" "$work/p.tgz" -- tar -I pigz -cf "$work/p.tgz" -C "$work" tree
   rm -f "$work/p.tgz"
-  measure full-zstd vault "" -- "$vault" "${jobs_arg[@]}" backup "$tree" --repo "$work/zrepo" --full --compression zstd --json -q
-  vault_size
-  rm -rf "$work/zrepo"
+  vault_op full-zstd zrepo backup "$tree" --full --compression zstd
+  rm -rf "$work/zrepo" "$work/bzrepo"
   have zstd && measure full-zstd "tar -I 'zstd -T0 -3'" "$work/t.tzst" -- tar -I 'zstd -T0 -3' -cf "$work/t.tzst" -C "$work" tree
   rm -f "$work/t.tzst"
 fi
@@ -131,16 +144,14 @@ fi
 tar -czf "$work/l0.tgz" --listed-incremental="$work/snar" -C "$work" tree
 
 # No-change incrementals.
-measure no-change vault "" -- "$vault" "${jobs_arg[@]}" backup "$tree" --repo "$work/vrepo" --incremental --json -q
-vault_size
+vault_op no-change vrepo backup "$tree" --incremental
 cp "$work/snar" "$work/snar1"
 measure no-change "tar --listed-incremental" "$work/l1.tgz" -- tar -czf "$work/l1.tgz" --listed-incremental="$work/snar1" -C "$work" tree
 have restic && measure no-change restic "" -- restic backup --repo "$work/rrepo" -q "$tree"
 
 # 1% of the files changed (every 100th regular file gets a line appended).
 find "$tree" -type f | sort | awk 'NR % 100 == 0' | while read -r f; do echo "changed" >> "$f"; done
-measure 1pct-changed vault "" -- "$vault" "${jobs_arg[@]}" backup "$tree" --repo "$work/vrepo" --incremental --json -q
-vault_size
+vault_op 1pct-changed vrepo backup "$tree" --incremental
 cp "$work/snar1" "$work/snar2"
 measure 1pct-changed "tar --listed-incremental" "$work/l2.tgz" -- tar -czf "$work/l2.tgz" --listed-incremental="$work/snar2" -C "$work" tree
 have restic && measure 1pct-changed restic "" -- restic backup --repo "$work/rrepo" -q "$tree"
@@ -149,6 +160,10 @@ have restic && measure 1pct-changed restic "" -- restic backup --repo "$work/rre
 [ "$inc_only" = 1 ] || {
 measure restore vault "" -- "$vault" "${jobs_arg[@]}" restore latest --repo "$work/vrepo" --target "$work/out-vault" -q
 rm -rf "$work/out-vault"
+if [ -n "$baseline" ]; then
+  measure restore "vault (baseline)" "" -- "$baseline" "${jobs_arg[@]}" restore latest --repo "$work/bvrepo" --target "$work/out-vault" -q
+  rm -rf "$work/out-vault"
+fi
 mkdir -p "$work/out-tar"
 extract_chain() { for a in "$work/l0.tgz" "$work/l1.tgz" "$work/l2.tgz"; do tar -xzf "$a" --listed-incremental=/dev/null -C "$work/out-tar" || return 1; done; }
 export -f extract_chain; export work
@@ -166,13 +181,20 @@ import sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 vault = {r[0]: float(r[2]) for r in rows if r[1] == "vault"}
 rss_v = {r[0]: int(r[4]) for r in rows if r[1] == "vault"}
-print("| operation | tool | wall s | CPU s | peak RSS MB | size MB | vault / tool (wall) | vault / tool (RSS) |")
-print("|---|---|---:|---:|---:|---:|---:|---:|")
+base = {r[0]: float(r[2]) for r in rows if r[1] == "vault (baseline)"}
+cols = "| operation | tool | wall s | CPU s | peak RSS MB | size MB | vault / tool (wall) | vault / tool (RSS) |"
+if base:
+    cols += " baseline / tool (wall) |"
+print(cols)
+print("|---|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if base else ""))
 for op, tool, wall, cpu, rss, size in rows:
     wall, cpu, rss, size = float(wall), float(cpu), int(rss) / 1024, int(size) / 1e6
-    ratio = mem = ""
+    ratio = mem = before = ""
     if tool != "vault" and op in vault:
         ratio = "%.2fx" % (vault[op] / wall if wall > 0 else float("inf"))
         mem = "%.2fx" % (rss_v[op] / (rss * 1024) if rss > 0 else float("inf"))
-    print("| %s | %s | %.2f | %.2f | %.0f | %.1f | %s | %s |" % (op, tool, wall, cpu, rss, size, ratio, mem))
+    if not tool.startswith("vault") and op in base:
+        before = "%.2fx" % (base[op] / wall if wall > 0 else float("inf"))
+    line = "| %s | %s | %.2f | %.2f | %.0f | %.1f | %s | %s |" % (op, tool, wall, cpu, rss, size, ratio, mem)
+    print(line + (" %s |" % before if base else ""))
 PY

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use clap::parser::ValueSource;
 use clap::ArgMatches;
 
-use super::args::{BackupArgs, Cli, Command, MailFlags};
+use super::args::{BackupArgs, Cli, Command, MailFlags, ScanArgs, SshArgs, SshFlags};
+use vault::config::SshSettings;
 pub use vault::config::{parse, AlertSettings, Config};
 use vault::Error;
 
@@ -211,91 +212,92 @@ pub fn apply(cli: &mut Cli, matches: &ArgMatches, path: &Path, cfg: &Config) -> 
             cfg,
         )?,
         Command::Scan(a) => {
-            let s = &cfg.scan;
-            if a.targets.is_empty() && a.hosts_file.is_none() {
-                a.targets = s.targets.clone().unwrap_or_default();
-                a.hosts_file = s.hosts_file.clone();
-            }
-            set_opt(sub, "tcp", &mut a.tcp, s.tcp.clone());
-            set(sub, "icmp", &mut a.icmp, s.icmp);
-            set(sub, "timeout", &mut a.timeout, s.timeout.clone());
-            set(sub, "retries", &mut a.retries, s.retries);
-            set(sub, "rate", &mut a.rate, s.rate);
-            set_opt(sub, "every", &mut a.every, s.every.clone());
-            set_opt(sub, "state", &mut a.state, s.state.clone());
-            if a.alert_to.is_empty() {
-                a.alert_to = s
-                    .alert_to
-                    .clone()
-                    .or_else(|| cfg.alert.to.clone())
-                    .unwrap_or_default();
-            }
-            apply_mail(sub, &mut a.mail, &cfg.alert);
-            if !repo_given && cfg.repo.is_some() {
-                cli.global.repo = cfg.repo.clone();
-            }
+            apply_scan(a, sub, cfg);
+            default_repo(&mut cli.global.repo, repo_given, cfg);
         }
-        Command::Ssh(a) => {
-            let s = &cfg.ssh;
-            if a.targets.is_empty() && a.hosts_file.is_none() {
-                a.targets = s.hosts.clone().unwrap_or_default();
-                a.hosts_file = s.hosts_file.clone();
-            }
-            set(sub, "parallel", &mut a.parallel, s.parallel.map(u16::from));
-            let f = &mut a.ssh;
-            if f.identity.is_empty() {
-                f.identity = s.identity.clone().unwrap_or_default();
-            }
-            set_opt(
-                sub,
-                "known_hosts",
-                &mut f.known_hosts,
-                s.known_hosts.clone(),
-            );
-            set(sub, "timeout", &mut f.timeout, s.timeout.clone());
-            set_opt(
-                sub,
-                "password_env",
-                &mut f.password_env,
-                s.password_env.clone(),
-            );
-            set_opt(
-                sub,
-                "password_file",
-                &mut f.password_file,
-                s.password_file.clone(),
-            );
-            set_opt(
-                sub,
-                "passphrase_env",
-                &mut f.passphrase_env,
-                s.passphrase_env.clone(),
-            );
-        }
+        Command::Ssh(a) => apply_ssh(a, sub, &cfg.ssh),
         Command::Mail { mail, .. } => apply_mail(sub, mail, &cfg.alert),
         Command::Push { ssh, .. } | Command::Pull { ssh, .. } => {
-            let s = &cfg.ssh;
-            if ssh.identity.is_empty() {
-                ssh.identity = s.identity.clone().unwrap_or_default();
-            }
-            set_opt(
-                sub,
-                "known_hosts",
-                &mut ssh.known_hosts,
-                s.known_hosts.clone(),
-            );
-            set(sub, "timeout", &mut ssh.timeout, s.timeout.clone());
-            if !repo_given && cfg.repo.is_some() {
-                cli.global.repo = cfg.repo.clone();
-            }
+            apply_ssh_flags(sub, ssh, &cfg.ssh);
+            default_repo(&mut cli.global.repo, repo_given, cfg);
         }
-        _ => {
-            if !repo_given && cfg.repo.is_some() {
-                cli.global.repo = cfg.repo.clone();
-            }
-        }
+        _ => default_repo(&mut cli.global.repo, repo_given, cfg),
     }
     Ok(())
+}
+
+/// The global repo from the config, when the command line left it unset.
+fn default_repo(slot: &mut Option<PathBuf>, repo_given: bool, cfg: &Config) {
+    if !repo_given && cfg.repo.is_some() {
+        *slot = cfg.repo.clone();
+    }
+}
+
+/// `vault scan` flags from `[scan]` (alert recipients also from `[alert]`).
+fn apply_scan(a: &mut ScanArgs, sub: &ArgMatches, cfg: &Config) {
+    let s = &cfg.scan;
+    if a.targets.is_empty() && a.hosts_file.is_none() {
+        a.targets = s.targets.clone().unwrap_or_default();
+        a.hosts_file = s.hosts_file.clone();
+    }
+    set_opt(sub, "tcp", &mut a.tcp, s.tcp.clone());
+    set(sub, "icmp", &mut a.icmp, s.icmp);
+    set(sub, "timeout", &mut a.timeout, s.timeout.clone());
+    set(sub, "retries", &mut a.retries, s.retries);
+    set(sub, "rate", &mut a.rate, s.rate);
+    set_opt(sub, "every", &mut a.every, s.every.clone());
+    set_opt(sub, "state", &mut a.state, s.state.clone());
+    if a.alert_to.is_empty() {
+        a.alert_to = s
+            .alert_to
+            .clone()
+            .or_else(|| cfg.alert.to.clone())
+            .unwrap_or_default();
+    }
+    apply_mail(sub, &mut a.mail, &cfg.alert);
+}
+
+/// `vault ssh` flags from `[ssh]`.
+fn apply_ssh(a: &mut SshArgs, sub: &ArgMatches, s: &SshSettings) {
+    if a.targets.is_empty() && a.hosts_file.is_none() {
+        a.targets = s.hosts.clone().unwrap_or_default();
+        a.hosts_file = s.hosts_file.clone();
+    }
+    set(sub, "parallel", &mut a.parallel, s.parallel.map(u16::from));
+    let f = &mut a.ssh;
+    apply_ssh_flags(sub, f, s);
+    set_opt(
+        sub,
+        "password_env",
+        &mut f.password_env,
+        s.password_env.clone(),
+    );
+    set_opt(
+        sub,
+        "password_file",
+        &mut f.password_file,
+        s.password_file.clone(),
+    );
+    set_opt(
+        sub,
+        "passphrase_env",
+        &mut f.passphrase_env,
+        s.passphrase_env.clone(),
+    );
+}
+
+/// The SSH connection flags every SSH command shares (keys, known_hosts, timeout) from `[ssh]`.
+fn apply_ssh_flags(sub: &ArgMatches, f: &mut SshFlags, s: &SshSettings) {
+    if f.identity.is_empty() {
+        f.identity = s.identity.clone().unwrap_or_default();
+    }
+    set_opt(
+        sub,
+        "known_hosts",
+        &mut f.known_hosts,
+        s.known_hosts.clone(),
+    );
+    set(sub, "timeout", &mut f.timeout, s.timeout.clone());
 }
 
 #[cfg(test)]

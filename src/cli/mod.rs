@@ -23,6 +23,7 @@ macro_rules! out {
 }
 
 pub mod args;
+mod cmd;
 pub mod config;
 pub mod progress;
 
@@ -159,47 +160,11 @@ fn dispatch(
     abort: &CancelToken,
 ) -> Result<Outcome, Error> {
     match &cli.command {
-        Command::Init => {
-            let repo = repo_arg(cli)?;
-            Repository::init(&repo)?;
-            if out.json {
-                out.json(&serde_json::json!({ "repository": repo, "created": true }))?;
-            }
-            out.say(&format!("created repository {}", repo.display()));
-            Ok(Outcome::Done)
-        }
+        Command::Init => cmd::repo::init(cli, out),
         Command::Backup(b) => backup(cli, b, out, pool, cancel),
         Command::Watch(w) => watch(cli, w, out, pool, cancel, abort),
-        Command::Completions { shell } => {
-            let mut cmd = <Cli as clap::CommandFactory>::command();
-            let mut buf = Vec::new();
-            clap_complete::generate(*shell, &mut cmd, "vault", &mut buf);
-            match std::io::stdout().write_all(&buf) {
-                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::Internal(
-                    format!("cannot write the completion script: {e}"),
-                )),
-                _ => Ok(Outcome::Done),
-            }
-        }
-        Command::Man { dir } => {
-            let cmd = <Cli as clap::CommandFactory>::command();
-            std::fs::create_dir_all(dir).map_err(|e| vault::error::repo_io(dir, e))?;
-            let mut pages = vec![(String::from("vault"), cmd.clone())];
-            for sub in cmd.get_subcommands() {
-                let name = format!("vault-{}", sub.get_name());
-                pages.push((name.clone(), sub.clone().name(name)));
-            }
-            for (name, page) in pages {
-                let path = dir.join(format!("{name}.1"));
-                let mut buf = Vec::new();
-                clap_mangen::Man::new(page)
-                    .render(&mut buf)
-                    .map_err(|e| vault::error::repo_io(&path, e))?;
-                std::fs::write(&path, buf).map_err(|e| vault::error::repo_io(&path, e))?;
-            }
-            out.note(&format!("man pages written to {}", dir.display()));
-            Ok(Outcome::Done)
-        }
+        Command::Completions { shell } => cmd::docs::completions(*shell),
+        Command::Man { dir } => cmd::docs::man(out, dir),
         Command::Restore(r) => restore(cli, r, out, pool, cancel),
         Command::Scan(a) => scan(cli, a, out, pool, cancel),
         Command::Ssh(a) => ssh(a, out, pool, cancel),
@@ -208,255 +173,27 @@ fn dispatch(
             subject,
             body,
             mail,
-        } => {
-            let smtp = smtp_settings(mail)?;
-            let body = match body {
-                Some(b) => b.clone(),
-                None => {
-                    let mut b = String::new();
-                    std::io::Read::read_to_string(&mut std::io::stdin(), &mut b).map_err(|e| {
-                        Error::Usage(format!("cannot read the body from stdin: {e}"))
-                    })?;
-                    b
-                }
-            };
-            vault::ops::mail::send(&smtp, to, subject, &body).map_err(|e| match e {
-                vault::ops::mail::MailError::Address(..) | vault::ops::mail::MailError::Url(_) => {
-                    Error::Usage(e.to_string())
-                }
-                other => Error::Refused(other.to_string()),
-            })?;
-            if out.json {
-                out.json(&serde_json::json!({ "sent": true, "to": to, "subject": subject }))?;
-            }
-            out.note(&format!("mail sent to {}", to.join(", ")));
-            Ok(Outcome::Done)
-        }
+        } => cmd::mail::mail(out, to, subject, body, mail),
         Command::Push {
             dest,
             verify,
             force,
             ssh,
-        } => {
-            use vault::ops::remote::{push, PushOptions, Remote};
-            let remote = Remote::parse(dest).map_err(Error::Usage)?;
-            let (auth, opts) = ssh_settings(ssh)?;
-            let how = PushOptions {
-                verify: *verify,
-                force: *force,
-            };
-            let r = push(&repo_arg(cli)?, &remote, &auth, &opts, how)?;
-            if out.json {
-                out.json(&r)?;
-            }
-            for a in &r.repaired {
-                out.note(&format!("{a} was damaged on {}; sent again", r.remote));
-            }
-            out.say(&format!(
-                "pushed to {}: {} archives sent ({}), {} already there; manifest with {} snapshots",
-                r.remote,
-                r.sent.len(),
-                human_bytes(r.bytes),
-                r.skipped,
-                r.snapshots
-            ));
-            Ok(Outcome::Done)
-        }
-        Command::Pull { src, ssh } => {
-            use vault::ops::remote::{pull, Remote};
-            let remote = Remote::parse(src).map_err(Error::Usage)?;
-            let (auth, opts) = ssh_settings(ssh)?;
-            let r = pull(&remote, &repo_arg(cli)?, &auth, &opts)?;
-            if out.json {
-                out.json(&r)?;
-            }
-            out.say(&format!(
-                "pulled from {}: {} archives received ({}), {} already here; {} snapshots",
-                r.remote,
-                r.sent.len(),
-                human_bytes(r.bytes),
-                r.skipped,
-                r.snapshots
-            ));
-            Ok(Outcome::Done)
-        }
-        Command::Check { read_data } => {
-            let bar = progress::Bar::new(!out.quiet);
-            let report =
-                vault::engine::check::check(&repo_arg(cli)?, *read_data, pool, cancel, &bar);
-            vault::Progress::finish(&bar);
-            let report = report?;
-            if out.json {
-                out.json(&report)?;
-            }
-            for p in &report.partials_removed {
-                out.note(&format!("removed {p}, left by an interrupted backup"));
-            }
-            for p in &report.partials_in_use {
-                out.note(&format!("{p} belongs to a backup in progress; left alone"));
-            }
-            for o in &report.orphans {
-                out.note(&format!(
-                    "{o} is not part of any snapshot (left by an interrupted backup or forget; the next `vault forget` removes it)"
-                ));
-            }
-            for p in &report.problems {
-                eprintln!(
-                    "vault: damaged: {}: {} (affects snapshots {})",
-                    p.what,
-                    p.error,
-                    p.snapshots.join(", ")
-                );
-            }
-            if report.ok {
-                out.say(&format!(
-                    "no problems: {} snapshots, {} archives{}",
-                    report.snapshots,
-                    report.archives,
-                    if report.read_data {
-                        ", all stored contents read and verified"
-                    } else {
-                        ""
-                    }
-                ));
-                Ok(Outcome::Done)
-            } else {
-                Err(Error::Refused(format!(
-                    "check found {} problem(s); affected snapshots: {}",
-                    report.problems.len(),
-                    report.affected_snapshots.join(", ")
-                )))
-            }
-        }
+        } => cmd::remote::push(cli, out, dest, *verify, *force, ssh),
+        Command::Pull { src, ssh } => cmd::remote::pull(cli, out, src, ssh),
+        Command::Check { read_data } => cmd::repo::check(cli, out, pool, cancel, *read_data),
         Command::Forget {
             keep_fulls,
             dry_run,
             lock_wait,
-        } => {
-            let wait = vault::time::parse_duration(lock_wait).map_err(Error::Usage)?;
-            let report =
-                vault::engine::forget::forget(&repo_arg(cli)?, *keep_fulls, *dry_run, wait)?;
-            if out.json {
-                out.json(&report)?;
-            }
-            let verb = if report.dry_run {
-                "would remove"
-            } else {
-                "removed"
-            };
-            for d in &report.debris_removed {
-                out.say(&format!("{verb} {d} (no snapshot refers to it)"));
-            }
-            for c in &report.removed {
-                out.say(&format!(
-                    "{verb} chain {} of {}: {} snapshots, {} archives, {}",
-                    c.full,
-                    c.source,
-                    c.snapshots.len(),
-                    c.archives.len(),
-                    human_bytes(c.bytes)
-                ));
-            }
-            out.say(&format!(
-                "{} chains kept; {} {}",
-                report.kept_chains,
-                if report.dry_run {
-                    "would free"
-                } else {
-                    "freed"
-                },
-                human_bytes(report.bytes_freed)
-            ));
-            Ok(Outcome::Done)
-        }
-        Command::Snapshots { source } => {
-            let repo = Repository::open(&repo_arg(cli)?)?;
-            let list = vault::snapshots(&repo, source.as_deref())?;
-            if out.json {
-                out.json(&list)?;
-            } else if !out.quiet {
-                outln!(
-                    "{:<16}  {:<20}  {:<11}  {:>8}  {:>10}  source",
-                    "id",
-                    "time",
-                    "kind",
-                    "paths",
-                    "stored"
-                );
-                for s in &list {
-                    outln!(
-                        "{:<16}  {:<20}  {:<11}  {:>8}  {:>10}  {}",
-                        s.id,
-                        s.time,
-                        s.kind,
-                        s.files,
-                        human_bytes(s.bytes_stored),
-                        s.source
-                    );
-                }
-            }
-            Ok(Outcome::Done)
-        }
-        Command::Ls { snap, source } => {
-            let repo = Repository::open(&repo_arg(cli)?)?;
-            let row = vault::resolve(&repo, snap, source.as_deref())?;
-            let entries = vault::ls(&repo, &row)?;
-            if out.json {
-                let list: Vec<vault::LsEntry> = entries.iter().map(Into::into).collect();
-                out.json(&list)?;
-            } else if !out.quiet {
-                let mut stdout = std::io::stdout().lock();
-                for e in &entries {
-                    let l = vault::LsEntry::from(e);
-                    let _ = write!(
-                        stdout,
-                        "{}{} {:>5}:{:<5} {:>10} {}  {}",
-                        vault::engine::query::type_char(e.kind),
-                        l.mode,
-                        e.uid,
-                        e.gid,
-                        e.size,
-                        l.mtime,
-                        vault::tree::display_path(&e.path)
-                    );
-                    if let Some(t) = &e.target {
-                        let _ = write!(stdout, " -> {}", vault::tree::display_path(t));
-                    }
-                    let _ = writeln!(stdout);
-                }
-            }
-            Ok(Outcome::Done)
-        }
+        } => cmd::repo::forget(cli, out, *keep_fulls, *dry_run, lock_wait),
+        Command::Snapshots { source } => cmd::repo::snapshots(cli, out, source),
+        Command::Ls { snap, source } => cmd::repo::ls(cli, out, snap, source),
         Command::Diff {
             snap_a,
             snap_b,
             source,
-        } => {
-            let repo = Repository::open(&repo_arg(cli)?)?;
-            let a = vault::resolve(&repo, snap_a, source.as_deref())?;
-            let b = vault::resolve(&repo, snap_b, source.as_deref())?;
-            let d = vault::diff(&repo, &a, &b)?;
-            if out.json {
-                out.json(&d)?;
-            } else if !out.quiet {
-                for p in &d.added {
-                    outln!("+ {p}");
-                }
-                for m in &d.changes {
-                    outln!("M {}  ({})", m.path, m.what.join(", "));
-                }
-                for p in &d.deleted {
-                    outln!("- {p}");
-                }
-                eprintln!(
-                    "{} added, {} modified, {} deleted",
-                    d.added.len(),
-                    d.modified.len(),
-                    d.deleted.len()
-                );
-            }
-            Ok(Outcome::Done)
-        }
+        } => cmd::repo::diff(cli, out, snap_a, snap_b, source),
     }
 }
 

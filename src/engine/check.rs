@@ -10,12 +10,14 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::Read;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use crate::archive::reader::{self, Flow, MemberKind};
 use crate::engine::repo::Repository;
 use crate::error::Result;
-use crate::manifest::{ManifestError, SnapshotRow};
+use crate::manifest::{Manifest, ManifestError, SnapshotRow};
 
 /// The contents an archive stores: (member name, digest, size).
 type StoredList = Vec<(Vec<u8>, crate::hash::Digest, u64)>;
@@ -82,15 +84,43 @@ pub fn check(
         read_data,
         ..CheckReport::default()
     };
-    let all_ids = |rows: &[SnapshotRow]| rows.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
+    let (rows, stored) = check_manifest(&repo.manifest, read_data, &mut report)?;
 
+    // Debris and orphans in archives/.
+    let locked = repo.lock_exclusive().is_ok();
+    let dir = repo.archives_dir();
+    list_archives(&repo, &dir, locked, &rows, &mut report)?;
+
+    // Archives: presence, size, checksum; with read_data, every stored content.
+    let ctx = ArchiveCheck {
+        rows: &rows,
+        dir: &dir,
+        read_data,
+        stored: &stored,
+    };
+    check_archives(&ctx, pool, cancel, progress, &mut report)?;
+    build_report(&mut report, &rows);
+    progress.finish();
+    Ok(report)
+}
+
+/// What a snapshot's rows yielded: files with no stored content, and contradicting rows.
+type Findings = (Vec<Vec<u8>>, Vec<(Vec<u8>, String)>);
+
+/// Checks the manifest: SQLite's integrity check, then every snapshot's rows. Returns the
+/// snapshots and, with `read_data`, the contents each archive stores (by snapshot seq).
+fn check_manifest(
+    manifest: &Manifest,
+    read_data: bool,
+    report: &mut CheckReport,
+) -> Result<(Vec<SnapshotRow>, HashMap<i64, StoredList>)> {
     // SQLite's own check stops with an error at some kinds of damage: that is a finding too.
-    let integrity = match repo.manifest.integrity_problems() {
+    let integrity = match manifest.integrity_problems() {
         Ok(v) => v,
         Err(ManifestError::Damaged { what, .. }) => vec![what],
         Err(e) => return Err(e.into()),
     };
-    let rows = repo.manifest.snapshots(None)?;
+    let rows = manifest.snapshots(None)?;
     report.snapshots = rows.len() as u64;
     // Per snapshot: can its tree and stored contents be read, and is every content stored?
     // A damaged page makes the reads of the snapshots whose rows it holds fail; those are the
@@ -98,68 +128,100 @@ pub fn check(
     let mut unreadable: Vec<(String, String)> = Vec::new();
     let mut stored_lists: HashMap<i64, StoredList> = HashMap::new();
     for r in &rows {
-        type Findings = (Vec<Vec<u8>>, Vec<(Vec<u8>, String)>);
-        let read = (|| -> std::result::Result<Findings, ManifestError> {
-            if !integrity.is_empty() {
-                repo.manifest.snapshot_entries(r)?;
-            }
-            if read_data && r.archive.is_some() {
-                stored_lists.insert(r.seq, repo.manifest.stored_in(r.seq)?);
-            }
-            let bad = repo.manifest.inconsistent_entries(r)?;
-            Ok((repo.manifest.unstored_files(r)?, bad))
-        })();
-        match read {
-            Ok((missing, bad)) => {
-                if let Some((path, why)) = bad.first() {
-                    let what = "manifest row(s) contradict themselves or the stored contents";
-                    let example = format!("{}: {why}", display_path(path));
-                    report
-                        .problems
-                        .push(row_problem(r, bad.len(), what, &example));
-                }
-                if let Some(first) = missing.first() {
-                    let what = "file(s) whose content the chain does not store";
-                    let example = display_path(first);
-                    report
-                        .problems
-                        .push(row_problem(r, missing.len(), what, &example));
-                }
-            }
+        match read_snapshot(manifest, r, &integrity, read_data, &mut stored_lists) {
+            Ok((missing, bad)) => report_findings(report, r, &missing, &bad),
             Err(ManifestError::Damaged { what, .. }) => unreadable.push((r.id.clone(), what)),
             Err(e) => return Err(e.into()),
         }
     }
     if !integrity.is_empty() || !unreadable.is_empty() {
-        let mut error = integrity.join("; ");
-        if let Some((_, what)) = unreadable.first() {
-            if !error.is_empty() {
-                error.push_str("; ");
-            }
-            error.push_str(&format!(
-                "{} snapshot(s) cannot be read ({what}); the others can still be restored",
-                unreadable.len()
-            ));
-        }
-        report.problems.insert(
-            0,
-            Damage {
-                what: "vault.db".into(),
-                error,
-                // When every snapshot reads cleanly the damage cannot be placed: all of them.
-                snapshots: if unreadable.is_empty() {
-                    all_ids(&rows)
-                } else {
-                    unreadable.into_iter().map(|(id, _)| id).collect()
-                },
-            },
-        );
+        report
+            .problems
+            .insert(0, manifest_damage(&integrity, unreadable, &rows));
     }
+    Ok((rows, stored_lists))
+}
 
-    // Debris and orphans in archives/.
-    let locked = repo.lock_exclusive().is_ok();
-    let dir = repo.archives_dir();
-    for name in repo.unreferenced_archives(&rows)? {
+/// Reads one snapshot's tree (when the database is damaged) and stored contents (with
+/// `read_data`), and finds its contradicting rows and its files with no stored content.
+fn read_snapshot(
+    manifest: &Manifest,
+    r: &SnapshotRow,
+    integrity: &[String],
+    read_data: bool,
+    stored_lists: &mut HashMap<i64, StoredList>,
+) -> std::result::Result<Findings, ManifestError> {
+    if !integrity.is_empty() {
+        manifest.snapshot_entries(r)?;
+    }
+    if read_data && r.archive.is_some() {
+        stored_lists.insert(r.seq, manifest.stored_in(r.seq)?);
+    }
+    let bad = manifest.inconsistent_entries(r)?;
+    Ok((manifest.unstored_files(r)?, bad))
+}
+
+/// Adds the problems found in one readable snapshot's rows to the report.
+fn report_findings(
+    report: &mut CheckReport,
+    r: &SnapshotRow,
+    missing: &[Vec<u8>],
+    bad: &[(Vec<u8>, String)],
+) {
+    if let Some((path, why)) = bad.first() {
+        let what = "manifest row(s) contradict themselves or the stored contents";
+        let example = format!("{}: {why}", display_path(path));
+        report
+            .problems
+            .push(row_problem(r, bad.len(), what, &example));
+    }
+    if let Some(first) = missing.first() {
+        let what = "file(s) whose content the chain does not store";
+        let example = display_path(first);
+        report
+            .problems
+            .push(row_problem(r, missing.len(), what, &example));
+    }
+}
+
+/// The damage of vault.db itself: the integrity check's findings and the unreadable snapshots.
+fn manifest_damage(
+    integrity: &[String],
+    unreadable: Vec<(String, String)>,
+    rows: &[SnapshotRow],
+) -> Damage {
+    let mut error = integrity.join("; ");
+    if let Some((_, what)) = unreadable.first() {
+        if !error.is_empty() {
+            error.push_str("; ");
+        }
+        error.push_str(&format!(
+            "{} snapshot(s) cannot be read ({what}); the others can still be restored",
+            unreadable.len()
+        ));
+    }
+    Damage {
+        what: "vault.db".into(),
+        error,
+        // When every snapshot reads cleanly the damage cannot be placed: all of them.
+        snapshots: if unreadable.is_empty() {
+            rows.iter().map(|r| r.id.clone()).collect()
+        } else {
+            unreadable.into_iter().map(|(id, _)| id).collect()
+        },
+    }
+}
+
+/// Lists the archives no snapshot refers to: leftover `*.partial` files are removed (when
+/// `locked`) or reported in use, anything else is an orphan.
+fn list_archives(
+    repo: &Repository,
+    dir: &Path,
+    locked: bool,
+    rows: &[SnapshotRow],
+    report: &mut CheckReport,
+) -> Result<()> {
+    for name in repo.unreferenced_archives(rows)? {
         if name.ends_with(".partial") {
             if locked {
                 let path = dir.join(&name);
@@ -172,60 +234,43 @@ pub fn check(
             report.orphans.push(format!("archives/{name}"));
         }
     }
+    Ok(())
+}
 
-    // Archives: presence, size, checksum; with read_data, every stored content.
+/// What checking the archives needs to know.
+struct ArchiveCheck<'a> {
+    /// Every snapshot.
+    rows: &'a [SnapshotRow],
+    /// The archives folder.
+    dir: &'a Path,
+    read_data: bool,
+    /// The contents each archive stores, by snapshot seq (with `read_data`).
+    stored: &'a HashMap<i64, StoredList>,
+}
+
+/// Reads every snapshot's archive on the pool and adds the damage found to the report.
+fn check_archives(
+    ctx: &ArchiveCheck<'_>,
+    pool: &Pool,
+    cancel: &CancelToken,
+    progress: &dyn Progress,
+    report: &mut CheckReport,
+) -> Result<()> {
+    let rows = ctx.rows;
     let with_archive: Vec<&SnapshotRow> = rows.iter().filter(|r| r.archive.is_some()).collect();
     report.archives = with_archive.len() as u64;
-    let stored = stored_lists;
     let total: u64 = with_archive
         .iter()
         .map(|r| r.archive_size.unwrap_or(0))
         .sum();
     progress.phase("check", Some(total));
     let found: Mutex<Vec<(i64, String, String)>> = Mutex::new(Vec::new());
-    let checked = std::sync::atomic::AtomicU64::new(0);
+    let checked = AtomicU64::new(0);
     let result = pool.map_unordered(
         cancel,
         with_archive.iter().copied(),
         || vec![0u8; 256 * 1024],
-        |buf, r| {
-            let name = r.archive.clone().unwrap_or_default();
-            let path = dir.join(&name);
-            let mut problems = Vec::new();
-            match std::fs::File::open(&path) {
-                Err(e) => problems.push(format!("cannot open: {e}")),
-                Ok(mut f) => {
-                    let mut h = blake3::Hasher::new();
-                    let mut n = 0u64;
-                    loop {
-                        match f.read(buf) {
-                            Ok(0) => break,
-                            Ok(k) => {
-                                h.update(&buf[..k]);
-                                n += k as u64;
-                            }
-                            Err(e) => {
-                                problems.push(format!("read error: {e}"));
-                                break;
-                            }
-                        }
-                    }
-                    checked.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-                    if Some(n) != r.archive_size {
-                        problems.push(format!(
-                            "size is {n} bytes, the manifest says {}",
-                            r.archive_size.unwrap_or(0)
-                        ));
-                    } else if r.archive_blake3.as_deref() != Some(h.finalize().as_bytes()) {
-                        problems.push("BLAKE3 checksum differs from the manifest's".into());
-                    }
-                }
-            }
-            if read_data && problems.iter().all(|p| !p.starts_with("cannot open")) {
-                problems.extend(read_archive(&path, r, stored.get(&r.seq)));
-            }
-            (r.seq, name, problems)
-        },
+        |buf, r| check_archive(ctx, buf, r, &checked),
         |(seq, name, problems)| {
             progress.advance(
                 rows.iter()
@@ -251,10 +296,72 @@ pub fn check(
         report.problems.push(Damage {
             what: format!("archives/{name}"),
             error,
-            snapshots: affected_by(&rows, r),
+            snapshots: affected_by(rows, r),
         });
     }
     report.bytes_checked = checked.into_inner();
+    Ok(())
+}
+
+/// Checks one snapshot's archive (on a pool thread): returns its seq, its name and the
+/// problems found.
+fn check_archive(
+    ctx: &ArchiveCheck<'_>,
+    buf: &mut [u8],
+    r: &SnapshotRow,
+    checked: &AtomicU64,
+) -> (i64, String, Vec<String>) {
+    let name = r.archive.clone().unwrap_or_default();
+    let path = ctx.dir.join(&name);
+    let mut problems = Vec::new();
+    match std::fs::File::open(&path) {
+        Err(e) => problems.push(format!("cannot open: {e}")),
+        Ok(f) => problems.extend(check_archive_file(f, buf, r, checked)),
+    }
+    if ctx.read_data && problems.iter().all(|p| !p.starts_with("cannot open")) {
+        problems.extend(read_archive(&path, r, ctx.stored.get(&r.seq)));
+    }
+    (r.seq, name, problems)
+}
+
+/// Reads an open archive whole, counting its bytes into `checked`, and compares its size and
+/// BLAKE3 with the manifest's.
+fn check_archive_file(
+    mut f: std::fs::File,
+    buf: &mut [u8],
+    r: &SnapshotRow,
+    checked: &AtomicU64,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut h = blake3::Hasher::new();
+    let mut n = 0u64;
+    loop {
+        match f.read(buf) {
+            Ok(0) => break,
+            Ok(k) => {
+                h.update(&buf[..k]);
+                n += k as u64;
+            }
+            Err(e) => {
+                problems.push(format!("read error: {e}"));
+                break;
+            }
+        }
+    }
+    checked.fetch_add(n, Ordering::Relaxed);
+    if Some(n) != r.archive_size {
+        problems.push(format!(
+            "size is {n} bytes, the manifest says {}",
+            r.archive_size.unwrap_or(0)
+        ));
+    } else if r.archive_blake3.as_deref() != Some(h.finalize().as_bytes()) {
+        problems.push("BLAKE3 checksum differs from the manifest's".into());
+    }
+    problems
+}
+
+/// Completes the report: every snapshot some problem affects (in seq order), and the verdict.
+fn build_report(report: &mut CheckReport, rows: &[SnapshotRow]) {
     let affected: BTreeSet<(i64, String)> = report
         .problems
         .iter()
@@ -267,8 +374,6 @@ pub fn check(
         .collect();
     report.affected_snapshots = affected.into_iter().map(|(_, id)| id).collect();
     report.ok = report.problems.is_empty();
-    progress.finish();
-    Ok(report)
 }
 
 /// Decompresses one archive and checks every content the manifest says it stores.

@@ -277,8 +277,44 @@ pub fn scan_partial(
     prev_at: &mut dyn FnMut(&[u8]) -> Result<Option<Entry>>,
 ) -> Result<PartialScan> {
     let root = source_root(src)?;
-    // Only folders that still are folders (and are not excluded) are listed; nested dirty
-    // folders are covered by listing each one.
+    let listed = dirs_to_list(src, dirty, opts);
+
+    let mut st = PartialState {
+        prev: Vec::new(),
+        now: Scan {
+            root,
+            entries: Vec::new(),
+            warnings: Vec::new(),
+            failed: Vec::new(),
+        },
+        new_dirs: Vec::new(),
+    };
+    for d in &listed {
+        relist_dir(src, d, opts, &mut st, prev_under, prev_at)?;
+    }
+    let PartialState {
+        mut prev,
+        mut now,
+        mut new_dirs,
+    } = st;
+    // New folders are walked whole (they may already hold files the events did not name).
+    new_dirs.retain(|n| !listed.contains(n));
+    if !new_dirs.is_empty() {
+        walk_new_dirs(src, opts, pool, cancel, new_dirs, &mut now)?;
+    }
+    for v in [&mut prev, &mut now.entries] {
+        crate::tree::sort_entries(v);
+        v.dedup_by(|a, b| a.path == b.path);
+    }
+    now.warnings.sort_by(|a, b| a.path.cmp(&b.path));
+    now.failed.sort_unstable();
+    now.failed.dedup();
+    Ok(PartialScan { prev, now })
+}
+
+/// The dirty folders to list, sorted and without duplicates: only folders that still are
+/// folders (and are not excluded); nested dirty folders are covered by listing each one.
+fn dirs_to_list(src: &Path, dirty: &[Vec<u8>], opts: &ScanOptions) -> Vec<Vec<u8>> {
     let mut listed: Vec<Vec<u8>> = Vec::new();
     for d in dirty {
         let abs = if d.is_empty() {
@@ -297,79 +333,94 @@ pub fn scan_partial(
     }
     listed.sort();
     listed.dedup();
+    listed
+}
 
-    let mut now = Scan {
-        root,
-        entries: Vec::new(),
-        warnings: Vec::new(),
-        failed: Vec::new(),
-    };
-    let mut prev: Vec<Entry> = Vec::new();
-    let mut new_dirs: Vec<Vec<u8>> = Vec::new();
-    for d in &listed {
-        let below = prev_under(d)?;
-        let prev_dirs: std::collections::HashSet<&[u8]> = below
-            .iter()
-            .filter(|e| e.kind == EntryKind::Dir && parent_of(&e.path) == d.as_slice())
-            .map(|e| e.path.as_slice())
-            .collect();
-        let mut more = Vec::new();
-        let l = list_dir(src, d.clone(), opts, &mut more);
-        let fresh_dirs: std::collections::HashSet<&[u8]> = more.iter().map(Vec::as_slice).collect();
-        // Previous side: the direct children, and the whole subtree of children that are
-        // no longer folders.
-        let gone: Vec<&[u8]> = prev_dirs
-            .iter()
-            .copied()
-            .filter(|p| !fresh_dirs.contains(p))
-            .collect();
-        for e in &below {
-            if parent_of(&e.path) == d.as_slice() || gone.iter().any(|g| paths::below(&e.path, g)) {
-                prev.push(e.clone());
-            }
+/// Both sides of a partial walk as the listed folders are gone through.
+struct PartialState {
+    /// What the previous snapshot had in the places looked at.
+    prev: Vec<Entry>,
+    /// What is there now.
+    now: Scan,
+    /// Sub-folders the previous snapshot did not have, to walk whole.
+    new_dirs: Vec<Vec<u8>>,
+}
+
+/// Lists one dirty folder `d` afresh and adds both sides of it to `st`.
+fn relist_dir(
+    src: &Path,
+    d: &[u8],
+    opts: &ScanOptions,
+    st: &mut PartialState,
+    prev_under: &mut dyn FnMut(&[u8]) -> Result<Vec<Entry>>,
+    prev_at: &mut dyn FnMut(&[u8]) -> Result<Option<Entry>>,
+) -> Result<()> {
+    let below = prev_under(d)?;
+    let prev_dirs: std::collections::HashSet<&[u8]> = below
+        .iter()
+        .filter(|e| e.kind == EntryKind::Dir && parent_of(&e.path) == d)
+        .map(|e| e.path.as_slice())
+        .collect();
+    let mut more = Vec::new();
+    let l = list_dir(src, d.to_vec(), opts, &mut more);
+    let fresh_dirs: std::collections::HashSet<&[u8]> = more.iter().map(Vec::as_slice).collect();
+    // Previous side: the direct children, and the whole subtree of children that are
+    // no longer folders.
+    let gone: Vec<&[u8]> = prev_dirs
+        .iter()
+        .copied()
+        .filter(|p| !fresh_dirs.contains(p))
+        .collect();
+    for e in &below {
+        if parent_of(&e.path) == d || gone.iter().any(|g| paths::below(&e.path, g)) {
+            st.prev.push(e.clone());
         }
-        for sub in &more {
-            if !prev_dirs.contains(sub.as_slice()) {
-                new_dirs.push(sub.clone());
-            }
+    }
+    for sub in &more {
+        if !prev_dirs.contains(sub.as_slice()) {
+            st.new_dirs.push(sub.clone());
         }
-        now.entries.extend(l.entries);
-        now.warnings.extend(l.warnings);
-        now.failed.extend(l.failed);
-        // The folder's own entry (its mtime moved).
-        if !d.is_empty() {
-            if let Ok(m) = fs::symlink_metadata(src.join(os(d))) {
-                now.entries
-                    .push(entry_from_meta(d.clone(), EntryKind::Dir, &m));
-                if let Some(e) = prev_at(d)? {
-                    prev.push(e);
-                }
+    }
+    add_listing(&mut st.now, l);
+    // The folder's own entry (its mtime moved).
+    if !d.is_empty() {
+        if let Ok(m) = fs::symlink_metadata(src.join(os(d))) {
+            st.now
+                .entries
+                .push(entry_from_meta(d.to_vec(), EntryKind::Dir, &m));
+            if let Some(e) = prev_at(d)? {
+                st.prev.push(e);
             }
         }
     }
-    // New folders are walked whole (they may already hold files the events did not name).
-    new_dirs.retain(|n| !listed.contains(n));
-    if !new_dirs.is_empty() {
-        let r = pool.run_queue(
-            cancel,
-            new_dirs,
-            || (),
-            |_, dir, more| list_dir(src, dir, opts, more),
-            |l: Listing| {
-                now.entries.extend(l.entries);
-                now.warnings.extend(l.warnings);
-                now.failed.extend(l.failed);
-                Ok::<(), ()>(())
-            },
-        );
-        crate::error::pool_done(r)?;
-    }
-    for v in [&mut prev, &mut now.entries] {
-        crate::tree::sort_entries(v);
-        v.dedup_by(|a, b| a.path == b.path);
-    }
-    now.warnings.sort_by(|a, b| a.path.cmp(&b.path));
-    now.failed.sort_unstable();
-    now.failed.dedup();
-    Ok(PartialScan { prev, now })
+    Ok(())
+}
+
+/// Walks the new folders whole on the pool, adding what they hold to `now`.
+fn walk_new_dirs(
+    src: &Path,
+    opts: &ScanOptions,
+    pool: &Pool,
+    cancel: &CancelToken,
+    new_dirs: Vec<Vec<u8>>,
+    now: &mut Scan,
+) -> Result<()> {
+    let r = pool.run_queue(
+        cancel,
+        new_dirs,
+        || (),
+        |_, dir, more| list_dir(src, dir, opts, more),
+        |l: Listing| {
+            add_listing(now, l);
+            Ok::<(), ()>(())
+        },
+    );
+    crate::error::pool_done(r)
+}
+
+/// Adds one folder's listing (entries, warnings, failures) to `now`.
+fn add_listing(now: &mut Scan, l: Listing) {
+    now.entries.extend(l.entries);
+    now.warnings.extend(l.warnings);
+    now.failed.extend(l.failed);
 }

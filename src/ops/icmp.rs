@@ -213,98 +213,164 @@ pub fn sweep(
     pacing: Pacing,
     cancel: &CancelToken,
 ) -> io::Result<(Vec<Option<f64>>, SocketKind)> {
-    let mut rtt: Vec<Option<f64>> = vec![None; addrs.len()];
     if addrs.is_empty() {
+        let rtt: Vec<Option<f64>> = vec![None; addrs.len()];
         return Ok((rtt, SocketKind::Raw));
     }
-    let v4 = if addrs.iter().any(|a| a.is_ipv4()) {
-        Some(open(false)?)
-    } else {
-        None
-    };
-    let v6 = if addrs.iter().any(|a| a.is_ipv6()) {
-        Some(open(true)?)
-    } else {
-        None
-    };
-    let kind = v4
-        .as_ref()
-        .or(v6.as_ref())
-        .map_or(SocketKind::Raw, |s| s.kind);
-    let id = (std::process::id() & 0xffff) as u16;
-    let interval = Duration::from_secs_f64(1.0 / f64::from(pacing.rate.max(1)));
-
-    let mut queue: VecDeque<(usize, u32)> = (0..addrs.len()).map(|i| (i, 0)).collect();
-    let mut deadlines: BinaryHeap<Reverse<(Instant, usize, u32, u16)>> = BinaryHeap::new();
-    let mut pending: HashMap<(IpAddr, u16), (usize, Instant)> = HashMap::new();
-    let mut waiting = 0usize; // hosts with a probe out and no answer yet
-    let mut seq: u16 = 0;
-    let mut next_send = Instant::now();
-    let mut buf = vec![0u8; 4096];
-
+    let mut st = SweepState::new(addrs, pacing)?;
+    let kind = st.kind();
     loop {
         if cancel.is_cancelled() {
             return Err(io::Error::new(io::ErrorKind::Interrupted, "cancelled"));
         }
         let now = Instant::now();
-        // Send what is due.
-        while let Some(&(i, attempt)) = queue.front() {
-            if now < next_send {
+        st.send_due(now);
+        st.expire(now);
+        if st.queue.is_empty() && st.waiting == 0 {
+            break;
+        }
+        st.wait_for_replies();
+        st.receive_replies()?;
+    }
+    Ok((st.rtt, kind))
+}
+
+/// Everything one sweep keeps between rounds of its event loop.
+struct SweepState<'a> {
+    addrs: &'a [IpAddr],
+    pacing: Pacing,
+    v4: Option<Sock>,
+    v6: Option<Sock>,
+    /// The ICMP identifier (raw sockets; the kernel picks it on datagram sockets).
+    id: u16,
+    /// Time between two probes sent.
+    interval: Duration,
+    /// Round-trip times in ms, by address index.
+    rtt: Vec<Option<f64>>,
+    /// Probes to send: (address index, attempt).
+    queue: VecDeque<(usize, u32)>,
+    /// When each probe out expires: (deadline, address index, attempt, sequence number).
+    deadlines: BinaryHeap<Reverse<(Instant, usize, u32, u16)>>,
+    /// Probes out: (address, sequence number) -> (address index, time sent).
+    pending: HashMap<(IpAddr, u16), (usize, Instant)>,
+    /// Hosts with a probe out and no answer yet.
+    waiting: usize,
+    seq: u16,
+    next_send: Instant,
+    buf: Vec<u8>,
+}
+
+impl<'a> SweepState<'a> {
+    /// Opens a socket for each address family present and queues a first probe per address.
+    fn new(addrs: &'a [IpAddr], pacing: Pacing) -> io::Result<SweepState<'a>> {
+        let rtt: Vec<Option<f64>> = vec![None; addrs.len()];
+        let v4 = if addrs.iter().any(|a| a.is_ipv4()) {
+            Some(open(false)?)
+        } else {
+            None
+        };
+        let v6 = if addrs.iter().any(|a| a.is_ipv6()) {
+            Some(open(true)?)
+        } else {
+            None
+        };
+        let id = (std::process::id() & 0xffff) as u16;
+        let interval = Duration::from_secs_f64(1.0 / f64::from(pacing.rate.max(1)));
+        Ok(SweepState {
+            addrs,
+            pacing,
+            v4,
+            v6,
+            id,
+            interval,
+            rtt,
+            queue: (0..addrs.len()).map(|i| (i, 0)).collect(),
+            deadlines: BinaryHeap::new(),
+            pending: HashMap::new(),
+            waiting: 0,
+            seq: 0,
+            next_send: Instant::now(),
+            buf: vec![0u8; 4096],
+        })
+    }
+
+    /// The kind of socket in use (the IPv4 one's when both families are present).
+    fn kind(&self) -> SocketKind {
+        self.v4
+            .as_ref()
+            .or(self.v6.as_ref())
+            .map_or(SocketKind::Raw, |s| s.kind)
+    }
+
+    /// Sends the queued probes that are due at `now`, paced by `interval`.
+    fn send_due(&mut self, now: Instant) {
+        while let Some(&(i, attempt)) = self.queue.front() {
+            if now < self.next_send {
                 break;
             }
-            queue.pop_front();
-            if rtt[i].is_some() {
+            self.queue.pop_front();
+            if self.rtt[i].is_some() {
                 continue;
             }
-            let addr = addrs[i];
-            let sock = if addr.is_ipv4() {
-                v4.as_ref()
-            } else {
-                v6.as_ref()
-            };
-            let sock = sock.expect("a socket for each family present");
-            seq = seq.wrapping_add(1);
-            let packet = echo_request(addr.is_ipv6(), id, seq);
-            let sent = Instant::now();
-            // A send error (no route, …) is an unanswered probe, not a failed sweep.
-            let _ = send_to(sock, addr, &packet);
-            pending.insert((addr, seq), (i, sent));
-            let t = pacing.timeout.mul_f64(BACKOFF.powi(attempt as i32));
-            deadlines.push(Reverse((sent + t, i, attempt, seq)));
-            if attempt == 0 {
-                waiting += 1;
-            }
-            next_send = (next_send + interval).max(now.checked_sub(interval).unwrap_or(now));
+            self.send_probe(i, attempt);
+            self.next_send =
+                (self.next_send + self.interval).max(now.checked_sub(self.interval).unwrap_or(now));
         }
-        // Expire probes; retry or give up.
-        while let Some(Reverse((dl, i, attempt, s))) = deadlines.peek().copied() {
-            if rtt[i].is_some() {
-                deadlines.pop();
+    }
+
+    /// Sends one probe to address `i` and records it as pending, with its deadline.
+    fn send_probe(&mut self, i: usize, attempt: u32) {
+        let addr = self.addrs[i];
+        let sock = if addr.is_ipv4() {
+            self.v4.as_ref()
+        } else {
+            self.v6.as_ref()
+        };
+        let sock = sock.expect("a socket for each family present");
+        self.seq = self.seq.wrapping_add(1);
+        let packet = echo_request(addr.is_ipv6(), self.id, self.seq);
+        let sent = Instant::now();
+        // A send error (no route, …) is an unanswered probe, not a failed sweep.
+        let _ = send_to(sock, addr, &packet);
+        self.pending.insert((addr, self.seq), (i, sent));
+        let t = self.pacing.timeout.mul_f64(BACKOFF.powi(attempt as i32));
+        self.deadlines
+            .push(Reverse((sent + t, i, attempt, self.seq)));
+        if attempt == 0 {
+            self.waiting += 1;
+        }
+    }
+
+    /// Expires the probes whose deadline passed by `now`: retries them, or gives up on the host.
+    fn expire(&mut self, now: Instant) {
+        while let Some(Reverse((dl, i, attempt, s))) = self.deadlines.peek().copied() {
+            if self.rtt[i].is_some() {
+                self.deadlines.pop();
                 continue;
             }
             if dl > now {
                 break;
             }
-            deadlines.pop();
-            pending.remove(&(addrs[i], s));
-            if attempt < pacing.retries {
-                queue.push_back((i, attempt + 1));
+            self.deadlines.pop();
+            self.pending.remove(&(self.addrs[i], s));
+            if attempt < self.pacing.retries {
+                self.queue.push_back((i, attempt + 1));
             } else {
-                waiting -= 1;
+                self.waiting -= 1;
             }
         }
-        if queue.is_empty() && waiting == 0 {
-            break;
-        }
-        // Wait for replies until the next send or deadline.
-        let mut until = deadlines.peek().map(|Reverse((d, ..))| *d);
-        if !queue.is_empty() {
-            until = Some(until.map_or(next_send, |u| u.min(next_send)));
+    }
+
+    /// Waits for replies on the sockets until the next send or deadline.
+    fn wait_for_replies(&self) {
+        let mut until = self.deadlines.peek().map(|Reverse((d, ..))| *d);
+        if !self.queue.is_empty() {
+            until = Some(until.map_or(self.next_send, |u| u.min(self.next_send)));
         }
         let wait = until.map_or(Duration::from_millis(10), |u| {
             u.saturating_duration_since(Instant::now())
         });
-        let mut fds: Vec<libc::pollfd> = [v4.as_ref(), v6.as_ref()]
+        let mut fds: Vec<libc::pollfd> = [self.v4.as_ref(), self.v6.as_ref()]
             .into_iter()
             .flatten()
             .map(|s| libc::pollfd {
@@ -314,31 +380,42 @@ pub fn sweep(
             })
             .collect();
         crate::ops::wait_fds(&mut fds, wait);
-        for s in [v4.as_ref(), v6.as_ref()].into_iter().flatten() {
-            while let Some((src, start, n)) = recv_one(s, &mut buf)? {
+    }
+
+    /// Reads every waiting datagram and records the round-trip time of each matching reply.
+    fn receive_replies(&mut self) -> io::Result<()> {
+        for s in [self.v4.as_ref(), self.v6.as_ref()].into_iter().flatten() {
+            while let Some((src, start, n)) = recv_one(s, &mut self.buf)? {
                 let got = Instant::now();
                 if n < start + 8 {
                     continue;
                 }
-                let m = &buf[start..n];
-                let reply = if s.v6 { 129 } else { 0 };
-                if m[0] != reply {
+                let Some(rseq) = reply_seq(s, self.id, &self.buf[start..n]) else {
                     continue;
-                }
-                if s.kind == SocketKind::Raw && u16::from_be_bytes([m[4], m[5]]) != id {
-                    continue;
-                }
-                let rseq = u16::from_be_bytes([m[6], m[7]]);
-                if let Some((i, sent)) = pending.remove(&(src, rseq)) {
-                    if rtt[i].is_none() {
-                        rtt[i] = Some(got.duration_since(sent).as_secs_f64() * 1000.0);
-                        waiting -= 1;
+                };
+                if let Some((i, sent)) = self.pending.remove(&(src, rseq)) {
+                    if self.rtt[i].is_none() {
+                        self.rtt[i] = Some(got.duration_since(sent).as_secs_f64() * 1000.0);
+                        self.waiting -= 1;
                     }
                 }
             }
         }
+        Ok(())
     }
-    Ok((rtt, kind))
+}
+
+/// The sequence number of `m` (an ICMP message of at least 8 bytes) when it is an echo reply
+/// to this sweep; None for anything else.
+fn reply_seq(s: &Sock, id: u16, m: &[u8]) -> Option<u16> {
+    let reply = if s.v6 { 129 } else { 0 };
+    if m[0] != reply {
+        return None;
+    }
+    if s.kind == SocketKind::Raw && u16::from_be_bytes([m[4], m[5]]) != id {
+        return None;
+    }
+    Some(u16::from_be_bytes([m[6], m[7]]))
 }
 
 #[cfg(test)]

@@ -190,6 +190,11 @@ fn banner_error(e: crate::ops::ssh_guard::BannerError, limit: Duration) -> SshEr
     }
 }
 
+/// Parallel connections (vault ssh on many hosts) check and add keys one at a time, so one
+/// never reads the file while another rewrites it; the file is replaced by rename, never
+/// truncated in place.
+static KNOWN_HOSTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Connects, checks the host key, authenticates. Every step ends by `opts.timeout`, or when
 /// `cancel` is set.
 pub fn connect(
@@ -200,6 +205,29 @@ pub fn connect(
 ) -> Result<Connected, SshError> {
     use crate::ops::ssh_guard::{check_banner, Watchdog};
     let deadline = Instant::now() + opts.timeout;
+    let tcp = open_tcp(t, opts.timeout)?;
+    let guard = Watchdog::arm(&tcp, deadline, cancel.cloned());
+    check_banner(&tcp, deadline).map_err(|e| banner_error(e, opts.timeout))?;
+    let mut session = Session::new().map_err(|e| SshError::Session(e.message().to_string()))?;
+    session.set_tcp_stream(tcp);
+    handshake(&mut session, opts.timeout, deadline)?;
+
+    let host_key = HostKey::of(&session)?;
+    // Held until `connect` returns, so authentication is serialised with it too.
+    let _known_hosts_lock = KNOWN_HOSTS.lock().unwrap_or_else(|e| e.into_inner());
+    check_known_hosts(&session, t, opts, host_key)?;
+
+    authenticate(&session, t, auth, opts, deadline)?;
+    session.set_timeout(remaining_ms(deadline));
+    Ok(Connected {
+        session,
+        deadline,
+        guard,
+    })
+}
+
+/// Resolves the target and opens the TCP connection to its first address, within `limit`.
+fn open_tcp(t: &SshTarget, limit: Duration) -> Result<TcpStream, SshError> {
     let addrs: Vec<SocketAddr> = (t.host.as_str(), t.port)
         .to_socket_addrs()
         .map_err(|e| SshError::Resolve(e.to_string()))?
@@ -207,40 +235,63 @@ pub fn connect(
     let addr = *addrs
         .first()
         .ok_or_else(|| SshError::Resolve("no address".into()))?;
-    let tcp = TcpStream::connect_timeout(&addr, opts.timeout).map_err(|e| {
+    let tcp = TcpStream::connect_timeout(&addr, limit).map_err(|e| {
         if e.kind() == io::ErrorKind::TimedOut {
-            SshError::Timeout(opts.timeout, "connect")
+            SshError::Timeout(limit, "connect")
         } else {
             SshError::Connect(e)
         }
     })?;
     let _ = tcp.set_nodelay(true);
-    let guard = Watchdog::arm(&tcp, deadline, cancel.cloned());
-    check_banner(&tcp, deadline).map_err(|e| banner_error(e, opts.timeout))?;
-    let mut session = Session::new().map_err(|e| SshError::Session(e.message().to_string()))?;
-    session.set_tcp_stream(tcp);
+    Ok(tcp)
+}
+
+/// Runs the SSH handshake on a session that has its TCP stream, within the deadline.
+fn handshake(session: &mut Session, limit: Duration, deadline: Instant) -> Result<(), SshError> {
     session.set_timeout(remaining_ms(deadline));
-    session.handshake().map_err(
-        |e| match timeout_or(e, "handshake", opts.timeout, deadline) {
+    session
+        .handshake()
+        .map_err(|e| match timeout_or(e, "handshake", limit, deadline) {
             SshError::Session(m) => SshError::Handshake(m),
             other => other,
-        },
-    )?;
+        })
+}
 
-    // Host key.
-    let (key, key_type) = session
-        .host_key()
-        .ok_or_else(|| SshError::Handshake("the server sent no host key".into()))?;
-    let fingerprint = format!(
-        "SHA256:{}",
-        b64(session.host_key_hash(HashType::Sha256).unwrap_or_default())
-    );
+/// The server's host key, as the handshake left it in the session.
+struct HostKey<'a> {
+    key: &'a [u8],
+    kind: ssh2::HostKeyType,
+    /// `SHA256:<base64>`, for error messages.
+    fingerprint: String,
+}
+
+impl<'a> HostKey<'a> {
+    /// Reads the host key and its SHA-256 fingerprint from a session after the handshake.
+    fn of(session: &'a Session) -> Result<HostKey<'a>, SshError> {
+        let (key, kind) = session
+            .host_key()
+            .ok_or_else(|| SshError::Handshake("the server sent no host key".into()))?;
+        let fingerprint = format!(
+            "SHA256:{}",
+            b64(session.host_key_hash(HashType::Sha256).unwrap_or_default())
+        );
+        Ok(HostKey {
+            key,
+            kind,
+            fingerprint,
+        })
+    }
+}
+
+/// Checks the host key against `opts.known_hosts`: refuses a changed key, and an unknown one
+/// unless `opts.accept_new` (then records it). The caller holds the `KNOWN_HOSTS` lock.
+fn check_known_hosts(
+    session: &Session,
+    t: &SshTarget,
+    opts: &SshOptions,
+    host_key: HostKey<'_>,
+) -> Result<(), SshError> {
     let kh_path = opts.known_hosts.display().to_string();
-    // Parallel connections (vault ssh on many hosts) check and add keys one at a time, so one
-    // never reads the file while another rewrites it; the file is replaced by rename, never
-    // truncated in place.
-    static KNOWN_HOSTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _guard = KNOWN_HOSTS.lock().unwrap_or_else(|e| e.into_inner());
     let mut kh = session
         .known_hosts()
         .map_err(|e| SshError::Session(e.message().to_string()))?;
@@ -248,64 +299,78 @@ pub fn connect(
         kh.read_file(&opts.known_hosts, KnownHostFileKind::OpenSSH)
             .map_err(|e| SshError::KnownHostsFile(kh_path.clone(), e.message().to_string()))?;
     }
-    match kh.check_port(&t.host, t.port, key) {
+    match kh.check_port(&t.host, t.port, host_key.key) {
         CheckResult::Match => {}
         CheckResult::Mismatch => {
             return Err(SshError::HostKeyChanged {
-                fingerprint,
+                fingerprint: host_key.fingerprint,
                 known_hosts: kh_path,
             })
         }
         CheckResult::NotFound | CheckResult::Failure => {
             if !opts.accept_new {
                 return Err(SshError::UnknownHost {
-                    fingerprint,
+                    fingerprint: host_key.fingerprint,
                     known_hosts: kh_path,
                 });
             }
             kh.add(
                 &t.known_hosts_name(),
-                key,
+                host_key.key,
                 "added by vault --accept-new",
-                key_type.into(),
+                host_key.kind.into(),
             )
             .map_err(|e| SshError::KnownHostsFile(kh_path.clone(), e.message().to_string()))?;
-            if let Some(dir) = opts.known_hosts.parent() {
-                let _ = std::fs::create_dir_all(dir);
-            }
-            let mut tmp = opts.known_hosts.clone().into_os_string();
-            tmp.push(format!(".vault-{}", std::process::id()));
-            let tmp = std::path::PathBuf::from(tmp);
-            let _ = std::fs::remove_file(&tmp);
-            kh.write_file(&tmp, KnownHostFileKind::OpenSSH)
-                .map_err(|e| SshError::KnownHostsFile(kh_path.clone(), e.message().to_string()))?;
-            std::fs::rename(&tmp, &opts.known_hosts).map_err(|e| {
-                let _ = std::fs::remove_file(&tmp);
-                SshError::KnownHostsFile(kh_path.clone(), e.to_string())
-            })?;
+            write_known_hosts(&kh, &opts.known_hosts, &kh_path)?;
         }
     }
+    Ok(())
+}
 
-    // Authentication.
-    let user = t
-        .user
+/// Writes `kh` to `path` through a temporary file and a rename (never truncating in place);
+/// `kh_path` names the file in errors.
+fn write_known_hosts(kh: &ssh2::KnownHosts, path: &Path, kh_path: &str) -> Result<(), SshError> {
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let mut tmp = path.to_path_buf().into_os_string();
+    tmp.push(format!(".vault-{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    let _ = std::fs::remove_file(&tmp);
+    kh.write_file(&tmp, KnownHostFileKind::OpenSSH)
+        .map_err(|e| SshError::KnownHostsFile(kh_path.to_string(), e.message().to_string()))?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        SshError::KnownHostsFile(kh_path.to_string(), e.to_string())
+    })?;
+    Ok(())
+}
+
+/// The user to log in as: the target's `user@`, else `auth.user`, else $USER, else root.
+fn login_user(t: &SshTarget, auth: &SshAuth) -> String {
+    t.user
         .clone()
         .or_else(|| auth.user.clone())
         .or_else(|| std::env::var("USER").ok())
-        .unwrap_or_else(|| "root".into());
+        .unwrap_or_else(|| "root".into())
+}
+
+/// Authenticates: the agent's identities, then the key files, then the password. The error
+/// lists what was tried (never the secrets).
+fn authenticate(
+    session: &Session,
+    t: &SshTarget,
+    auth: &SshAuth,
+    opts: &SshOptions,
+    deadline: Instant,
+) -> Result<(), SshError> {
+    let user = login_user(t, auth);
     let mut tried: Vec<String> = Vec::new();
-    if auth.agent && std::env::var_os("SSH_AUTH_SOCK").is_some() {
-        if let Ok(mut agent) = session.agent() {
-            if agent.connect().is_ok() && agent.list_identities().is_ok() {
-                for id in agent.identities().unwrap_or_default() {
-                    session.set_timeout(remaining_ms(deadline));
-                    if agent.userauth(&user, &id).is_ok() && session.authenticated() {
-                        break;
-                    }
-                }
-                tried.push("agent".into());
-            }
-        }
+    if auth.agent
+        && std::env::var_os("SSH_AUTH_SOCK").is_some()
+        && try_agent(session, &user, deadline)
+    {
+        tried.push("agent".into());
     }
     for k in &auth.keys {
         if session.authenticated() {
@@ -337,12 +402,25 @@ pub fn connect(
             tried: tried.join(", "),
         });
     }
-    session.set_timeout(remaining_ms(deadline));
-    Ok(Connected {
-        session,
-        deadline,
-        guard,
-    })
+    Ok(())
+}
+
+/// Tries each of the SSH agent's identities until one authenticates; true when the agent
+/// could be reached and listed (whether or not an identity was accepted).
+fn try_agent(session: &Session, user: &str, deadline: Instant) -> bool {
+    let Ok(mut agent) = session.agent() else {
+        return false;
+    };
+    if !(agent.connect().is_ok() && agent.list_identities().is_ok()) {
+        return false;
+    }
+    for id in agent.identities().unwrap_or_default() {
+        session.set_timeout(remaining_ms(deadline));
+        if agent.userauth(user, &id).is_ok() && session.authenticated() {
+            break;
+        }
+    }
+    true
 }
 
 /// A finished remote command.

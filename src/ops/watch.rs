@@ -64,116 +64,203 @@ pub fn watch(
     abort: &CancelToken,
     on_event: &mut dyn FnMut(WatchEvent),
 ) -> Result<()> {
-    let src = std::fs::canonicalize(&opts.backup.source).map_err(|e| Error::Source {
-        path: opts.backup.source.clone(),
-        source: e,
-    })?;
-    if !src.is_dir() {
-        return Err(Error::SourceNotDir { path: src });
-    }
-    // Events from inside the repository (it may lie in the source) are never changes.
-    let mut repo = crate::engine::fsx::resolve_path(&opts.backup.repo);
-    let (tx, rx) = mpsc::channel::<notify::Result<notify::Event>>();
-    let (mut _watcher, mut watched) = watch_root(&src, tx.clone())?;
-
-    let mut dirty: HashSet<Vec<u8>> = HashSet::new();
-    let mut full = true; // the first backup is a full rescan
-    let mut last_event: Option<Instant> = Some(Instant::now() - opts.debounce);
-    let mut next_rescan = Instant::now() + opts.rescan_interval;
-    let mut failures = 0u32;
-    let mut not_before = Instant::now();
-    let mut root_gone = false;
-
+    let mut st = WatchState::start(opts)?;
     while !stop.is_cancelled() {
+        st.follow_root()?;
+        st.collect_events(on_event)?;
+        let now = Instant::now();
+        let settled = st
+            .last_event
+            .is_some_and(|t| now.duration_since(t) >= opts.debounce);
+        let periodic = now >= st.next_rescan;
+        if !(settled || periodic) || now < st.not_before {
+            continue;
+        }
+        let (b, full_rescan) = st.next_backup(opts, now, periodic);
+        let result = backup(&b, pool, abort, &NoProgress);
+        st.repo = crate::engine::fsx::resolve_path(&opts.backup.repo);
+        if !st.finish_backup(result, full_rescan, on_event) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// What the watch loop keeps between rounds.
+struct WatchState {
+    /// The source folder, canonical.
+    src: PathBuf,
+    /// The repository, resolved: events from inside it (it may lie in the source) are never
+    /// changes.
+    repo: PathBuf,
+    _watcher: notify::RecommendedWatcher,
+    /// (device, inode) of the folder the watcher follows.
+    watched: (u64, u64),
+    rx: mpsc::Receiver<notify::Result<notify::Event>>,
+    tx: mpsc::Sender<notify::Result<notify::Event>>,
+    /// Folders (relative to `src`) that events touched since the last backup.
+    dirty: HashSet<Vec<u8>>,
+    /// The next backup rescans everything.
+    full: bool,
+    /// When the last relevant event came; None when none came since the last backup.
+    last_event: Option<Instant>,
+    next_rescan: Instant,
+    /// Backups failed in a row.
+    failures: u32,
+    /// No backup starts before this (backoff after a failure).
+    not_before: Instant,
+    /// An event said the source folder itself was removed or renamed away.
+    root_gone: bool,
+}
+
+impl WatchState {
+    /// Checks the source, starts watching it, and sets up for a first, full backup.
+    fn start(opts: &WatchOptions) -> Result<WatchState> {
+        let src = std::fs::canonicalize(&opts.backup.source).map_err(|e| Error::Source {
+            path: opts.backup.source.clone(),
+            source: e,
+        })?;
+        if !src.is_dir() {
+            return Err(Error::SourceNotDir { path: src });
+        }
+        let repo = crate::engine::fsx::resolve_path(&opts.backup.repo);
+        let (tx, rx) = mpsc::channel::<notify::Result<notify::Event>>();
+        let (watcher, watched) = watch_root(&src, tx.clone())?;
+        Ok(WatchState {
+            src,
+            repo,
+            _watcher: watcher,
+            watched,
+            rx,
+            tx,
+            dirty: HashSet::new(),
+            full: true, // the first backup is a full rescan
+            last_event: Some(Instant::now() - opts.debounce),
+            next_rescan: Instant::now() + opts.rescan_interval,
+            failures: 0,
+            not_before: Instant::now(),
+            root_gone: false,
+        })
+    }
+
+    /// Watches the source folder anew when it was replaced, and asks for a full rescan.
+    fn follow_root(&mut self) -> Result<()> {
         // The source folder itself replaced (moved away, or removed and made again): its
         // watch followed the old folder, so watch the new one and look at it whole.
         // (A folder removed and made again may get the same inode number back.)
-        if let Ok(m) = std::fs::metadata(&src) {
-            if m.is_dir() && ((m.dev(), m.ino()) != watched || root_gone) {
-                root_gone = false;
-                (_watcher, watched) = watch_root(&src, tx.clone())?;
-                full = true;
-                last_event = Some(Instant::now());
+        if let Ok(m) = std::fs::metadata(&self.src) {
+            if m.is_dir() && ((m.dev(), m.ino()) != self.watched || self.root_gone) {
+                self.root_gone = false;
+                (self._watcher, self.watched) = watch_root(&self.src, self.tx.clone())?;
+                self.full = true;
+                self.last_event = Some(Instant::now());
             }
         }
-        match rx.recv_timeout(Duration::from_millis(50)) {
-            Ok(Ok(ev)) => {
-                root_gone |= removes_root(&ev, &src);
-                note(&ev, &src, &repo, &mut dirty, &mut full, &mut last_event)
-            }
-            Ok(Err(e)) => {
-                on_event(WatchEvent::WatchError(e.to_string()));
-                full = true;
-                last_event = Some(Instant::now());
-            }
+        Ok(())
+    }
+
+    /// Waits up to 50 ms for a watch message, then takes everything queued before deciding.
+    fn collect_events(&mut self, on_event: &mut dyn FnMut(WatchEvent)) -> Result<()> {
+        match self.rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(msg) => self.on_message(msg, on_event),
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 return Err(Error::Refused(format!(
                     "the watch on {} ended",
-                    src.display()
+                    self.src.display()
                 )));
             }
         }
-        // Take everything queued before deciding.
-        while let Ok(r) = rx.try_recv() {
-            match r {
-                Ok(ev) => {
-                    root_gone |= removes_root(&ev, &src);
-                    note(&ev, &src, &repo, &mut dirty, &mut full, &mut last_event)
-                }
-                Err(e) => {
-                    on_event(WatchEvent::WatchError(e.to_string()));
-                    full = true;
-                    last_event = Some(Instant::now());
-                }
+        while let Ok(msg) = self.rx.try_recv() {
+            self.on_message(msg, on_event);
+        }
+        Ok(())
+    }
+
+    /// Notes one watch message: an event's changes, or an error (reported; a full rescan
+    /// follows).
+    fn on_message(
+        &mut self,
+        msg: notify::Result<notify::Event>,
+        on_event: &mut dyn FnMut(WatchEvent),
+    ) {
+        match msg {
+            Ok(ev) => {
+                self.root_gone |= removes_root(&ev, &self.src);
+                note(
+                    &ev,
+                    &self.src,
+                    &self.repo,
+                    &mut self.dirty,
+                    &mut self.full,
+                    &mut self.last_event,
+                )
+            }
+            Err(e) => {
+                on_event(WatchEvent::WatchError(e.to_string()));
+                self.full = true;
+                self.last_event = Some(Instant::now());
             }
         }
-        let now = Instant::now();
-        let settled = last_event.is_some_and(|t| now.duration_since(t) >= opts.debounce);
-        let periodic = now >= next_rescan;
-        if !(settled || periodic) || now < not_before {
-            continue;
-        }
-        let full_rescan = full || periodic;
+    }
+
+    /// The options of the backup to run now and whether it is a full rescan; starts gathering
+    /// events afresh.
+    fn next_backup(
+        &mut self,
+        opts: &WatchOptions,
+        now: Instant,
+        periodic: bool,
+    ) -> (BackupOptions, bool) {
+        let full_rescan = self.full || periodic;
         let mut b = opts.backup.clone();
         b.skip_unchanged = true;
         b.hint = if full_rescan {
             None
         } else {
-            let mut d: Vec<Vec<u8>> = dirty.drain().collect();
+            let mut d: Vec<Vec<u8>> = self.dirty.drain().collect();
             d.sort();
             Some(d)
         };
-        dirty.clear();
-        full = false;
-        last_event = None;
+        self.dirty.clear();
+        self.full = false;
+        self.last_event = None;
         if periodic {
-            next_rescan = now + opts.rescan_interval;
+            self.next_rescan = now + opts.rescan_interval;
         }
-        let result = backup(&b, pool, abort, &NoProgress);
-        repo = crate::engine::fsx::resolve_path(&opts.backup.repo);
+        (b, full_rescan)
+    }
+
+    /// Reports a backup's outcome and, after a failure, sets the backoff and a full rescan.
+    /// False when the backup was cancelled (the watch ends).
+    fn finish_backup(
+        &mut self,
+        result: Result<BackupReport>,
+        full_rescan: bool,
+        on_event: &mut dyn FnMut(WatchEvent),
+    ) -> bool {
         match result {
             Ok(report) => {
-                failures = 0;
+                self.failures = 0;
                 on_event(WatchEvent::Backup {
                     full_rescan,
                     report,
                 });
             }
-            Err(Error::Cancelled) => break,
+            Err(Error::Cancelled) => return false,
             Err(error) => {
-                failures += 1;
+                self.failures += 1;
                 let retry_in =
-                    Duration::from_secs(1u64 << failures.min(6)).min(Duration::from_secs(60));
-                not_before = Instant::now() + retry_in;
+                    Duration::from_secs(1u64 << self.failures.min(6)).min(Duration::from_secs(60));
+                self.not_before = Instant::now() + retry_in;
                 // Try again with a full rescan: what the failed run saw is not recorded.
-                full = true;
-                last_event = Some(Instant::now());
+                self.full = true;
+                self.last_event = Some(Instant::now());
                 on_event(WatchEvent::Failed { error, retry_in });
             }
         }
+        true
     }
-    Ok(())
 }
 
 /// Watches `src` recursively; returns the watcher and the (device, inode) it watches.

@@ -1,7 +1,7 @@
 //! The one worker pool that every module runs its parallel work on.
 //!
 //! A process makes one [`Pool`] (from `--jobs`) and hands it to every module. It has two lanes
-//! of long-lived worker threads fed over crossbeam channels ([`lane`]):
+//! of long-lived worker threads fed over crossbeam channels (`lane`):
 //! - **compute** (`--jobs` threads, default: the cores): walking, reading, hashing, compressing,
 //!   writing restored files, checking archives. The archive compressor and the readers share
 //!   these workers, so `--jobs N` means N busy threads.
@@ -13,7 +13,7 @@
 //! (`main.rs`), the watcher thread of `vault watch` (the notify crate's) and the [`ticker`]
 //! (deadlines for SSH connections, started by the first one).
 //!
-//! Promises of the map functions ([`map`]):
+//! Promises of the map functions (`map`):
 //! - Bounded: at most `window` items are in flight between the feeder and the sink.
 //! - Per-worker state: `init` builds at most one state a worker (e.g. a read buffer).
 //! - Ordered results where asked: [`Pool::map_ordered`] hands results to the sink in input order.

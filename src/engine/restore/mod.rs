@@ -17,8 +17,8 @@
 //!   per-item problem: it is named in the report, everything else is still restored, and the
 //!   command exits 3.
 //!
-//! The steps: [`validate`] the tree, clear the way in the [`target`], then [`write`] folders,
-//! file contents from each [`archive`], hard links and symlinks, `--delete`, folder metadata.
+//! The steps: `validate` the tree, clear the way in the [`target`], then `write` folders,
+//! file contents from each `archive`, hard links and symlinks, `--delete`, folder metadata.
 
 mod archive;
 pub mod target;

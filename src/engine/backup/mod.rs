@@ -1,0 +1,562 @@
+//! `vault backup`: walk, plan, read and hash on the pool, write one archive, commit the manifest.
+//!
+//! Promises:
+//! - A snapshot is complete or absent: the archive is finished, fsynced and renamed into place
+//!   before the manifest transaction commits; any failure before the commit leaves no archive and
+//!   no snapshot behind.
+//! - Only files whose stat data changed (or every file, for a full or `--rehash`) are read. A
+//!   full reads each file once, hashing it as it is archived (large files whose size matches
+//!   another large file's are hashed first so duplicates can become hard links).
+//! - Each distinct content is stored once per chain: identical files in one full archive become
+//!   tar hard links; content already in the chain is not stored again.
+//! - Per-file trouble is a warning in the report, never an abort.
+//!
+//! The steps: `policy` picks full or incremental, the walk and [`crate::engine::plan`] say
+//! what to read, `read` reads on the pool, the `sink` writes the archive on this thread,
+//! `record` counts and the manifest commits.
+
+mod policy;
+mod read;
+mod record;
+mod sink;
+
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+
+use crate::archive::Compression;
+use crate::engine::batch::INLINE_MAX;
+use crate::engine::plan::{self, Plan, ReadReason};
+use crate::engine::problem::Problem;
+use crate::engine::repo::Repository;
+use crate::engine::scan::{self, Scan, ScanOptions};
+use crate::error::{Error, Result};
+use crate::hash::HashAlgo;
+use crate::manifest::{Kind, NewSnapshot, SnapshotStats};
+use crate::pool::{CancelToken, Pool};
+use crate::progress::Progress;
+use crate::tree::display_path;
+
+pub use policy::FullDay;
+use policy::Prior;
+
+/// What `vault backup` was asked to do.
+#[derive(Clone, Debug)]
+pub struct BackupOptions {
+    pub source: PathBuf,
+    pub repo: PathBuf,
+    /// Forced kind; `None` lets the policy decide.
+    pub kind: Option<Kind>,
+    pub full_on: FullDay,
+    pub max_chain: u64,
+    pub compression: Compression,
+    pub level: Option<i32>,
+    /// Digest for a new chain; `None` keeps the chain's (BLAKE3 for a first chain).
+    pub hash: Option<HashAlgo>,
+    pub rehash: bool,
+    pub exclude: Vec<String>,
+    pub dry_run: bool,
+    /// Re-examine only these folders (relative; empty = the source itself) and trust the
+    /// previous tree elsewhere, for an incremental (`vault watch`). `None`: walk everything.
+    pub hint: Option<Vec<Vec<u8>>>,
+    /// Record nothing when nothing changed (`vault watch`): the report has no snapshot.
+    pub skip_unchanged: bool,
+    /// How long to wait for another writer to release the repository.
+    pub lock_wait: std::time::Duration,
+}
+
+impl BackupOptions {
+    pub fn new(source: impl Into<PathBuf>, repo: impl Into<PathBuf>) -> BackupOptions {
+        BackupOptions {
+            source: source.into(),
+            repo: repo.into(),
+            kind: None,
+            full_on: FullDay::Day(0),
+            max_chain: 30,
+            compression: Compression::Gzip,
+            level: None,
+            hash: None,
+            rehash: false,
+            exclude: Vec::new(),
+            dry_run: false,
+            hint: None,
+            skip_unchanged: false,
+            lock_wait: std::time::Duration::ZERO,
+        }
+    }
+}
+
+/// Counters of one backup, as printed in `--json`.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct BackupStats {
+    /// Paths in the snapshot (files, folders and symlinks).
+    pub files: u64,
+    pub new: u64,
+    pub changed: u64,
+    pub deleted: u64,
+    pub unchanged: u64,
+    /// File content read from the source.
+    pub bytes_read: u64,
+    /// The archive's size on disk.
+    pub bytes_stored: u64,
+    pub duration_s: f64,
+}
+
+/// A file the dry run would read.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PlannedRead {
+    pub path: String,
+    pub size: u64,
+    pub reason: ReadReason,
+}
+
+/// The outcome of `vault backup`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct BackupReport {
+    /// The new snapshot's id (`null` for a dry run).
+    pub snapshot: Option<String>,
+    pub kind: &'static str,
+    /// Why this kind was chosen.
+    pub reason: String,
+    pub source: String,
+    /// `archives/NAME`, or `null` when nothing new had to be stored.
+    pub archive: Option<String>,
+    pub stats: BackupStats,
+    pub warnings: Vec<Problem>,
+    pub dry_run: bool,
+    /// The repository did not exist and was created.
+    pub created_repository: bool,
+    /// Dry run only: the files that would be read and stored if new.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub would_read: Option<Vec<PlannedRead>>,
+    /// Dry run only: the paths that would be recorded as deleted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub would_delete: Option<Vec<String>>,
+}
+
+/// Builds the exclude matcher; a bad pattern is a usage error.
+pub fn build_excludes(patterns: &[String]) -> Result<GlobSet> {
+    let mut b = GlobSetBuilder::new();
+    for p in patterns {
+        // Paths are matched relative to the source, so a leading `/` anchors the pattern
+        // there (as rsync and restic read it) instead of matching nothing.
+        let pat = p.trim_end_matches('/');
+        let pat = pat.strip_prefix('/').unwrap_or(pat);
+        if pat.is_empty() {
+            return Err(Error::Usage(format!(
+                "bad --exclude '{p}': it would leave out the whole source"
+            )));
+        }
+        let g = Glob::new(pat).map_err(|e| Error::Usage(format!("bad --exclude '{p}': {e}")))?;
+        b.add(g);
+    }
+    b.build()
+        .map_err(|e| Error::Usage(format!("bad --exclude patterns: {e}")))
+}
+
+/// A fresh random snapshot id: 16 hex digits.
+pub fn new_snapshot_id() -> String {
+    crate::hash::random_hex(8)
+}
+
+/// The base name used for archives and members (`/` backs up as `root`).
+fn source_name(src: &Path) -> Vec<u8> {
+    match src.file_name() {
+        Some(n) => n.as_bytes().to_vec(),
+        None => b"root".to_vec(),
+    }
+}
+
+/// Safe for a file name: the base name with anything odd replaced.
+fn file_name_part(name: &[u8]) -> String {
+    String::from_utf8_lossy(name)
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || "-_.+@".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The source folder, absolute and resolved.
+fn source_folder(source: &Path) -> Result<PathBuf> {
+    let src = fs::canonicalize(source).map_err(|e| Error::Source {
+        path: source.to_path_buf(),
+        source: e,
+    })?;
+    if !src.is_dir() {
+        return Err(Error::SourceNotDir { path: src });
+    }
+    Ok(src)
+}
+
+/// The repository (created if need be); a dry run never creates or locks it.
+fn open_repo(opts: &BackupOptions) -> Result<(Option<Repository>, bool)> {
+    if !opts.dry_run {
+        let (r, created) = Repository::open_or_create(&opts.repo, opts.lock_wait)?;
+        return Ok((Some(r), created));
+    }
+    match Repository::open(&opts.repo) {
+        Ok(r) => Ok((Some(r), false)),
+        Err(_) if !Repository::db_path(&opts.repo).exists() => Ok((None, false)),
+        Err(e) => Err(e),
+    }
+}
+
+/// Runs one backup.
+pub fn backup(
+    opts: &BackupOptions,
+    pool: &Pool,
+    cancel: &CancelToken,
+    progress: &dyn Progress,
+) -> Result<BackupReport> {
+    let started = Instant::now();
+    if let Some(l) = opts.level {
+        opts.compression.check_level(l).map_err(Error::Usage)?;
+    }
+    let excludes = build_excludes(&opts.exclude)?;
+    let src = source_folder(&opts.source)?;
+    let (repo, created) = open_repo(opts)?;
+    let src_bytes = src.as_os_str().as_bytes().to_vec();
+    let prior = Prior::load(repo.as_ref(), &src_bytes)?;
+    let now_ns = crate::time::now_ns();
+    let (kind, reason) = policy::decide(
+        opts,
+        prior.last.as_ref(),
+        &prior.history,
+        prior.chain_len,
+        now_ns,
+    )?;
+    if let (Kind::Incremental, Some(r), Some(l)) = (kind, &repo, &prior.last) {
+        policy::check_chain_archives(r, &prior.history, l.chain_seq)?;
+    }
+    let run = Run {
+        opts,
+        pool,
+        cancel,
+        progress,
+        name: source_name(&src),
+        src,
+        src_bytes,
+        kind,
+        now_ns,
+        started,
+        prior,
+    };
+    let (scan, plan) = run.walk_and_plan(excludes, repo.as_ref())?;
+    let report = BackupReport {
+        snapshot: None,
+        kind: kind.name(),
+        reason,
+        source: display_path(&run.src_bytes),
+        archive: None,
+        stats: BackupStats::default(),
+        warnings: scan.warnings.clone(),
+        dry_run: opts.dry_run,
+        created_repository: created,
+        would_read: None,
+        would_delete: None,
+    };
+    match repo {
+        Some(repo) if !opts.dry_run => run.store(repo, &scan, &plan, report),
+        _ => Ok(run.dry_run(&plan, report)),
+    }
+}
+
+/// One backup past its checks.
+struct Run<'a> {
+    opts: &'a BackupOptions,
+    pool: &'a Pool,
+    cancel: &'a CancelToken,
+    progress: &'a dyn Progress,
+    src: PathBuf,
+    src_bytes: Vec<u8>,
+    /// The archive's top folder name.
+    name: Vec<u8>,
+    kind: Kind,
+    now_ns: i64,
+    started: Instant,
+    prior: Prior,
+}
+
+impl Run<'_> {
+    /// Walks the source (only the touched folders under `vault watch`) and plans the work.
+    fn walk_and_plan(&self, exclude: GlobSet, repo: Option<&Repository>) -> Result<(Scan, Plan)> {
+        let opts = self.opts;
+        let skip_dir = fs::metadata(&opts.repo).ok().map(|m| (m.dev(), m.ino()));
+        let scan_opts = ScanOptions { exclude, skip_dir };
+        let (kind, prev) = (self.kind, self.prior.source_id);
+        // With a hint (vault watch), only the touched folders are compared; the rest of the
+        // tree is the previous snapshot's, unchanged.
+        let (scan, partial_prev) = match (&opts.hint, kind, repo, prev) {
+            (Some(dirty), Kind::Incremental, Some(r), Some(id)) => {
+                let m = &r.manifest;
+                let p = scan::scan_partial(
+                    &self.src,
+                    dirty,
+                    &scan_opts,
+                    self.pool,
+                    self.cancel,
+                    &mut |d| Ok(m.live_under(id, d)?),
+                    &mut |path| Ok(m.live_entry(id, path)?),
+                )?;
+                (p.now, Some(p.prev))
+            }
+            _ => (
+                scan::scan(&self.src, &scan_opts, self.pool, self.cancel, self.progress)?,
+                None,
+            ),
+        };
+        let untouched_base = match (&partial_prev, &self.prior.last) {
+            (Some(pp), Some(l)) => l.stats.files.saturating_sub(pp.len() as u64),
+            _ => 0,
+        };
+        let entries = scan.entries.clone();
+        let mut plan = match (repo, prev, partial_prev) {
+            (_, _, Some(pp)) => plan::plan(pp, entries, &scan.failed, kind, opts.rehash),
+            (Some(r), Some(id), None) => r.manifest.with_live_entries(id, |rows| {
+                plan::plan(rows, entries, &scan.failed, kind, opts.rehash)
+            })?,
+            _ => plan::plan(Vec::new(), entries, &scan.failed, kind, opts.rehash),
+        };
+        // Paths outside the touched folders are as they were.
+        plan.unchanged += untouched_base;
+        Ok((scan, plan))
+    }
+
+    /// A dry run: what would be read and deleted, counted as a real run would.
+    fn dry_run(&self, plan: &Plan, mut report: BackupReport) -> BackupReport {
+        let (mut stats, _) = record::tally(plan, self.kind, None);
+        stats.duration_s = self.started.elapsed().as_secs_f64();
+        report.stats = stats;
+        report.created_repository = false;
+        let read = |i: &plan::Item| PlannedRead {
+            path: display_path(&i.entry.path),
+            size: i.entry.size,
+            reason: i.read,
+        };
+        report.would_read = Some(plan.reads().map(read).collect());
+        report.would_delete = Some(plan.removed.iter().map(|p| display_path(p)).collect());
+        report
+    }
+
+    /// The archive's file name: source, kind, UTC time and snapshot id.
+    fn archive_name(&self, id: &str) -> String {
+        format!(
+            "{}_{}_{}_{}{}",
+            file_name_part(&self.name),
+            self.kind.short(),
+            crate::time::compact_utc(self.now_ns),
+            id,
+            self.opts.compression.extension()
+        )
+    }
+
+    /// Reads and archives what the plan says, then commits the snapshot.
+    fn store(
+        &self,
+        repo: Repository,
+        scan: &Scan,
+        plan: &Plan,
+        mut report: BackupReport,
+    ) -> Result<BackupReport> {
+        let nothing = plan.items.is_empty() && plan.removed.is_empty() && plan.dropped.is_empty();
+        if self.opts.skip_unchanged && self.kind == Kind::Incremental && nothing {
+            report.reason = "nothing changed; no snapshot recorded".into();
+            let (mut stats, _) = record::tally(plan, self.kind, None);
+            stats.duration_s = self.started.elapsed().as_secs_f64();
+            report.stats = stats;
+            return Ok(report);
+        }
+        let id = new_snapshot_id();
+        let archive_name = self.archive_name(&id);
+        let mut sink = self.archive(&repo, scan, plan, &archive_name)?;
+        let finished = match sink.writer.take() {
+            Some(w) => Some(w.finish()?),
+            None => None,
+        };
+        let (mut stats, changes) =
+            record::tally(plan, self.kind, Some(std::mem::take(&mut sink.outcomes)));
+        stats.bytes_read = sink.bytes_read;
+        stats.bytes_stored = finished.as_ref().map_or(0, |f| f.size);
+        stats.duration_s = self.started.elapsed().as_secs_f64();
+        report.warnings.append(&mut sink.problems);
+        let snap = self.snapshot_row(
+            &id,
+            scan,
+            &stats,
+            report.warnings.len(),
+            finished.as_ref(),
+            &archive_name,
+        );
+        let mut repo = repo;
+        if let Err(e) =
+            repo.manifest
+                .commit_snapshot(&self.src_bytes, &self.name, &snap, &changes, &sink.blobs)
+        {
+            // Not recorded: the archive must not outlive the failed commit.
+            if let Some(f) = &finished {
+                let _ = fs::remove_file(&f.path);
+            }
+            return Err(e.into());
+        }
+        repo.ensure_reserve();
+        self.progress.finish();
+        report.snapshot = Some(id);
+        report.archive = finished.map(|_| Repository::archive_name(&archive_name));
+        report.stats = stats;
+        Ok(report)
+    }
+
+    /// Runs the reads on the pool and the archive on this thread.
+    fn archive<'s>(
+        &'s self,
+        repo: &Repository,
+        scan: &'s Scan,
+        plan: &'s Plan,
+        archive_name: &str,
+    ) -> Result<sink::Sink<'s>> {
+        let opts = self.opts;
+        let level = opts
+            .level
+            .unwrap_or_else(|| opts.compression.default_level());
+        let algo = self.prior.algo(opts, self.kind);
+        let mut sink = sink::Sink {
+            plan,
+            src: &self.src,
+            top: &self.name,
+            algo,
+            spec: sink::ArchiveSpec {
+                path: repo.archive_path(archive_name),
+                compression: opts.compression,
+                level,
+                pool: self.pool,
+            },
+            progress: self.progress,
+            chain_digests: self.prior.chain_digests(repo, self.kind)?,
+            writer: None,
+            stored_here: Default::default(),
+            blobs: Vec::new(),
+            outcomes: (0..plan.items.len()).map(|_| None).collect(),
+            bytes_read: 0,
+            problems: Vec::new(),
+        };
+        if self.kind == Kind::Full {
+            let w = crate::archive::ArchiveWriter::create(
+                &sink.spec.path,
+                opts.compression,
+                level,
+                self.pool,
+            )?;
+            sink.writer = Some(w);
+            sink.writer
+                .as_mut()
+                .expect("just set")
+                .add_dir(&self.name, &sink::meta_of(&scan.root))?;
+        }
+        self.read_into(plan, algo, &mut sink)?;
+        Ok(sink)
+    }
+
+    /// The pool reads batches of files; the sink takes them in archive order.
+    fn read_into(&self, plan: &Plan, algo: HashAlgo, sink: &mut sink::Sink<'_>) -> Result<()> {
+        // Large files of equal size may be duplicates: hash those before archiving them.
+        let mut large_sizes: std::collections::HashMap<u64, u32> = Default::default();
+        for it in plan.reads().filter(|it| it.entry.size > INLINE_MAX) {
+            *large_sizes.entry(it.entry.size).or_default() += 1;
+        }
+        let incremental = self.kind == Kind::Incremental;
+        let prehash = |size: u64| incremental || large_sizes.get(&size) > Some(&1);
+        let total_bytes: u64 = plan.reads().map(|i| i.entry.size).sum();
+        self.progress.phase("read", Some(total_bytes));
+        let src: &Path = &self.src;
+        self.pool.map_ordered(
+            self.cancel,
+            read::batches(plan, self.kind),
+            || vec![0u8; 256 * 1024],
+            |buf, batch: Vec<usize>| {
+                let one = |idx: usize| {
+                    let it = &plan.items[idx];
+                    (
+                        idx,
+                        read::read_one(src, it, algo, prehash(it.entry.size), buf),
+                    )
+                };
+                batch.into_iter().map(one).collect::<Vec<_>>()
+            },
+            |done: Vec<(usize, read::Content)>| -> Result<()> {
+                for (idx, content) in done {
+                    sink.take(idx, content)?;
+                }
+                Ok(())
+            },
+        )?;
+        Ok(())
+    }
+
+    /// The manifest row of the new snapshot.
+    fn snapshot_row(
+        &self,
+        id: &str,
+        scan: &Scan,
+        stats: &BackupStats,
+        warnings: usize,
+        finished: Option<&crate::archive::FinishedArchive>,
+        archive_name: &str,
+    ) -> NewSnapshot {
+        let last = self.prior.last.as_ref();
+        NewSnapshot {
+            id: id.to_string(),
+            source_id: self.prior.source_id.unwrap_or(0),
+            kind: self.kind,
+            parent_seq: last.map(|l| l.seq),
+            chain_seq: match self.kind {
+                Kind::Full => None,
+                Kind::Incremental => last.map(|l| l.chain_seq),
+            },
+            time_ns: self.now_ns,
+            hash: self.prior.algo(self.opts, self.kind),
+            compression: self.opts.compression.name().to_string(),
+            archive: finished.map(|_| archive_name.to_string()),
+            archive_size: finished.map(|f| f.size),
+            archive_blake3: finished.map(|f| f.blake3.to_vec()),
+            stats: SnapshotStats {
+                files: stats.files,
+                new: stats.new,
+                changed: stats.changed,
+                deleted: stats.deleted,
+                unchanged: stats.unchanged,
+                bytes_read: stats.bytes_read,
+                warnings: warnings as u64,
+                duration_ms: (stats.duration_s * 1000.0) as u64,
+            },
+            root: Some(crate::manifest::RootMeta {
+                mode: scan.root.mode,
+                uid: scan.root.uid,
+                gid: scan.root.gid,
+                mtime_ns: scan.root.mtime_ns,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_day_parsing() {
+        assert_eq!("mon".parse::<FullDay>().unwrap(), FullDay::Day(0));
+        assert_eq!("Sunday".parse::<FullDay>().unwrap(), FullDay::Day(6));
+        assert_eq!("never".parse::<FullDay>().unwrap(), FullDay::Never);
+        assert!("funday".parse::<FullDay>().is_err());
+        assert!("mo".parse::<FullDay>().is_err());
+    }
+}

@@ -1,0 +1,157 @@
+//! Reading on the pool: each worker opens, stats and reads (or hashes) a batch of planned
+//! files; the thread that owns the archive gets the contents back in archive order.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::Path;
+
+use crate::engine::batch::{Batcher, INLINE_MAX};
+use crate::engine::plan::{self, Plan, ReadReason};
+use crate::engine::scan::entry_from_meta;
+use crate::hash::{hash_reader, Digest, HashAlgo};
+use crate::manifest::Kind;
+use crate::tree::{Entry, EntryKind};
+
+/// What a worker found when reading one file.
+pub(super) enum Content {
+    /// Nothing to read (not a file, or stat unchanged).
+    Skip,
+    /// Read whole.
+    Inline {
+        fresh: Entry,
+        data: Vec<u8>,
+        digest: Digest,
+        changed: bool,
+    },
+    /// Large file hashed; the writer reads it again if it must be stored.
+    Hashed {
+        fresh: Entry,
+        digest: Digest,
+        read: u64,
+        changed: bool,
+    },
+    /// Large file left for the writer to read once while archiving.
+    Deferred {
+        fresh: Entry,
+    },
+    Failed(String),
+}
+
+/// The final state of a read file.
+#[derive(Debug)]
+pub(super) enum Outcome {
+    /// Read as walked: only the digest is new (the common case, kept small).
+    Digest(Digest),
+    /// The file changed between the walk and the read: its fresh stat data and digest.
+    Fresh(Box<Entry>),
+    Failed,
+}
+
+pub(super) fn open_nofollow(p: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(p)
+}
+
+/// `fstat` of an open file as a fresh entry for `item`; refuses anything but a regular file.
+pub(super) fn fresh_entry(f: &File, item: &Entry) -> io::Result<Entry> {
+    let m = f.metadata()?;
+    if !m.is_file() {
+        return Err(io::Error::other("is no longer a regular file"));
+    }
+    Ok(entry_from_meta(item.path.clone(), EntryKind::File, &m))
+}
+
+pub(super) fn stat_moved(f: &File, before: &Entry) -> bool {
+    match f.metadata() {
+        Ok(m) => {
+            m.size() != before.size
+                || m.mtime() * 1_000_000_000 + m.mtime_nsec() != before.mtime_ns
+                || m.ctime() * 1_000_000_000 + m.ctime_nsec() != before.stat.ctime_ns
+        }
+        Err(_) => true,
+    }
+}
+
+pub(super) fn read_one(
+    src: &Path,
+    item: &plan::Item,
+    algo: HashAlgo,
+    prehash: bool,
+    buf: &mut [u8],
+) -> Content {
+    if item.entry.kind != EntryKind::File || item.read == ReadReason::No {
+        return Content::Skip;
+    }
+    let abs = src.join(item.entry.path());
+    let mut run = || -> io::Result<Content> {
+        let f = open_nofollow(&abs)?;
+        let fresh = fresh_entry(&f, &item.entry)?;
+        if fresh.size <= INLINE_MAX {
+            let mut data = Vec::with_capacity(fresh.size as usize + 1);
+            (&f).take(fresh.size + 1).read_to_end(&mut data)?;
+            let changed = data.len() as u64 != fresh.size || stat_moved(&f, &fresh);
+            let digest = algo.digest(&data);
+            Ok(Content::Inline {
+                fresh,
+                data,
+                digest,
+                changed,
+            })
+        } else if prehash {
+            let (digest, read) = hash_reader(algo, &f, buf)?;
+            let changed = read != fresh.size || stat_moved(&f, &fresh);
+            Ok(Content::Hashed {
+                fresh,
+                digest,
+                read,
+                changed,
+            })
+        } else {
+            Ok(Content::Deferred { fresh })
+        }
+    };
+    match run() {
+        Ok(c) => c,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Content::Failed("vanished before it could be read".into())
+        }
+        Err(e) => Content::Failed(format!("cannot read: {e}")),
+    }
+}
+
+/// The plan's items in the order they go into the archive, in batches for the pool. A full
+/// has every item, each folder's contents right after the folder (GNU tar needs that to
+/// restore folder times), which is not quite path byte order; an incremental only what is read.
+pub(super) fn batches(plan: &Plan, kind: Kind) -> Vec<Vec<usize>> {
+    let indices: Vec<usize> = if kind == Kind::Full {
+        let mut v: Vec<usize> = (0..plan.items.len()).collect();
+        v.sort_by(|&a, &b| {
+            crate::tree::path_cmp(&plan.items[a].entry.path, &plan.items[b].entry.path)
+        });
+        v
+    } else {
+        (0..plan.items.len())
+            .filter(|&i| plan.items[i].read != ReadReason::No)
+            .collect()
+    };
+    let mut out = Vec::new();
+    let mut batch = Batcher::default();
+    for idx in indices {
+        let it = &plan.items[idx];
+        let bytes = if it.read != ReadReason::No {
+            it.entry.size
+        } else {
+            0
+        };
+        if let Some(b) = batch.add(idx, bytes) {
+            out.push(b);
+        }
+    }
+    if !batch.is_empty() {
+        out.push(batch.take());
+    }
+    out
+}

@@ -1,0 +1,250 @@
+//! The one thread that owns the archive: it takes the workers' results in archive order, adds
+//! each entry to the tar stream (streaming large files itself), stores each content once per
+//! chain (later copies become hard links in a full, nothing in an incremental) and notes what
+//! became of every item.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use super::read::{fresh_entry, open_nofollow, stat_moved, Content, Outcome};
+use crate::archive::{ArchiveWriter, Compression, MemberMeta};
+use crate::engine::paths;
+use crate::engine::plan::{self, Plan};
+use crate::engine::problem::Problem;
+use crate::error::Result;
+use crate::hash::{Digest, HashAlgo};
+use crate::manifest::NewBlob;
+use crate::pool::Pool;
+use crate::progress::Progress;
+use crate::tree::{Entry, EntryKind};
+
+pub(super) fn meta_of(e: &Entry) -> MemberMeta {
+    MemberMeta {
+        mode: e.mode,
+        uid: e.uid,
+        gid: e.gid,
+        mtime_ns: e.mtime_ns,
+    }
+}
+
+/// Where and how the archive is written (it is created with the first entry it needs).
+pub(super) struct ArchiveSpec<'a> {
+    pub path: PathBuf,
+    pub compression: Compression,
+    pub level: i32,
+    pub pool: &'a Pool,
+}
+
+/// What the sink has done so far.
+pub(super) struct Sink<'a> {
+    pub plan: &'a Plan,
+    /// The source folder and the archive's top folder name.
+    pub src: &'a Path,
+    pub top: &'a [u8],
+    pub algo: HashAlgo,
+    pub spec: ArchiveSpec<'a>,
+    pub progress: &'a dyn Progress,
+    /// Contents already stored in the chain (an incremental stores them again never).
+    pub chain_digests: HashSet<Digest>,
+    pub writer: Option<ArchiveWriter>,
+    /// Contents stored in this archive: digest → the member that holds it.
+    pub stored_here: HashMap<Digest, Vec<u8>>,
+    pub blobs: Vec<NewBlob>,
+    /// By plan index: what became of the item (None: as planned, nothing read).
+    pub outcomes: Vec<Option<Outcome>>,
+    pub bytes_read: u64,
+    pub problems: Vec<Problem>,
+}
+
+/// A file's content as the sink gets it: what is known before it is stored.
+struct Incoming {
+    fresh: Entry,
+    digest: Option<Digest>,
+    changed: bool,
+    inline: Option<Vec<u8>>,
+}
+
+impl Sink<'_> {
+    fn writer(&mut self) -> Result<&mut ArchiveWriter> {
+        if self.writer.is_none() {
+            let s = &self.spec;
+            self.writer = Some(ArchiveWriter::create(
+                &s.path,
+                s.compression,
+                s.level,
+                s.pool,
+            )?);
+        }
+        Ok(self.writer.as_mut().expect("just created"))
+    }
+
+    fn failed(&mut self, idx: usize, why: impl ToString) {
+        let path = self.plan.items[idx].entry.path.clone();
+        self.problems.push(Problem::failed(path, why));
+        self.outcomes[idx] = Some(Outcome::Failed);
+    }
+
+    /// Takes one item's read result.
+    pub(super) fn take(&mut self, idx: usize, content: Content) -> Result<()> {
+        let it: &plan::Item = &self.plan.items[idx];
+        let member = paths::member(self.top, &it.entry.path);
+        match (it.entry.kind, content) {
+            (EntryKind::Dir, _) => {
+                if let Some(w) = self.writer.as_mut() {
+                    w.add_dir(&member, &meta_of(&it.entry))?;
+                }
+            }
+            (EntryKind::Symlink, _) => {
+                if let Some(w) = self.writer.as_mut() {
+                    let t = it.entry.target.as_deref().unwrap_or_default();
+                    w.add_symlink(&member, t, &meta_of(&it.entry))?;
+                }
+            }
+            (EntryKind::File, Content::Skip) => {}
+            (EntryKind::File, Content::Failed(err)) => self.failed(idx, err),
+            (EntryKind::File, content) => self.file(idx, member, content)?,
+        }
+        Ok(())
+    }
+
+    fn file(&mut self, idx: usize, member: Vec<u8>, content: Content) -> Result<()> {
+        let mut inc = match content {
+            Content::Inline {
+                fresh,
+                data,
+                digest,
+                changed,
+            } => {
+                self.bytes_read += data.len() as u64;
+                self.progress.advance(data.len() as u64);
+                Incoming {
+                    fresh,
+                    digest: Some(digest),
+                    changed,
+                    inline: Some(data),
+                }
+            }
+            Content::Hashed {
+                fresh,
+                digest,
+                read,
+                changed,
+            } => {
+                self.bytes_read += read;
+                Incoming {
+                    fresh,
+                    digest: Some(digest),
+                    changed,
+                    inline: None,
+                }
+            }
+            Content::Deferred { fresh } => Incoming {
+                fresh,
+                digest: None,
+                changed: false,
+                inline: None,
+            },
+            Content::Skip | Content::Failed(_) => unreachable!("handled by take"),
+        };
+        let known = inc
+            .digest
+            .filter(|d| self.chain_digests.contains(d) || self.stored_here.contains_key(d));
+        if let Some(d) = known {
+            // Stored before: a hard link inside a full, nothing in an incremental.
+            if let (Some(w), Some(first)) = (self.writer.as_mut(), self.stored_here.get(&d)) {
+                w.add_hardlink(&member, first, &meta_of(&inc.fresh))?;
+            }
+        } else {
+            match self.store(idx, &member, &mut inc)? {
+                Some(d) => self.note_blob(d, member, inc.fresh.size),
+                None => return Ok(()),
+            }
+        }
+        self.finish_file(idx, inc);
+        Ok(())
+    }
+
+    /// Adds new content to the archive; None when the file could not be read (a problem).
+    fn store(&mut self, idx: usize, member: &[u8], inc: &mut Incoming) -> Result<Option<Digest>> {
+        if let Some(data) = inc.inline.take() {
+            inc.fresh.size = data.len() as u64;
+            let meta = meta_of(&inc.fresh);
+            self.writer()?.add_file_bytes(member, &meta, &data)?;
+            return Ok(inc.digest);
+        }
+        let digest = self.stream(idx, member, inc)?;
+        if digest.is_some() {
+            inc.digest = digest;
+        }
+        Ok(digest)
+    }
+
+    /// Streams a large file into the archive on this thread, hashing it as it goes.
+    fn stream(&mut self, idx: usize, member: &[u8], inc: &mut Incoming) -> Result<Option<Digest>> {
+        let entry = &self.plan.items[idx].entry;
+        let opened = open_nofollow(&self.src.join(entry.path()))
+            .and_then(|f| fresh_entry(&f, entry).map(|e| (f, e)));
+        let mut f = match opened {
+            Ok((f, e)) => {
+                if inc.digest.is_none() {
+                    inc.fresh = e;
+                } else if !e.same_stat(&inc.fresh) {
+                    inc.changed = true;
+                }
+                f
+            }
+            Err(e) => {
+                self.failed(idx, format!("cannot read: {e}"));
+                return Ok(None);
+            }
+        };
+        let (meta, size, algo) = (meta_of(&inc.fresh), inc.fresh.size, self.algo);
+        match self
+            .writer()?
+            .add_file_stream(member, &meta, size, &mut f, algo)
+        {
+            Ok(o) => {
+                self.bytes_read += o.bytes_read;
+                self.progress.advance(o.bytes_read);
+                let moved = o.shrank || o.grew || stat_moved(&f, &inc.fresh);
+                inc.changed |= moved || inc.digest.is_some_and(|d| d != o.digest);
+                Ok(Some(o.digest))
+            }
+            Err(Ok(read_err)) => {
+                self.failed(idx, format!("cannot read: {read_err}"));
+                Ok(None)
+            }
+            Err(Err(write_err)) => Err(write_err.into()),
+        }
+    }
+
+    fn note_blob(&mut self, digest: Digest, member: Vec<u8>, size: u64) {
+        if let std::collections::hash_map::Entry::Vacant(v) = self.stored_here.entry(digest) {
+            v.insert(member.clone());
+            self.blobs.push(NewBlob {
+                digest,
+                member,
+                size,
+            });
+        }
+    }
+
+    /// Records what the file is now: only its digest when it was read as walked.
+    fn finish_file(&mut self, idx: usize, mut inc: Incoming) {
+        let it = &self.plan.items[idx];
+        if inc.changed {
+            self.problems.push(Problem::failed(
+                it.entry.path.clone(),
+                "changed while being read; the stored copy may mix old and new \
+                 content, and the next backup reads it again",
+            ));
+        }
+        inc.fresh.digest = it.entry.digest;
+        let as_walked = inc.fresh == it.entry;
+        inc.fresh.digest = inc.digest;
+        self.outcomes[idx] = Some(match inc.digest {
+            Some(d) if as_walked => Outcome::Digest(d),
+            _ => Outcome::Fresh(Box::new(inc.fresh)),
+        });
+    }
+}
