@@ -53,7 +53,7 @@ fi
 [ -x /usr/bin/time ] || { echo "compare.sh: GNU time (/usr/bin/time) is needed: apt-get install time" >&2; exit 1; }
 
 cargo build --release --quiet
-vault="$PWD/target/release/vault"
+vault="${CARGO_TARGET_DIR:-$PWD/target}/release/vault"
 jobs_arg=()
 [ -n "$jobs" ] && jobs_arg=(--jobs "$jobs")
 

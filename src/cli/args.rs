@@ -73,8 +73,8 @@ pub enum Command {
     /// Restore a snapshot into a folder: exactly the tree as it was, checked digest by digest.
     ///
     /// A non-empty target is refused unless --force is given. Nothing is ever written outside
-    /// the target, and symlinks are never followed. Exit 1 when any file could not be restored
-    /// (each is named).
+    /// the target, and symlinks are never followed. A path that cannot be restored (damaged
+    /// content, a folder that cannot be written) is named and the rest is restored: exit 3.
     Restore(RestoreArgs),
     /// Verify the manifest and that every archive is present and intact.
     ///
