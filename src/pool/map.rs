@@ -81,11 +81,22 @@ impl<S, I, W> Run<'_, S, I, W> {
     }
 }
 
-/// How the sink wants results: in input order, or as they come.
+/// How the sink wants results: in input order, or as they come. A growing queue (the walk)
+/// takes results as they come, and its items are small: it keeps more of them out, so that the
+/// round trip through the calling thread does not leave workers idle.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Order {
     Input,
     AsReady,
+    Queue,
+}
+
+/// Items out at once, per worker.
+fn window_per_worker(order: Order) -> usize {
+    match order {
+        Order::Input | Order::AsReady => 4,
+        Order::Queue => 32,
+    }
 }
 
 /// The state of one run on the calling thread: what is out, what is waiting for its turn.
@@ -147,7 +158,7 @@ where
                 (i, u)
             }
         };
-        if self.order == Order::AsReady {
+        if self.order != Order::Input {
             self.consumed += 1;
             if let Err(e) = (self.sink)(u) {
                 self.fail(PoolError::Sink(e));
@@ -217,7 +228,7 @@ where
             cancel,
             sink,
             order,
-            window: (lane.size() * 4) as u64,
+            window: (lane.size() * window_per_worker(order)) as u64,
             sent: 0,
             consumed: 0,
             next: 0,

@@ -210,7 +210,7 @@ impl Pool {
             init,
             work,
             sink,
-            map::Order::AsReady,
+            map::Order::Queue,
             feed,
         )
     }
