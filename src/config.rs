@@ -7,9 +7,37 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use std::time::Duration;
 
+use serde::{Deserialize, Deserializer};
+
+use crate::archive::Compression;
+use crate::engine::backup::FullDay;
+use crate::hash::HashAlgo;
+use crate::ops::sweep::PortList;
 use crate::Error;
+
+/// A value written as text and parsed like its flag (`full_on = "sun"`, `tcp = "22,80"`), so a
+/// bad one is an error naming the line and the key.
+fn parsed<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    Option::<String>::deserialize(d)?
+        .map(|s| s.parse::<T>())
+        .transpose()
+        .map_err(serde::de::Error::custom)
+}
+
+/// A duration written as text (`timeout = "2s"`).
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    Option::<String>::deserialize(d)?
+        .map(|s| crate::time::parse_duration(&s))
+        .transpose()
+        .map_err(serde::de::Error::custom)
+}
 
 /// Values shared by `[backup]` and `[job.NAME]`.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -18,11 +46,14 @@ pub struct BackupSettings {
     pub source: Option<PathBuf>,
     pub repo: Option<PathBuf>,
     pub exclude: Option<Vec<String>>,
-    pub full_on: Option<String>,
+    #[serde(default, deserialize_with = "parsed")]
+    pub full_on: Option<FullDay>,
     pub max_chain: Option<u64>,
-    pub compression: Option<String>,
+    #[serde(default, deserialize_with = "parsed")]
+    pub compression: Option<Compression>,
     pub level: Option<i32>,
-    pub hash: Option<String>,
+    #[serde(default, deserialize_with = "parsed")]
+    pub hash: Option<HashAlgo>,
     pub rehash: Option<bool>,
     pub alert_to: Option<Vec<String>>,
 }
@@ -48,12 +79,15 @@ pub struct AlertSettings {
 pub struct ScanSettings {
     pub targets: Option<Vec<String>>,
     pub hosts_file: Option<PathBuf>,
-    pub tcp: Option<String>,
+    #[serde(default, deserialize_with = "parsed")]
+    pub tcp: Option<PortList>,
     pub icmp: Option<bool>,
-    pub timeout: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    pub timeout: Option<Duration>,
     pub retries: Option<u32>,
     pub rate: Option<u32>,
-    pub every: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    pub every: Option<Duration>,
     pub state: Option<PathBuf>,
     pub alert_to: Option<Vec<String>>,
 }
@@ -66,7 +100,8 @@ pub struct SshSettings {
     pub hosts_file: Option<PathBuf>,
     pub identity: Option<Vec<PathBuf>>,
     pub known_hosts: Option<PathBuf>,
-    pub timeout: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    pub timeout: Option<Duration>,
     pub parallel: Option<std::num::NonZeroU16>,
     pub password_env: Option<String>,
     pub password_file: Option<PathBuf>,

@@ -50,6 +50,17 @@ pub enum Error {
     Usage(String),
     #[error("{0}")]
     Refused(String),
+    /// A remote copy (SFTP server, rclone remote) refused or failed.
+    #[error("{remote}: {what}")]
+    Remote { remote: String, what: String },
+    /// The same, with the lower error that caused it.
+    #[error("{remote}: {what}: {source}")]
+    RemoteFailed {
+        remote: String,
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("cancelled")]
     Cancelled,
     #[error("internal error: {0}")]
@@ -74,7 +85,7 @@ impl Error {
             Error::Archive(_) => "archive",
             Error::NoSuchSnapshot(_) | Error::AmbiguousSnapshot { .. } => "snapshot",
             Error::Usage(_) => "usage",
-            Error::Refused(_) => "refused",
+            Error::Refused(_) | Error::Remote { .. } | Error::RemoteFailed { .. } => "refused",
             Error::Cancelled => "cancelled",
             Error::Internal(_) => "internal",
         }

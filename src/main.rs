@@ -21,7 +21,15 @@ fn main() -> ExitCode {
         Ok(m) => m,
         Err(e) => {
             let code = if e.use_stderr() { 2 } else { 0 };
-            let _ = e.print();
+            if bad_value(&e) {
+                // A value a parser refused: one line naming the flag and why.
+                eprintln!(
+                    "vault: {}",
+                    vault::text::one_line(first_line(&e.to_string()))
+                );
+            } else {
+                let _ = e.print();
+            }
             if code == 2 {
                 usage_json("usage", &e.to_string());
             }
@@ -54,10 +62,19 @@ fn main() -> ExitCode {
 
 /// A bad config file: one line on stderr (and the JSON error document under --json), exit 2.
 fn config_failed(msg: &str) -> ExitCode {
-    let msg = vault::tree::one_line(msg);
+    let msg = vault::text::one_line(msg);
     eprintln!("vault: error: {msg}");
     usage_json("config", &msg);
     ExitCode::from(2)
+}
+
+/// A flag's value that its parser refused (a bad duration, day, port list, time, …).
+fn bad_value(e: &clap::Error) -> bool {
+    e.kind() == clap::error::ErrorKind::ValueValidation
+}
+
+fn first_line(msg: &str) -> &str {
+    msg.lines().next().unwrap_or("")
 }
 
 /// The JSON error document for a command line that did not parse, when it asked for --json.

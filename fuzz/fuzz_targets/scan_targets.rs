@@ -7,7 +7,7 @@ use libfuzzer_sys::fuzz_target;
 use vault::ops::remote::Remote;
 use vault::ops::ssh::SshTarget;
 use vault::ops::sweep::parse_ports;
-use vault::ops::targets::{parse, Target};
+use vault::ops::sweep::targets::{parse, Target};
 
 const LIMIT: u128 = 4096;
 

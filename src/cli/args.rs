@@ -2,8 +2,11 @@
 //! library; `cli::run` turns these into the library's option structs.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use vault::ops::sweep::PortList;
+use vault::{Compression, FullDay, HashAlgo};
 
 /// vault: content-addressed full and incremental tar backups.
 ///
@@ -94,8 +97,8 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
         /// Wait up to DUR for a running backup to release the repository (default: fail at once).
-        #[arg(long, value_name = "DUR", default_value = "0s")]
-        lock_wait: String,
+        #[arg(long, value_name = "DUR", default_value = "0s", value_parser = vault::time::parse_duration)]
+        lock_wait: Duration,
     },
     /// Sweep hosts: which are up (ICMP echo, and/or TCP connect probes).
     ///
@@ -212,8 +215,8 @@ pub struct MailFlags {
     #[arg(long, value_name = "ADDR", default_value = "vault <vault@localhost>")]
     pub from: String,
     /// Give up on a server that does not answer within this time (each SMTP step).
-    #[arg(long, value_name = "DURATION", default_value = "30s")]
-    pub smtp_timeout: String,
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = vault::time::parse_duration)]
+    pub smtp_timeout: Duration,
 }
 
 /// SSH connection flags, shared by `ssh`, `push` and `pull`.
@@ -244,8 +247,8 @@ pub struct SshFlags {
     #[arg(long)]
     pub accept_new: bool,
     /// Limit for connect, handshake, authentication and the command, per host.
-    #[arg(long, value_name = "DUR", default_value = "30s")]
-    pub timeout: String,
+    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = vault::time::parse_duration)]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -276,13 +279,13 @@ pub struct ScanArgs {
     /// Probe these TCP ports (e.g. 22,80,8000-8010): open, closed (refused) or filtered (no answer).
     /// Without --icmp, no ICMP is sent then.
     #[arg(long, value_name = "PORTS")]
-    pub tcp: Option<String>,
+    pub tcp: Option<PortList>,
     /// Send ICMP echo as well as the --tcp probes.
     #[arg(long)]
     pub icmp: bool,
     /// How long to wait for an answer (grows 1.5x with each retry).
-    #[arg(long, value_name = "DUR", default_value = "1s")]
-    pub timeout: String,
+    #[arg(long, value_name = "DUR", default_value = "1s", value_parser = vault::time::parse_duration)]
+    pub timeout: Duration,
     /// Probes to resend to a host that did not answer.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub retries: u32,
@@ -290,8 +293,8 @@ pub struct ScanArgs {
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub rate: u32,
     /// Repeat the sweep every DUR until interrupted, reporting each state change once.
-    #[arg(long, value_name = "DUR")]
-    pub every: Option<String>,
+    #[arg(long, value_name = "DUR", value_parser = vault::time::parse_duration)]
+    pub every: Option<Duration>,
     /// Remember host states in DIR/scan.db and report up->down and down->up (--repo works too).
     #[arg(long, value_name = "DIR")]
     pub state: Option<PathBuf>,
@@ -315,8 +318,8 @@ pub struct RestoreArgs {
     pub snap: Option<String>,
     /// Instead of SNAP: the newest snapshot taken at or before TIME (RFC 3339 or
     /// `YYYY-MM-DD[ HH:MM[:SS]]` local time).
-    #[arg(long, value_name = "TIME")]
-    pub at: Option<String>,
+    #[arg(long, value_name = "TIME", value_parser = vault::time::parse_time)]
+    pub at: Option<i64>,
     /// The folder to restore into; it ends up holding the source tree as it was.
     #[arg(long, value_name = "DIR")]
     pub target: PathBuf,
@@ -345,11 +348,11 @@ pub struct WatchArgs {
     #[command(flatten)]
     pub backup: BackupArgs,
     /// How long changes must settle before a backup runs.
-    #[arg(long, value_name = "DUR", default_value = "2s")]
-    pub debounce: String,
+    #[arg(long, value_name = "DUR", default_value = "2s", value_parser = vault::time::parse_duration)]
+    pub debounce: Duration,
     /// A full rescan at least this often, to catch what events missed.
-    #[arg(long, value_name = "DUR", default_value = "1h")]
-    pub rescan_interval: String,
+    #[arg(long, value_name = "DUR", default_value = "1h", value_parser = vault::time::parse_duration)]
+    pub rescan_interval: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -368,19 +371,19 @@ pub struct BackupArgs {
     pub incremental: bool,
     /// The weekday of the policy's full: mon (default) … sun, or never.
     #[arg(long, value_name = "DAY", default_value = "mon")]
-    pub full_on: String,
+    pub full_on: FullDay,
     /// Start a new full after N incrementals.
     #[arg(long, value_name = "N", default_value_t = 30)]
     pub max_chain: u64,
     /// Archive codec: gzip (.tar.gz), zstd (.tar.zst) or none (.tar).
     #[arg(long, value_name = "CODEC", default_value = "gzip")]
-    pub compression: String,
+    pub compression: Compression,
     /// Compression level (gzip 0-9, default 6; zstd 1-22, default 3).
     #[arg(long, value_name = "N")]
     pub level: Option<i32>,
     /// Content digest for a new chain: blake3 (default) or md5; fixed per chain.
     #[arg(long, value_name = "ALGO")]
-    pub hash: Option<String>,
+    pub hash: Option<HashAlgo>,
     /// Read and hash every file instead of trusting unchanged stat data.
     #[arg(long)]
     pub rehash: bool,
@@ -393,8 +396,8 @@ pub struct BackupArgs {
     pub dry_run: bool,
     /// Wait up to DUR for another backup to release the repository (default: fail at once,
     /// naming the process that holds it).
-    #[arg(long, value_name = "DUR", default_value = "0s")]
-    pub lock_wait: String,
+    #[arg(long, value_name = "DUR", default_value = "0s", value_parser = vault::time::parse_duration)]
+    pub lock_wait: Duration,
     /// Mail a summary to ADDR when the backup ends, whatever the outcome (repeatable).
     #[arg(long, value_name = "ADDR")]
     pub alert_to: Vec<String>,

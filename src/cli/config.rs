@@ -131,7 +131,6 @@ fn apply_backup(
     };
     let d = &cfg.backup;
     let j = job.unwrap_or_default();
-    let pick = |a: &Option<String>, b: &Option<String>| a.clone().or_else(|| b.clone());
     if b.src.is_none() {
         b.src = j.source.clone().or_else(|| d.source.clone());
         if b.src.is_none() {
@@ -159,7 +158,7 @@ fn apply_backup(
             .or_else(|| d.exclude.clone())
             .unwrap_or_default();
     }
-    set(sub, "full_on", &mut b.full_on, pick(&j.full_on, &d.full_on));
+    set(sub, "full_on", &mut b.full_on, j.full_on.or(d.full_on));
     set(
         sub,
         "max_chain",
@@ -170,10 +169,10 @@ fn apply_backup(
         sub,
         "compression",
         &mut b.compression,
-        pick(&j.compression, &d.compression),
+        j.compression.or(d.compression),
     );
     set_opt(sub, "level", &mut b.level, j.level.or(d.level));
-    set_opt(sub, "hash", &mut b.hash, pick(&j.hash, &d.hash));
+    set_opt(sub, "hash", &mut b.hash, j.hash.or(d.hash));
     set(sub, "rehash", &mut b.rehash, j.rehash.or(d.rehash));
     if b.alert_to.is_empty() {
         b.alert_to = j
@@ -242,10 +241,10 @@ fn apply_scan(a: &mut ScanArgs, sub: &ArgMatches, cfg: &Config) {
     }
     set_opt(sub, "tcp", &mut a.tcp, s.tcp.clone());
     set(sub, "icmp", &mut a.icmp, s.icmp);
-    set(sub, "timeout", &mut a.timeout, s.timeout.clone());
+    set(sub, "timeout", &mut a.timeout, s.timeout);
     set(sub, "retries", &mut a.retries, s.retries);
     set(sub, "rate", &mut a.rate, s.rate);
-    set_opt(sub, "every", &mut a.every, s.every.clone());
+    set_opt(sub, "every", &mut a.every, s.every);
     set_opt(sub, "state", &mut a.state, s.state.clone());
     if a.alert_to.is_empty() {
         a.alert_to = s
@@ -297,7 +296,7 @@ fn apply_ssh_flags(sub: &ArgMatches, f: &mut SshFlags, s: &SshSettings) {
         &mut f.known_hosts,
         s.known_hosts.clone(),
     );
-    set(sub, "timeout", &mut f.timeout, s.timeout.clone());
+    set(sub, "timeout", &mut f.timeout, s.timeout);
 }
 
 #[cfg(test)]

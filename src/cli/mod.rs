@@ -120,7 +120,7 @@ pub fn run(cli: Cli, cancel: CancelToken, abort: CancelToken) -> ExitCode {
                 }
                 src = s.source();
             }
-            eprintln!("{}", vault::tree::one_line(&msg));
+            eprintln!("{}", vault::text::one_line(&msg));
             if out.json && !out.printed.get() {
                 json_error(e.kind(), msg.trim_start_matches("vault: error: "));
             }
@@ -186,7 +186,7 @@ fn dispatch(
             keep_fulls,
             dry_run,
             lock_wait,
-        } => cmd::repo::forget(cli, out, *keep_fulls, *dry_run, lock_wait),
+        } => cmd::repo::forget(cli, out, *keep_fulls, *dry_run, *lock_wait),
         Command::Snapshots { source } => cmd::repo::snapshots(cli, out, source),
         Command::Ls { snap, source } => cmd::repo::ls(cli, out, snap, source),
         Command::Diff {
@@ -211,20 +211,15 @@ fn backup_options(cli: &Cli, b: &BackupArgs) -> Result<BackupOptions, Error> {
     } else {
         None
     };
-    opts.full_on = b.full_on.parse().map_err(Error::Usage)?;
+    opts.full_on = b.full_on;
     opts.max_chain = b.max_chain;
-    opts.compression = b.compression.parse().map_err(Error::Usage)?;
+    opts.compression = b.compression;
     opts.level = b.level;
-    opts.hash = b
-        .hash
-        .as_deref()
-        .map(str::parse)
-        .transpose()
-        .map_err(Error::Usage)?;
+    opts.hash = b.hash;
     opts.rehash = b.rehash;
     opts.exclude = b.exclude.clone();
     opts.dry_run = b.dry_run;
-    opts.lock_wait = vault::time::parse_duration(&b.lock_wait).map_err(Error::Usage)?;
+    opts.lock_wait = b.lock_wait;
     Ok(opts)
 }
 
@@ -239,8 +234,8 @@ fn watch(
     use vault::ops::watch::{watch, WatchEvent, WatchOptions};
     let opts = WatchOptions {
         backup: backup_options(cli, &w.backup)?,
-        debounce: vault::time::parse_duration(&w.debounce).map_err(Error::Usage)?,
-        rescan_interval: vault::time::parse_duration(&w.rescan_interval).map_err(Error::Usage)?,
+        debounce: w.debounce,
+        rescan_interval: w.rescan_interval,
     };
     if opts.rescan_interval.is_zero() {
         return Err(Error::Usage("--rescan-interval must be more than 0".into()));
@@ -402,7 +397,7 @@ fn backup(
         if !out.quiet {
             eprintln!(
                 "vault: warning: {}: {}",
-                vault::tree::display_path(&w.path),
+                vault::text::display_path(&w.path),
                 w.error
             );
         }
@@ -429,7 +424,7 @@ fn smtp_settings(f: &MailFlags) -> Result<vault::ops::mail::SmtpSettings, Error>
     if password.is_some() && f.smtp_user.is_none() {
         return Err(Error::Usage("a password needs --smtp-user".into()));
     }
-    let timeout = vault::time::parse_duration(&f.smtp_timeout).map_err(Error::Usage)?;
+    let timeout = f.smtp_timeout;
     if timeout.is_zero() {
         return Err(Error::Usage("--smtp-timeout must be more than 0".into()));
     }
@@ -506,7 +501,7 @@ fn ssh_settings(
         password,
         agent: !f.no_agent,
     };
-    let timeout = vault::time::parse_duration(&f.timeout).map_err(Error::Usage)?;
+    let timeout = f.timeout;
     if timeout.is_zero() {
         return Err(Error::Usage("--timeout must be more than 0".into()));
     }
@@ -522,7 +517,7 @@ fn ssh(a: &SshArgs, out: &Out, pool: &Pool, cancel: &CancelToken) -> Result<Outc
     use vault::ops::ssh::{run_many, SshTarget};
     let mut texts = a.targets.clone();
     if let Some(f) = &a.hosts_file {
-        texts.extend(vault::ops::targets::read_hosts_file(f).map_err(Error::Usage)?);
+        texts.extend(vault::ops::sweep::targets::read_hosts_file(f).map_err(Error::Usage)?);
     }
     let targets: Vec<SshTarget> = texts
         .iter()
@@ -531,12 +526,7 @@ fn ssh(a: &SshArgs, out: &Out, pool: &Pool, cancel: &CancelToken) -> Result<Outc
         .map_err(Error::Usage)?;
     let (auth, opts) = ssh_settings(&a.ssh)?;
     let command = a.command.join(" ");
-    let results =
-        run_many(&targets, &command, &auth, &opts, pool, cancel).map_err(|e| match e {
-            vault::PoolError::Cancelled => Error::Cancelled,
-            vault::PoolError::WorkerPanicked(m) => Error::Internal(m),
-            vault::PoolError::Sink(()) => Error::Internal("ssh result collection failed".into()),
-        })?;
+    let results = run_many(&targets, &command, &auth, &opts, pool, cancel)?;
     if out.json {
         out.json(&serde_json::json!({ "hosts": results }))?;
     } else if !out.quiet {
@@ -574,7 +564,7 @@ fn ssh(a: &SshArgs, out: &Out, pool: &Pool, cancel: &CancelToken) -> Result<Outc
     })
 }
 
-fn print_hosts(out: &Out, report: &vault::ops::sweep::ScanReport) {
+fn print_hosts(out: &Out, report: &vault::ops::sweep::SweepReport) {
     for h in &report.hosts {
         let mut line = if h.host == h.address {
             h.host.clone()
@@ -599,24 +589,19 @@ fn scan(
     pool: &Pool,
     cancel: &CancelToken,
 ) -> Result<Outcome, Error> {
-    use vault::ops::sweep::{parse_ports, sweep, ScanOptions};
-    let mut opts = ScanOptions::new(a.targets.clone());
+    use vault::ops::sweep::{sweep, SweepOptions};
+    let mut opts = SweepOptions::new(a.targets.clone());
     opts.hosts_file = a.hosts_file.clone();
     if let Some(p) = &a.tcp {
-        opts.tcp_ports = parse_ports(p).map_err(Error::Usage)?;
+        opts.tcp_ports = p.0.clone();
         opts.icmp = a.icmp;
     }
-    opts.timeout = vault::time::parse_duration(&a.timeout).map_err(Error::Usage)?;
+    opts.timeout = a.timeout;
     opts.retries = a.retries;
     opts.rate = a.rate;
     opts.yes = a.yes;
     opts.state_dir = a.state.clone().or_else(|| cli.global.repo.clone());
-    let every = a
-        .every
-        .as_deref()
-        .map(vault::time::parse_duration)
-        .transpose()
-        .map_err(Error::Usage)?;
+    let every = a.every;
     if every.is_some_and(|d| d.is_zero()) {
         return Err(Error::Usage("--every must be more than 0".into()));
     }
@@ -658,8 +643,8 @@ fn scan(
                 report.hosts.len(),
                 report.duration_s,
                 match report.icmp_socket {
-                    Some(vault::ops::icmp::SocketKind::Raw) => ", ICMP raw socket",
-                    Some(vault::ops::icmp::SocketKind::Datagram) => ", ICMP datagram socket",
+                    Some(vault::ops::sweep::icmp::SocketKind::Raw) => ", ICMP raw socket",
+                    Some(vault::ops::sweep::icmp::SocketKind::Datagram) => ", ICMP datagram socket",
                     None => "",
                 }
             );
@@ -691,11 +676,11 @@ fn scan(
 
 /// The sweep report and the number of rounds, written directly (not through
 /// serde_json::Value, whose maps sort keys as text), so ports stay in numeric order.
-fn scan_json(out: &Out, report: &vault::ops::sweep::ScanReport, rounds: u64) -> Result<(), Error> {
+fn scan_json(out: &Out, report: &vault::ops::sweep::SweepReport, rounds: u64) -> Result<(), Error> {
     #[derive(serde::Serialize)]
     struct WithRounds<'a> {
         #[serde(flatten)]
-        report: &'a vault::ops::sweep::ScanReport,
+        report: &'a vault::ops::sweep::SweepReport,
         rounds: u64,
     }
     out.json(&WithRounds { report, rounds })
@@ -710,7 +695,7 @@ fn restore(
 ) -> Result<Outcome, Error> {
     use vault::engine::restore::{RestoreOptions, SnapSpec};
     let snapshot = match (&r.snap, &r.at) {
-        (_, Some(at)) => SnapSpec::At(vault::time::parse_time(at).map_err(Error::Usage)?),
+        (_, Some(at)) => SnapSpec::At(*at),
         (Some(s), None) => SnapSpec::Id(s.clone()),
         (None, None) => return Err(Error::Usage("give SNAP or --at TIME".into())),
     };
@@ -744,7 +729,7 @@ fn restore(
     for e in &report.errors {
         eprintln!(
             "vault: error: {}: {}",
-            vault::tree::display_path(&e.path),
+            vault::text::display_path(&e.path),
             e.error
         );
     }

@@ -23,7 +23,7 @@ use crate::manifest::{Manifest, ManifestError, SnapshotRow};
 type StoredList = Vec<(Vec<u8>, crate::hash::Digest, u64)>;
 use crate::pool::{CancelToken, Pool};
 use crate::progress::Progress;
-use crate::tree::display_path;
+use crate::text::display_path;
 
 /// One piece of damage found.
 #[derive(Clone, Debug, serde::Serialize)]

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use crate::engine::repo::Repository;
 use crate::error::{repo_io, Error, Result};
-use crate::tree::display_path;
+use crate::text::display_path;
 
 /// One chain removed (or that would be).
 #[derive(Clone, Debug, serde::Serialize)]

@@ -15,4 +15,4 @@ pub mod problem;
 pub mod query;
 pub mod repo;
 pub mod restore;
-pub mod scan;
+pub mod walk;

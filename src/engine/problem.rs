@@ -33,5 +33,5 @@ impl Problem {
 }
 
 fn ser_path<S: serde::Serializer>(p: &[u8], s: S) -> std::result::Result<S::Ok, S::Error> {
-    s.serialize_str(&crate::tree::display_path(p))
+    s.serialize_str(&crate::text::display_path(p))
 }

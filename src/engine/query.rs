@@ -6,7 +6,8 @@ use std::path::Path;
 use crate::engine::repo::Repository;
 use crate::error::{Error, Result};
 use crate::manifest::SnapshotRow;
-use crate::tree::{display_path, Entry, EntryKind};
+use crate::text::display_path;
+use crate::tree::{Entry, EntryKind};
 
 /// One line of `vault snapshots --json`.
 #[derive(Clone, Debug, serde::Serialize)]

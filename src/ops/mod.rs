@@ -1,15 +1,12 @@
-//! Ops modules: plug-ins that run on the same worker pool as the backup engine (`scan` today;
-//! `ssh`, `remote`, `mail` and `watch` to come). They reach the manifest only through its
-//! narrow stores and never touch archives.
+//! Ops modules, on the same worker pool as the backup engine: `sweep` (`vault scan`: targets,
+//! ICMP and TCP probes, host state), `ssh` (with `ssh_guard`), `remote` (push and pull), `mail`
+//! and `watch`. They reach the manifest only through its narrow stores and never touch archives.
 
-pub mod icmp;
 pub mod mail;
 pub mod remote;
 pub mod ssh;
 pub mod ssh_guard;
 pub mod sweep;
-pub mod targets;
-pub mod tcp;
 pub mod watch;
 
 /// Waits up to `wait` for any of `fds` to become ready (`ppoll`, nanosecond deadline).

@@ -133,7 +133,23 @@ trait Store {
 }
 
 fn remote_err(remote: &str, what: impl std::fmt::Display) -> Error {
-    Error::Refused(format!("{remote}: {what}"))
+    Error::Remote {
+        remote: remote.to_string(),
+        what: what.to_string(),
+    }
+}
+
+/// A remote failure with its cause kept as the error's source.
+fn remote_failed(
+    remote: &str,
+    what: impl std::fmt::Display,
+    source: impl std::error::Error + Send + Sync + 'static,
+) -> Error {
+    Error::RemoteFailed {
+        remote: remote.to_string(),
+        what: what.to_string(),
+        source: Box::new(source),
+    }
 }
 
 /// Copies a stream, hashing it.
@@ -171,7 +187,10 @@ impl SftpStore {
         opts: &SshOptions,
         label: String,
     ) -> Result<SftpStore> {
-        let conn = ssh::connect(target, auth, opts, None).map_err(|e| remote_err(&label, e))?;
+        let conn = ssh::connect(target, auth, opts, None).map_err(|e| Error::Remote {
+            remote: label.clone(),
+            what: e.to_string(),
+        })?;
         conn.guard.disarm();
         // Transfers may take longer than one command: lift the per-call limit, keep keepalives.
         conn.session
@@ -255,7 +274,7 @@ impl Store for SftpStore {
             .open(self.p(name))
             .map_err(|e| self.err(&format!("cannot read {name}"), e))?;
         copy_hashing(&mut f, &mut io::sink())
-            .map_err(|e| remote_err(&self.label, format!("reading {name}: {e}")))
+            .map_err(|e| remote_failed(&self.label, format!("reading {name}"), e))
     }
     fn rename(&mut self, from: &str, to: &str) -> Result<()> {
         // OpenSSH's SFTP rename does not replace: remove the old file first.
@@ -274,7 +293,7 @@ impl Store for SftpStore {
             .map_err(|e| self.err(&format!("cannot read {name}"), e))?;
         let mut dst = new_local_file(local)?;
         let r = copy_hashing(&mut src, &mut dst)
-            .map_err(|e| remote_err(&self.label, format!("receiving {name}: {e}")))?;
+            .map_err(|e| remote_failed(&self.label, format!("receiving {name}"), e))?;
         dst.sync_all().map_err(|e| repo_io(local, e))?;
         Ok(r)
     }
@@ -367,7 +386,7 @@ impl Store for RcloneStore {
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| remote_err(&self.label, format!("cannot run rclone: {e}")))?;
+            .map_err(|e| remote_failed(&self.label, "cannot run rclone", e))?;
         let r = copy_hashing(child.stdout.as_mut().expect("piped"), &mut io::sink());
         let ok = child.wait().map(|s| s.success()).unwrap_or(false);
         match r {

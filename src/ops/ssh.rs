@@ -570,9 +570,9 @@ pub fn run_many(
     opts: &SshOptions,
     pool: &crate::pool::Pool,
     cancel: &crate::pool::CancelToken,
-) -> Result<Vec<HostResult>, crate::pool::PoolError<()>> {
+) -> crate::Result<Vec<HostResult>> {
     let mut out = Vec::with_capacity(targets.len());
-    pool.network().map_ordered(
+    let r = pool.network().map_ordered(
         cancel,
         targets.iter(),
         || (),
@@ -601,6 +601,7 @@ pub fn run_many(
             out.push(r);
             Ok(())
         },
-    )?;
+    );
+    crate::error::pool_done(r)?;
     Ok(out)
 }

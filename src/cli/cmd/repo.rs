@@ -74,10 +74,9 @@ pub(in crate::cli) fn forget(
     out: &Out,
     keep_fulls: u64,
     dry_run: bool,
-    lock_wait: &str,
+    lock_wait: std::time::Duration,
 ) -> Result<Outcome, Error> {
-    let wait = vault::time::parse_duration(lock_wait).map_err(Error::Usage)?;
-    let report = vault::engine::forget::forget(&repo_arg(cli)?, keep_fulls, dry_run, wait)?;
+    let report = vault::engine::forget::forget(&repo_arg(cli)?, keep_fulls, dry_run, lock_wait)?;
     if out.json {
         out.json(&report)?;
     }
@@ -172,10 +171,10 @@ pub(in crate::cli) fn ls(
                 e.gid,
                 e.size,
                 l.mtime,
-                vault::tree::display_path(&e.path)
+                vault::text::display_path(&e.path)
             );
             if let Some(t) = &e.target {
-                let _ = write!(stdout, " -> {}", vault::tree::display_path(t));
+                let _ = write!(stdout, " -> {}", vault::text::display_path(t));
             }
             let _ = writeln!(stdout);
         }

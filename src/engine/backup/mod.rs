@@ -33,13 +33,13 @@ use crate::engine::batch::INLINE_MAX;
 use crate::engine::plan::{self, Plan, ReadReason};
 use crate::engine::problem::Problem;
 use crate::engine::repo::Repository;
-use crate::engine::scan::{self, Scan, ScanOptions};
+use crate::engine::walk::{self, Walk, WalkOptions};
 use crate::error::{Error, Result};
 use crate::hash::HashAlgo;
 use crate::manifest::{Kind, NewSnapshot, SnapshotStats};
 use crate::pool::{CancelToken, Pool};
 use crate::progress::Progress;
-use crate::tree::display_path;
+use crate::text::display_path;
 
 pub use policy::FullDay;
 use policy::Prior;
@@ -288,17 +288,17 @@ struct Run<'a> {
 
 impl Run<'_> {
     /// Walks the source (only the touched folders under `vault watch`) and plans the work.
-    fn walk_and_plan(&self, exclude: GlobSet, repo: Option<&Repository>) -> Result<(Scan, Plan)> {
+    fn walk_and_plan(&self, exclude: GlobSet, repo: Option<&Repository>) -> Result<(Walk, Plan)> {
         let opts = self.opts;
         let skip_dir = fs::metadata(&opts.repo).ok().map(|m| (m.dev(), m.ino()));
-        let scan_opts = ScanOptions { exclude, skip_dir };
+        let scan_opts = WalkOptions { exclude, skip_dir };
         let (kind, prev) = (self.kind, self.prior.source_id);
         // With a hint (vault watch), only the touched folders are compared; the rest of the
         // tree is the previous snapshot's, unchanged.
         let (scan, partial_prev) = match (&opts.hint, kind, repo, prev) {
             (Some(dirty), Kind::Incremental, Some(r), Some(id)) => {
                 let m = &r.manifest;
-                let p = scan::scan_partial(
+                let p = walk::walk_partial(
                     &self.src,
                     dirty,
                     &scan_opts,
@@ -310,7 +310,7 @@ impl Run<'_> {
                 (p.now, Some(p.prev))
             }
             _ => (
-                scan::scan(&self.src, &scan_opts, self.pool, self.cancel, self.progress)?,
+                walk::walk(&self.src, &scan_opts, self.pool, self.cancel, self.progress)?,
                 None,
             ),
         };
@@ -363,7 +363,7 @@ impl Run<'_> {
     fn store(
         &self,
         repo: Repository,
-        scan: &Scan,
+        scan: &Walk,
         plan: &Plan,
         mut report: BackupReport,
     ) -> Result<BackupReport> {
@@ -419,7 +419,7 @@ impl Run<'_> {
     fn archive<'s>(
         &'s self,
         repo: &Repository,
-        scan: &'s Scan,
+        scan: &'s Walk,
         plan: &'s Plan,
         archive_name: &str,
     ) -> Result<sink::Sink<'s>> {
@@ -505,7 +505,7 @@ impl Run<'_> {
     fn snapshot_row(
         &self,
         id: &str,
-        scan: &Scan,
+        scan: &Walk,
         stats: &BackupStats,
         warnings: usize,
         finished: Option<&crate::archive::FinishedArchive>,

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use crate::engine::batch::{Batcher, INLINE_MAX};
 use crate::engine::plan::{self, Plan, ReadReason};
-use crate::engine::scan::entry_from_meta;
+use crate::engine::walk::entry_from_meta;
 use crate::hash::{hash_reader, Digest, HashAlgo};
 use crate::manifest::Kind;
 use crate::tree::{Entry, EntryKind};
@@ -40,7 +40,7 @@ pub(super) enum Content {
 
 /// The final state of a read file.
 #[derive(Debug)]
-pub(super) enum Outcome {
+pub(super) enum Fate {
     /// Read as walked: only the digest is new (the common case, kept small).
     Digest(Digest),
     /// The file changed between the walk and the read: its fresh stat data and digest.

@@ -1,7 +1,7 @@
 //! Counting and recording: the stats of a backup (one tally for real runs and dry runs), the
 //! manifest changes, and the snapshot row the manifest commits.
 
-use super::read::Outcome;
+use super::read::Fate;
 use super::BackupStats;
 use crate::engine::plan::{Plan, Prev, ReadReason};
 use crate::manifest::{EntryChange, Kind};
@@ -22,20 +22,20 @@ enum Final {
 pub(super) fn tally(
     plan: &Plan,
     kind: Kind,
-    mut outcomes: Option<Vec<Option<Outcome>>>,
+    mut outcomes: Option<Vec<Option<Fate>>>,
 ) -> (BackupStats, Vec<EntryChange>) {
     let mut stats = BackupStats::default();
     let mut changes: Vec<EntryChange> = Vec::new();
     for (idx, it) in plan.items.iter().enumerate() {
         let fin = match outcomes.as_mut().map(|o| o[idx].take()) {
             None => Final::Planned,
-            Some(Some(Outcome::Digest(d))) => {
+            Some(Some(Fate::Digest(d))) => {
                 let mut e = it.entry.clone();
                 e.digest = Some(d);
                 Final::Entry(e)
             }
-            Some(Some(Outcome::Fresh(e))) => Final::Entry(*e),
-            Some(Some(Outcome::Failed)) => Final::Failed,
+            Some(Some(Fate::Fresh(e))) => Final::Entry(*e),
+            Some(Some(Fate::Failed)) => Final::Failed,
             Some(None) => Final::Entry(it.entry.clone()),
         };
         let (row, visible) = match &fin {

@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use super::read::{fresh_entry, open_nofollow, stat_moved, Content, Outcome};
+use super::read::{fresh_entry, open_nofollow, stat_moved, Content, Fate};
 use crate::archive::{ArchiveWriter, Compression, MemberMeta};
 use crate::engine::paths;
 use crate::engine::plan::{self, Plan};
@@ -51,7 +51,7 @@ pub(super) struct Sink<'a> {
     pub stored_here: HashMap<Digest, Vec<u8>>,
     pub blobs: Vec<NewBlob>,
     /// By plan index: what became of the item (None: as planned, nothing read).
-    pub outcomes: Vec<Option<Outcome>>,
+    pub outcomes: Vec<Option<Fate>>,
     pub bytes_read: u64,
     pub problems: Vec<Problem>,
 }
@@ -81,7 +81,7 @@ impl Sink<'_> {
     fn failed(&mut self, idx: usize, why: impl ToString) {
         let path = self.plan.items[idx].entry.path.clone();
         self.problems.push(Problem::failed(path, why));
-        self.outcomes[idx] = Some(Outcome::Failed);
+        self.outcomes[idx] = Some(Fate::Failed);
     }
 
     /// Takes one item's read result.
@@ -243,8 +243,8 @@ impl Sink<'_> {
         let as_walked = inc.fresh == it.entry;
         inc.fresh.digest = inc.digest;
         self.outcomes[idx] = Some(match inc.digest {
-            Some(d) if as_walked => Outcome::Digest(d),
-            _ => Outcome::Fresh(Box::new(inc.fresh)),
+            Some(d) if as_walked => Fate::Digest(d),
+            _ => Fate::Fresh(Box::new(inc.fresh)),
         });
     }
 }

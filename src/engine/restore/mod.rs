@@ -37,7 +37,8 @@ use crate::error::{Error, Result};
 use crate::manifest::SnapshotRow;
 use crate::pool::{CancelToken, Pool};
 use crate::progress::Progress;
-use crate::tree::{display_path, Entry, EntryKind};
+use crate::text::display_path;
+use crate::tree::{Entry, EntryKind};
 
 pub use validate::safe_components;
 use write::WriteCtx;

@@ -21,7 +21,8 @@ use crate::engine::paths::{above, split_parent, trim_slashes, within};
 use crate::engine::problem::Problem;
 use crate::engine::restore::RestoreOptions;
 use crate::error::{Error, Result};
-use crate::tree::{display_path, Entry, EntryKind};
+use crate::text::display_path;
+use crate::tree::{Entry, EntryKind};
 
 /// Where the repository lies inside an existing target (relative path), if it does. A target
 /// that is the repository, or inside it, is refused.

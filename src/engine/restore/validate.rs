@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use crate::engine::paths::{above, split_parent, trim_slashes, within};
 use crate::error::{Error, Result};
 use crate::manifest::SnapshotRow;
-use crate::tree::{display_path, Entry, EntryKind};
+use crate::text::display_path;
+use crate::tree::{Entry, EntryKind};
 
 /// Splits a manifest path into components, refusing anything that could leave the target.
 pub fn safe_components(path: &[u8]) -> Option<Vec<&[u8]>> {

@@ -12,7 +12,8 @@ use crate::engine::fsx;
 use crate::engine::paths::{below, components, split_parent};
 use crate::engine::problem::Problem;
 use crate::hash::HashAlgo;
-use crate::tree::{display_path, Entry, EntryKind};
+use crate::text::display_path;
+use crate::tree::{Entry, EntryKind};
 
 /// Why one path could not be restored.
 #[derive(Debug, thiserror::Error)]

@@ -2,7 +2,7 @@
 //!
 //! Promises: symlinks are recorded, never followed (dangling ones too); FIFOs, sockets and
 //! devices are skipped with a warning; a folder that cannot be listed is a warning and is
-//! reported in [`Scan::failed`] so that the plan keeps what the previous snapshot had below it;
+//! reported in [`Walk::failed`] so that the plan keeps what the previous snapshot had below it;
 //! excluded paths (and the repository itself, when it lies inside the source) are not entered.
 //! The result is sorted in path byte order (a folder before what it holds).
 
@@ -24,7 +24,7 @@ use crate::tree::{Entry, EntryKind, StatCache};
 
 /// The walked source.
 #[derive(Debug)]
-pub struct Scan {
+pub struct Walk {
     /// The source folder itself (path empty).
     pub root: Entry,
     /// Everything below it, sorted by path.
@@ -37,7 +37,7 @@ pub struct Scan {
 
 /// What to leave out.
 #[derive(Debug, Default)]
-pub struct ScanOptions {
+pub struct WalkOptions {
     pub exclude: GlobSet,
     /// (device, inode) of a folder never to enter, e.g. the repository.
     pub skip_dir: Option<(u64, u64)>,
@@ -78,7 +78,7 @@ struct Listing {
 
 /// Lists one folder (`dir`, relative to `src`): an lstat per child; sub-folders to enter are
 /// pushed to `more`.
-fn list_dir(src: &Path, dir: Vec<u8>, opts: &ScanOptions, more: &mut Vec<Vec<u8>>) -> Listing {
+fn list_dir(src: &Path, dir: Vec<u8>, opts: &WalkOptions, more: &mut Vec<Vec<u8>>) -> Listing {
     let mut out = Listing::default();
     let abs = if dir.is_empty() {
         src.to_path_buf()
@@ -197,17 +197,17 @@ fn source_root(src: &Path) -> Result<Entry> {
 }
 
 /// Walks `src` (an absolute folder), folders listed in parallel on the pool.
-pub fn scan(
+pub fn walk(
     src: &Path,
-    opts: &ScanOptions,
+    opts: &WalkOptions,
     pool: &Pool,
     cancel: &CancelToken,
     progress: &dyn Progress,
-) -> Result<Scan> {
+) -> Result<Walk> {
     let root = source_root(src)?;
 
     progress.phase("scan", None);
-    let mut out = Scan {
+    let mut out = Walk {
         root,
         entries: Vec::new(),
         warnings: Vec::new(),
@@ -237,7 +237,7 @@ pub fn scan(
 use std::os::unix::ffi::OsStringExt;
 
 /// True when `dir` (relative) is the folder never to enter (the repository) or lies in it.
-fn in_skipped_dir(src: &Path, dir: &[u8], opts: &ScanOptions) -> bool {
+fn in_skipped_dir(src: &Path, dir: &[u8], opts: &WalkOptions) -> bool {
     let Some(skip) = opts.skip_dir else {
         return false;
     };
@@ -258,7 +258,7 @@ pub struct PartialScan {
     /// What the previous snapshot had there, sorted by path.
     pub prev: Vec<Entry>,
     /// What is there now (and the warnings), sorted by path.
-    pub now: Scan,
+    pub now: Walk,
 }
 
 /// Re-examines only the folders in `dirty` (relative paths; `b""` is the source itself): each
@@ -267,10 +267,10 @@ pub struct PartialScan {
 /// previous snapshot's entries below a folder, `prev_at(path)` one entry. Everything else is
 /// left out of both sides, so it counts as unchanged. The periodic full rescan of `vault watch`
 /// catches whatever events missed.
-pub fn scan_partial(
+pub fn walk_partial(
     src: &Path,
     dirty: &[Vec<u8>],
-    opts: &ScanOptions,
+    opts: &WalkOptions,
     pool: &Pool,
     cancel: &CancelToken,
     prev_under: &mut dyn FnMut(&[u8]) -> Result<Vec<Entry>>,
@@ -281,7 +281,7 @@ pub fn scan_partial(
 
     let mut st = PartialState {
         prev: Vec::new(),
-        now: Scan {
+        now: Walk {
             root,
             entries: Vec::new(),
             warnings: Vec::new(),
@@ -314,7 +314,7 @@ pub fn scan_partial(
 
 /// The dirty folders to list, sorted and without duplicates: only folders that still are
 /// folders (and are not excluded); nested dirty folders are covered by listing each one.
-fn dirs_to_list(src: &Path, dirty: &[Vec<u8>], opts: &ScanOptions) -> Vec<Vec<u8>> {
+fn dirs_to_list(src: &Path, dirty: &[Vec<u8>], opts: &WalkOptions) -> Vec<Vec<u8>> {
     let mut listed: Vec<Vec<u8>> = Vec::new();
     for d in dirty {
         let abs = if d.is_empty() {
@@ -341,7 +341,7 @@ struct PartialState {
     /// What the previous snapshot had in the places looked at.
     prev: Vec<Entry>,
     /// What is there now.
-    now: Scan,
+    now: Walk,
     /// Sub-folders the previous snapshot did not have, to walk whole.
     new_dirs: Vec<Vec<u8>>,
 }
@@ -350,7 +350,7 @@ struct PartialState {
 fn relist_dir(
     src: &Path,
     d: &[u8],
-    opts: &ScanOptions,
+    opts: &WalkOptions,
     st: &mut PartialState,
     prev_under: &mut dyn FnMut(&[u8]) -> Result<Vec<Entry>>,
     prev_at: &mut dyn FnMut(&[u8]) -> Result<Option<Entry>>,
@@ -399,11 +399,11 @@ fn relist_dir(
 /// Walks the new folders whole on the pool, adding what they hold to `now`.
 fn walk_new_dirs(
     src: &Path,
-    opts: &ScanOptions,
+    opts: &WalkOptions,
     pool: &Pool,
     cancel: &CancelToken,
     new_dirs: Vec<Vec<u8>>,
-    now: &mut Scan,
+    now: &mut Walk,
 ) -> Result<()> {
     let r = pool.run_queue(
         cancel,
@@ -419,7 +419,7 @@ fn walk_new_dirs(
 }
 
 /// Adds one folder's listing (entries, warnings, failures) to `now`.
-fn add_listing(now: &mut Scan, l: Listing) {
+fn add_listing(now: &mut Walk, l: Listing) {
     now.entries.extend(l.entries);
     now.warnings.extend(l.warnings);
     now.failed.extend(l.failed);

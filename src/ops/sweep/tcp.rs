@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use crate::ops::icmp::{Pacing, BACKOFF};
+use crate::ops::sweep::icmp::{Pacing, BACKOFF};
 use crate::pool::CancelToken;
 
 /// What a port probe found.

@@ -1,6 +1,6 @@
 //! `vault scan`: which hosts are up. Targets are expanded and names resolved on the pool; ICMP
-//! echo runs on one paced socket ([`crate::ops::icmp`]); TCP connect probes run on the pool,
-//! many non-blocking connects per worker ([`crate::ops::tcp`]). With a state folder the last
+//! echo runs on one paced socket ([`crate::ops::sweep::icmp`]); TCP connect probes run on the pool,
+//! many non-blocking connects per worker ([`crate::ops::sweep::tcp`]). With a state folder the last
 //! state of every host is kept and transitions (up->down, down->up) are reported once, as
 //! [`crate::alert::Event`]s.
 
@@ -12,10 +12,14 @@ use std::time::{Duration, Instant};
 use crate::alert::Event;
 use crate::error::{Error, Result};
 use crate::manifest::hosts::HostStore;
-use crate::ops::icmp::{self, Pacing, SocketKind};
-use crate::ops::targets::{self, Target};
-use crate::ops::tcp::{self, PortState};
+pub mod icmp;
+pub mod targets;
+pub mod tcp;
+
 use crate::pool::{CancelToken, Pool};
+use icmp::{Pacing, SocketKind};
+use targets::Target;
+use tcp::PortState;
 
 /// Sweeps larger than this need `yes`.
 pub const CONFIRM_ABOVE: u128 = 65_536;
@@ -24,7 +28,7 @@ pub const HARD_LIMIT: u128 = 1 << 24;
 
 /// What `vault scan` was asked to do.
 #[derive(Clone, Debug)]
-pub struct ScanOptions {
+pub struct SweepOptions {
     pub targets: Vec<String>,
     pub hosts_file: Option<PathBuf>,
     /// Send ICMP echo (the default; off when only `--tcp` is given).
@@ -40,9 +44,9 @@ pub struct ScanOptions {
     pub state_dir: Option<PathBuf>,
 }
 
-impl ScanOptions {
-    pub fn new(targets: Vec<String>) -> ScanOptions {
-        ScanOptions {
+impl SweepOptions {
+    pub fn new(targets: Vec<String>) -> SweepOptions {
+        SweepOptions {
             targets,
             hosts_file: None,
             icmp: true,
@@ -53,6 +57,17 @@ impl ScanOptions {
             yes: false,
             state_dir: None,
         }
+    }
+}
+
+/// A list of TCP ports, as `--tcp` and `[scan] tcp` give it (`22,80,8000-8010`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortList(pub Vec<u16>);
+
+impl std::str::FromStr for PortList {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<PortList, String> {
+        parse_ports(s).map(PortList)
     }
 }
 
@@ -95,17 +110,44 @@ pub struct HostReport {
     pub ports: BTreeMap<u16, PortState>,
 }
 
+/// Whether a host answered a sweep.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HostState {
+    Up,
+    Down,
+}
+
+impl HostState {
+    pub fn of(up: bool) -> HostState {
+        if up {
+            HostState::Up
+        } else {
+            HostState::Down
+        }
+    }
+}
+
+impl std::fmt::Display for HostState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            HostState::Up => "up",
+            HostState::Down => "down",
+        })
+    }
+}
+
 /// A change of a host's state since the previous sweep that used the same state folder.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Transition {
     pub host: String,
-    pub from: &'static str,
-    pub to: &'static str,
+    pub from: HostState,
+    pub to: HostState,
 }
 
 /// The outcome of one sweep.
 #[derive(Clone, Debug, serde::Serialize)]
-pub struct ScanReport {
+pub struct SweepReport {
     pub hosts: Vec<HostReport>,
     pub up: usize,
     pub down: usize,
@@ -115,14 +157,14 @@ pub struct ScanReport {
     pub duration_s: f64,
 }
 
-impl ScanReport {
+impl SweepReport {
     /// The transitions as alert events.
     pub fn events(&self) -> Vec<Event> {
         let at = crate::time::rfc3339(crate::time::now_ns());
         self.transitions
             .iter()
             .map(|t| {
-                if t.to == "down" {
+                if t.to == HostState::Down {
                     Event::HostDown {
                         host: t.host.clone(),
                         at: at.clone(),
@@ -146,7 +188,7 @@ impl ScanReport {
 
 /// The targets, expanded and resolved: (as given, address), in order, without duplicates.
 pub fn resolve_targets(
-    opts: &ScanOptions,
+    opts: &SweepOptions,
     pool: &Pool,
     cancel: &CancelToken,
 ) -> Result<Vec<(String, IpAddr)>> {
@@ -238,7 +280,7 @@ type IcmpResult = std::io::Result<Option<(Vec<Option<f64>>, icmp::SocketKind)>>;
 /// ICMP on this thread while the TCP probes run on the pool's network lane, in one share of
 /// the rate per worker.
 fn probe(
-    opts: &ScanOptions,
+    opts: &SweepOptions,
     addrs: &[IpAddr],
     probes: &[(IpAddr, u16)],
     pacing: Pacing,
@@ -276,7 +318,7 @@ fn probe(
 }
 
 /// Runs one sweep (and, with a state folder, records it and reports transitions).
-pub fn sweep(opts: &ScanOptions, pool: &Pool, cancel: &CancelToken) -> Result<ScanReport> {
+pub fn sweep(opts: &SweepOptions, pool: &Pool, cancel: &CancelToken) -> Result<SweepReport> {
     if opts.rate == 0 {
         return Err(Error::Usage("--rate must be at least 1".into()));
     }
@@ -334,7 +376,7 @@ pub fn sweep(opts: &ScanOptions, pool: &Pool, cancel: &CancelToken) -> Result<Sc
         });
     }
     let up = reports.iter().filter(|h| h.up).count();
-    let mut report = ScanReport {
+    let mut report = SweepReport {
         down: reports.len() - up,
         up,
         hosts: reports,
@@ -350,8 +392,8 @@ pub fn sweep(opts: &ScanOptions, pool: &Pool, cancel: &CancelToken) -> Result<Sc
                 if prev.up != h.up {
                     report.transitions.push(Transition {
                         host: h.host.clone(),
-                        from: if prev.up { "up" } else { "down" },
-                        to: if h.up { "up" } else { "down" },
+                        from: HostState::of(prev.up),
+                        to: HostState::of(h.up),
                     });
                 }
             }
