@@ -295,7 +295,7 @@ impl Run<'_> {
         let (kind, prev) = (self.kind, self.prior.source_id);
         // With a hint (vault watch), only the touched folders are compared; the rest of the
         // tree is the previous snapshot's, unchanged.
-        let (scan, partial_prev) = match (&opts.hint, kind, repo, prev) {
+        let (mut scan, partial_prev) = match (&opts.hint, kind, repo, prev) {
             (Some(dirty), Kind::Incremental, Some(r), Some(id)) => {
                 let m = &r.manifest;
                 let p = walk::walk_partial(
@@ -318,7 +318,7 @@ impl Run<'_> {
             (Some(pp), Some(l)) => l.stats.files.saturating_sub(pp.len() as u64),
             _ => 0,
         };
-        let entries = scan.entries.clone();
+        let entries = std::mem::take(&mut scan.entries);
         let mut plan = match (repo, prev, partial_prev) {
             (_, _, Some(pp)) => plan::plan(pp, entries, &scan.failed, kind, opts.rehash),
             (Some(r), Some(id), None) => r.manifest.with_live_entries(id, |rows| {
