@@ -91,6 +91,7 @@ results="$work/results.tsv"
 measure() {
   local op="$1" tool="$2" out="$3"; shift 4
   local t="$work/time.txt"
+  sync   # the previous step's writeback is not charged to this one
   if ! /usr/bin/time -f '%e %U %S %M' -o "$t" "$@" >"$work/last.out" 2>"$work/last.err"; then
     local rc=$?
     if [[ "$tool" != vault* ]] || [ "$rc" != 3 ]; then
