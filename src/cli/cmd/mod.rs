@@ -1,6 +1,10 @@
-//! The commands whose handling is more than a call into the library, one group a file.
+//! The commands, one group a file; `cli/mod.rs` only dispatches to them.
 
+pub(super) mod backup;
 pub(super) mod docs;
 pub(super) mod mail;
 pub(super) mod remote;
 pub(super) mod repo;
+pub(super) mod restore;
+pub(super) mod ssh;
+pub(super) mod sweep;

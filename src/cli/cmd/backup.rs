@@ -1,0 +1,215 @@
+//! `vault backup` and `vault watch`: flags to options, the run, the report and alerts.
+
+use super::super::*;
+
+/// The library's backup options from `vault backup`'s (or `vault watch`'s) flags.
+pub(in crate::cli) fn backup_options(cli: &Cli, b: &BackupArgs) -> Result<BackupOptions, Error> {
+    let src = b
+        .src
+        .clone()
+        .ok_or_else(|| Error::Usage("give SRC or --job NAME".into()))?;
+    let mut opts = BackupOptions::new(&src, repo_arg(cli)?);
+    opts.kind = if b.full {
+        Some(Kind::Full)
+    } else if b.incremental {
+        Some(Kind::Incremental)
+    } else {
+        None
+    };
+    opts.full_on = b.full_on;
+    opts.max_chain = b.max_chain;
+    opts.compression = b.compression;
+    opts.level = b.level;
+    opts.hash = b.hash;
+    opts.rehash = b.rehash;
+    opts.exclude = b.exclude.clone();
+    opts.dry_run = b.dry_run;
+    opts.lock_wait = b.lock_wait;
+    Ok(opts)
+}
+
+pub(in crate::cli) fn watch(
+    cli: &Cli,
+    w: &WatchArgs,
+    out: &Out,
+    pool: &Pool,
+    stop: &CancelToken,
+    abort: &CancelToken,
+) -> Result<Outcome, Error> {
+    use vault::ops::watch::{watch, WatchEvent, WatchOptions};
+    let opts = WatchOptions {
+        backup: backup_options(cli, &w.backup)?,
+        debounce: w.debounce,
+        rescan_interval: w.rescan_interval,
+    };
+    if opts.rescan_interval.is_zero() {
+        return Err(Error::Usage("--rescan-interval must be more than 0".into()));
+    }
+    let alerts = notifier(&w.backup.alert_to, &w.backup.mail)?;
+    let source =
+        std::fs::canonicalize(&opts.backup.source).unwrap_or_else(|_| opts.backup.source.clone());
+    let mut reports: Vec<serde_json::Value> = Vec::new();
+    let mut failures: Vec<String> = Vec::new();
+    out.note(&format!(
+        "watching {} (debounce {:?}, full rescan every {:?}); Ctrl-C to stop",
+        source.display(),
+        opts.debounce,
+        opts.rescan_interval
+    ));
+    let mut on_event = |ev: WatchEvent| match ev {
+        WatchEvent::Backup {
+            full_rescan,
+            report,
+        } => {
+            let how = if full_rescan {
+                "full rescan"
+            } else {
+                "changed folders"
+            };
+            match &report.snapshot {
+                Some(id) => {
+                    let s = &report.stats;
+                    out.say(&format!(
+                        "{} snapshot {id} ({how}): {} new, {} changed, {} deleted, {} warnings",
+                        report.kind,
+                        s.new,
+                        s.changed,
+                        s.deleted,
+                        report.warnings.len()
+                    ));
+                    if report.warnings.iter().any(|w| w.failed) {
+                        let ev = vault::alert::Event::BackupDone {
+                            source: report.source.clone(),
+                            kind: report.kind.to_string(),
+                            snapshot: id.clone(),
+                            partial: true,
+                            report: serde_json::to_value(&report).unwrap_or_default(),
+                        };
+                        if let Err(e) = alerts.notify(&[ev]) {
+                            eprintln!("vault: warning: alert mail not sent: {e}");
+                        }
+                    }
+                }
+                None => out.note(&format!("nothing changed ({how}); no snapshot")),
+            }
+            reports.push(serde_json::to_value(&report).unwrap_or_default());
+        }
+        WatchEvent::Failed { error, retry_in } => {
+            eprintln!("vault: backup failed: {error}; retrying in {retry_in:?}");
+            let ev = vault::alert::Event::BackupFailed {
+                source: source.display().to_string(),
+                error: error.to_string(),
+            };
+            if let Err(e) = alerts.notify(&[ev]) {
+                eprintln!("vault: warning: alert mail not sent: {e}");
+            }
+            failures.push(error.to_string());
+        }
+        WatchEvent::WatchError(e) => {
+            eprintln!("vault: warning: watch: {e}; a full rescan follows");
+        }
+    };
+    watch(&opts, pool, stop, abort, &mut on_event)?;
+    if out.json {
+        out.json(&serde_json::json!({ "backups": reports, "failures": failures }))?;
+    }
+    out.note("watch stopped");
+    Ok(Outcome::Done)
+}
+
+pub(in crate::cli) fn backup(
+    cli: &Cli,
+    b: &BackupArgs,
+    out: &Out,
+    pool: &Pool,
+    cancel: &CancelToken,
+) -> Result<Outcome, Error> {
+    let opts = backup_options(cli, b)?;
+    let src = opts.source.clone();
+    let alerts = notifier(&b.alert_to, &b.mail)?;
+    let bar = progress::Bar::new(!out.quiet);
+    let report = vault::backup(&opts, pool, cancel, &bar);
+    vault::Progress::finish(&bar);
+    let source = std::fs::canonicalize(&src).unwrap_or_else(|_| src.clone());
+    let event = match &report {
+        Ok(r) if !r.dry_run => Some(vault::alert::Event::BackupDone {
+            source: r.source.clone(),
+            kind: r.kind.to_string(),
+            snapshot: r.snapshot.clone().unwrap_or_default(),
+            partial: r.warnings.iter().any(|w| w.failed),
+            report: serde_json::to_value(r).unwrap_or_default(),
+        }),
+        Ok(_) => None,
+        Err(e) => Some(vault::alert::Event::BackupFailed {
+            source: source.display().to_string(),
+            error: e.to_string(),
+        }),
+    };
+    if let Some(ev) = event {
+        if let Err(e) = alerts.notify(&[ev]) {
+            eprintln!("vault: warning: alert mail not sent: {e}");
+        }
+    }
+    let report = report?;
+    if report.created_repository {
+        out.note(&format!("created repository {}", opts.repo.display()));
+    }
+    if out.json {
+        out.json(&report)?;
+    }
+    let s = &report.stats;
+    if report.dry_run {
+        if let Some(reads) = &report.would_read {
+            for r in reads {
+                out.say(&format!(
+                    "would read {} ({} bytes, {:?})",
+                    r.path, r.size, r.reason
+                ));
+            }
+        }
+        if let Some(dels) = &report.would_delete {
+            for d in dels {
+                out.say(&format!("would record deleted {d}"));
+            }
+        }
+        out.say(&format!(
+            "dry run: {} backup of {} ({}): {} paths, {} new, {} changed, {} deleted, {} unchanged; nothing written",
+            report.kind, report.source, report.reason, s.files, s.new, s.changed, s.deleted, s.unchanged
+        ));
+    } else {
+        out.say(&format!(
+            "{} backup of {} ({})\nsnapshot {}: {} paths, {} new, {} changed, {} deleted, {} unchanged; read {}, stored {}{} in {:.2}s",
+            report.kind,
+            report.source,
+            report.reason,
+            report.snapshot.as_deref().unwrap_or("-"),
+            s.files,
+            s.new,
+            s.changed,
+            s.deleted,
+            s.unchanged,
+            human_bytes(s.bytes_read),
+            human_bytes(s.bytes_stored),
+            report
+                .archive
+                .as_deref()
+                .map(|a| format!(" in {a}"))
+                .unwrap_or_else(|| " (no new content, no archive)".into()),
+            s.duration_s
+        ));
+    }
+    for w in &report.warnings {
+        if !out.quiet {
+            eprintln!(
+                "vault: warning: {}: {}",
+                vault::text::display_path(&w.path),
+                w.error
+            );
+        }
+    }
+    Ok(if !report.warnings.iter().any(|w| w.failed) {
+        Outcome::Done
+    } else {
+        Outcome::Partial
+    })
+}
