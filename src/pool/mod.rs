@@ -367,4 +367,83 @@ mod tests {
         );
         assert!(matches!(r, Err(PoolError::Cancelled)));
     }
+
+    #[test]
+    fn scoped_jobs_borrow_and_the_scope_waits_for_them() {
+        let pool = Pool::new(2);
+        let mut slots = vec![0u64; 64];
+        let r = pool.scope(|s| {
+            for (i, slot) in slots.iter_mut().enumerate() {
+                s.spawn(move || {
+                    std::thread::sleep(Duration::from_micros(100));
+                    *slot = i as u64 * 3;
+                });
+            }
+        });
+        assert!(r.is_ok());
+        // Every job has run and let go of its borrow before scope returned.
+        assert_eq!(slots, (0..64).map(|i| i * 3).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_panicking_scoped_job_is_reported_after_the_others_finish() {
+        let pool = Pool::new(2);
+        let done = std::sync::atomic::AtomicUsize::new(0);
+        let r = pool.scope(|s| {
+            for i in 0..10 {
+                let done = &done;
+                s.spawn(move || {
+                    if i == 3 {
+                        panic!("job 3 failed");
+                    }
+                    done.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+        });
+        assert_eq!(r.unwrap_err(), "job 3 failed");
+        assert_eq!(done.load(Ordering::SeqCst), 9);
+        // The workers survive: the pool still runs work.
+        let mut n = 0;
+        pool.map_unordered(
+            &CancelToken::new(),
+            0..100,
+            || (),
+            |_, x| x,
+            |_| {
+                n += 1;
+                Ok::<(), ()>(())
+            },
+        )
+        .unwrap();
+        assert_eq!(n, 100);
+    }
+
+    #[test]
+    fn a_map_started_on_a_worker_runs_there_instead_of_deadlocking() {
+        // One worker, busy with a job that itself maps on the same lane: the inner jobs run
+        // inline on that worker rather than queueing behind it.
+        let pool = Pool::new(1);
+        let inner = pool.clone();
+        let total = std::sync::atomic::AtomicU64::new(0);
+        pool.scope(|s| {
+            s.spawn(|| {
+                let mut sum = 0;
+                inner
+                    .map_ordered(
+                        &CancelToken::new(),
+                        1..=100u64,
+                        || (),
+                        |_, x| x,
+                        |x| {
+                            sum += x;
+                            Ok::<(), ()>(())
+                        },
+                    )
+                    .unwrap();
+                total.store(sum, Ordering::SeqCst);
+            });
+        })
+        .unwrap();
+        assert_eq!(total.load(Ordering::SeqCst), 5050);
+    }
 }
