@@ -167,11 +167,10 @@ fn list_dir(src: &Path, dir: Vec<u8>, opts: &WalkOptions, more: &mut Vec<Vec<u8>
             } else {
                 "special file"
             };
-            out.warnings.push(Problem {
-                path: rel,
-                error: format!("skipped: {what} (only files, folders and symlinks are backed up)"),
-                failed: false,
-            });
+            out.warnings.push(Problem::skipped(
+                rel,
+                format!("skipped: {what} (only files, folders and symlinks are backed up)"),
+            ));
         }
     }
     out

@@ -245,6 +245,13 @@ fn structure_restore_names_what_it_could_not_write_and_restores_the_rest() {
     }
     assert!(failed.iter().all(|f| f.starts_with("stuck")), "{failed:?}");
     assert_eq!(j["failed"].as_u64().unwrap() as usize, failed.len());
+    // Counts are of what was restored: 5 of 7 files, 2 of 3 symlinks, 6 of 9 folders.
+    assert_eq!(
+        (j["files"].as_u64(), j["symlinks"].as_u64()),
+        (Some(5), Some(2)),
+        "{j}"
+    );
+    assert_eq!(j["dirs"].as_u64(), Some(6), "{j}");
     for d in ["a", "z"] {
         assert_same_tree(&src.join(d), &target.join(d));
     }

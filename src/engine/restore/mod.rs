@@ -25,6 +25,7 @@ pub mod target;
 mod validate;
 mod write;
 
+use std::collections::HashMap;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -137,8 +138,11 @@ pub fn restore(
         snap: &snap,
         spared,
         had_content,
+        pool,
+        cancel,
+        progress,
     };
-    job.run(tree, problems, report, pool, cancel, progress)
+    job.run(tree, problems, report)
 }
 
 /// A restore past its checks, into an existing target.
@@ -148,6 +152,9 @@ struct Job<'a> {
     snap: &'a SnapshotRow,
     spared: Option<Vec<u8>>,
     had_content: bool,
+    pool: &'a Pool,
+    cancel: &'a CancelToken,
+    progress: &'a dyn Progress,
 }
 
 impl Job<'_> {
@@ -156,9 +163,6 @@ impl Job<'_> {
         mut tree: Vec<Entry>,
         mut problems: Vec<Problem>,
         mut report: RestoreReport,
-        pool: &Pool,
-        cancel: &CancelToken,
-        progress: &dyn Progress,
     ) -> Result<RestoreReport> {
         let opts = self.opts;
         let root = open_target(&opts.target)?;
@@ -175,8 +179,10 @@ impl Job<'_> {
             )?;
         }
         count_kinds(&tree, &mut report);
-        // Failures from here on are of entries counted above.
-        let failed_before = problems.len() as u64;
+        // Failures from here on are of entries counted above: each uncounts its entry.
+        let failed_before = problems.len();
+        let kinds: HashMap<Vec<u8>, EntryKind> =
+            tree.iter().map(|e| (e.path.clone(), e.kind)).collect();
         let is_root = unsafe { libc::geteuid() } == 0;
         let ctx = WriteCtx {
             root: root_fd,
@@ -186,16 +192,8 @@ impl Job<'_> {
             force: opts.force,
         };
         write::make_dirs(root_fd, &mut tree, &mut problems);
-        let written = self.write_files(
-            ctx,
-            &tree,
-            &mut report,
-            &mut problems,
-            pool,
-            cancel,
-            progress,
-        )?;
-        report.symlinks_made(write::make_symlinks(ctx, &tree, &mut problems));
+        let written = self.write_files(ctx, &tree, &mut report, &mut problems)?;
+        write::make_symlinks(ctx, &tree, &mut problems);
         if opts.delete {
             let scope = target::delete_scope(opts, &tree, self.spared.clone(), false);
             target::delete_extra(root_fd, Vec::new(), &scope, &mut removed)
@@ -206,30 +204,28 @@ impl Job<'_> {
         self.set_root_meta(ctx, &mut problems);
         // SAFETY: syncfs on an fd we hold.
         unsafe { libc::syncfs(root_fd) };
-        progress.finish();
+        self.progress.finish();
         report.bytes_written = written;
-        Ok(report.with_problems(problems, failed_before))
+        report.uncount(&problems[failed_before..], &kinds);
+        Ok(report.with_problems(problems))
     }
 
     /// File contents, then the hard links between restored files. Returns bytes written.
-    #[allow(clippy::too_many_arguments)]
     fn write_files(
         &self,
         ctx: WriteCtx,
         tree: &[Entry],
         report: &mut RestoreReport,
         problems: &mut Vec<Problem>,
-        pool: &Pool,
-        cancel: &CancelToken,
-        progress: &dyn Progress,
     ) -> Result<u64> {
         let mut plan = archive::plan_files(self.repo, self.snap, tree, problems)?;
-        progress.phase("restore", Some(plan.files.iter().map(|e| e.size).sum()));
+        let total = plan.files.iter().map(|e| e.size).sum();
+        self.progress.phase("restore", Some(total));
         let writer = archive::Writer {
             ctx,
-            pool,
-            cancel,
-            progress,
+            pool: self.pool,
+            cancel: self.cancel,
+            progress: self.progress,
             written: AtomicU64::new(0),
         };
         report.archives = writer.write_all(self.repo, self.snap, &mut plan, problems)?;
@@ -258,17 +254,23 @@ impl Job<'_> {
 }
 
 impl RestoreReport {
-    fn symlinks_made(&mut self, made: u64) {
-        let failed = self.symlinks.saturating_sub(made);
-        self.symlinks -= failed;
+    /// Takes the entries that failed out of the counts of what was restored.
+    fn uncount(&mut self, failed: &[Problem], kinds: &HashMap<Vec<u8>, EntryKind>) {
+        for p in failed {
+            let counter = match kinds.get(&p.path) {
+                Some(EntryKind::File) => &mut self.files,
+                Some(EntryKind::Dir) => &mut self.dirs,
+                Some(EntryKind::Symlink) => &mut self.symlinks,
+                None => continue, // the target's own metadata
+            };
+            *counter = counter.saturating_sub(1);
+        }
     }
 
-    /// Sorts the problems into the report; files that failed after counting are uncounted.
-    fn with_problems(mut self, mut problems: Vec<Problem>, failed_before: u64) -> RestoreReport {
+    /// Sorts the problems into the report.
+    fn with_problems(mut self, mut problems: Vec<Problem>) -> RestoreReport {
         problems.sort_by(|a, b| a.path.cmp(&b.path));
         self.failed = problems.len() as u64;
-        let failed_files = problems.len() as u64 - failed_before;
-        self.files = self.files.saturating_sub(failed_files);
         self.errors = problems;
         self
     }

@@ -312,10 +312,9 @@ pub(super) fn make_links(
     made
 }
 
-/// Symlinks, created as they are and never followed. Returns how many were made.
-pub(super) fn make_symlinks(ctx: WriteCtx, tree: &[Entry], problems: &mut Vec<Problem>) -> u64 {
+/// Symlinks, created as they are and never followed.
+pub(super) fn make_symlinks(ctx: WriteCtx, tree: &[Entry], problems: &mut Vec<Problem>) {
     let mut dirs = DirCache::new(ctx.root);
-    let mut made = 0;
     for e in tree.iter().filter(|e| e.kind == EntryKind::Symlink) {
         let r = (|| -> Result<(), String> {
             let (parent, name) = split_parent(&e.path);
@@ -329,12 +328,10 @@ pub(super) fn make_symlinks(ctx: WriteCtx, tree: &[Entry], problems: &mut Vec<Pr
             fsx::set_symlink_meta_at(dir, name, ctx.owner_of(e), e.mtime_ns)
                 .map_err(|err| format!("cannot set symlink metadata: {err}"))
         })();
-        match r {
-            Ok(()) => made += 1,
-            Err(why) => problems.push(Problem::failed(e.path.clone(), why)),
+        if let Err(why) = r {
+            problems.push(Problem::failed(e.path.clone(), why));
         }
     }
-    made
 }
 
 /// Folder metadata, deepest first, once nothing more is written into them.
