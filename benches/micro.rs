@@ -114,6 +114,9 @@ fn tree(n: usize, stamp: i64) -> Vec<Entry> {
             mtime_ns: stamp + if i % 100 == 0 { 1 } else { 0 },
             digest: Some(HashAlgo::Blake3.digest(&i.to_le_bytes())),
             target: None,
+            rdev: 0,
+            xattrs: None,
+            sparse: false,
             stat: StatCache {
                 ctime_ns: stamp,
                 ino: i as u64,

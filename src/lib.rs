@@ -14,6 +14,7 @@ pub mod progress;
 pub mod text;
 pub mod time;
 pub mod tree;
+pub mod xattr;
 
 pub use crate::archive::Compression;
 pub use crate::engine::backup::{backup, BackupOptions, BackupReport, BackupStats, FullDay};

@@ -10,6 +10,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use crate::hash::Digest;
+use crate::xattr::Xattrs;
 
 /// What kind of filesystem object an entry is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -17,6 +18,9 @@ pub enum EntryKind {
     File,
     Dir,
     Symlink,
+    Fifo,
+    CharDevice,
+    BlockDevice,
 }
 
 impl EntryKind {
@@ -25,6 +29,9 @@ impl EntryKind {
             EntryKind::File => "file",
             EntryKind::Dir => "dir",
             EntryKind::Symlink => "symlink",
+            EntryKind::Fifo => "fifo",
+            EntryKind::CharDevice => "char-device",
+            EntryKind::BlockDevice => "block-device",
         }
     }
 
@@ -34,6 +41,27 @@ impl EntryKind {
             EntryKind::File => 0,
             EntryKind::Dir => 1,
             EntryKind::Symlink => 2,
+            EntryKind::Fifo => 3,
+            EntryKind::CharDevice => 4,
+            EntryKind::BlockDevice => 5,
+        }
+    }
+
+    /// FIFOs and device nodes: no content, made with `mknod`.
+    pub fn is_special(self) -> bool {
+        matches!(
+            self,
+            EntryKind::Fifo | EntryKind::CharDevice | EntryKind::BlockDevice
+        )
+    }
+
+    /// The file type bits for `mknod`.
+    pub fn mknod_type(self) -> u32 {
+        match self {
+            EntryKind::Fifo => libc::S_IFIFO,
+            EntryKind::CharDevice => libc::S_IFCHR,
+            EntryKind::BlockDevice => libc::S_IFBLK,
+            _ => 0,
         }
     }
 
@@ -42,6 +70,9 @@ impl EntryKind {
             0 => Some(EntryKind::File),
             1 => Some(EntryKind::Dir),
             2 => Some(EntryKind::Symlink),
+            3 => Some(EntryKind::Fifo),
+            4 => Some(EntryKind::CharDevice),
+            5 => Some(EntryKind::BlockDevice),
             _ => None,
         }
     }
@@ -64,6 +95,12 @@ pub struct Entry {
     pub digest: Option<Digest>,
     /// Link target; symlinks only.
     pub target: Option<Vec<u8>>,
+    /// Device number; character and block devices only (0 otherwise).
+    pub rdev: u64,
+    /// Extended attributes, ACLs and capabilities included; None when there are none.
+    pub xattrs: Option<Box<Xattrs>>,
+    /// Files stored sparse (holes not read, not stored, restored as holes).
+    pub sparse: bool,
     pub stat: StatCache,
 }
 
@@ -109,6 +146,15 @@ impl Entry {
         }
         if self.mtime_ns != old.mtime_ns {
             what.push("mtime");
+        }
+        if self.xattrs != old.xattrs {
+            what.push("xattrs");
+        }
+        if self.rdev != old.rdev {
+            what.push("rdev");
+        }
+        if self.sparse != old.sparse {
+            what.push("sparse");
         }
         what
     }

@@ -36,6 +36,9 @@ fn entries(bytes: &[u8], salt: u8) -> Vec<Entry> {
                 mtime_ns: i64::from(c.get(1).copied().unwrap_or(0)),
                 digest: (kind == EntryKind::File).then(|| HashAlgo::Blake3.digest(c)),
                 target: None,
+                rdev: 0,
+                xattrs: None,
+                sparse: false,
                 stat: StatCache::default(),
             }
         })

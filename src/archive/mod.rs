@@ -21,6 +21,7 @@ mod parallel;
 pub mod reader;
 
 use crate::hash::{Digest, HashAlgo, Hasher};
+use crate::xattr::Xattrs;
 
 /// Archive codec.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,13 +142,42 @@ pub fn compress_stream<W: Write + Send + 'static>(
     w.finish()
 }
 
-/// Metadata written into a member header.
+/// Metadata written into a member header (and, where the header cannot hold it, into a PAX
+/// record before it: mtime nanoseconds, extended attributes, ACLs).
 #[derive(Clone, Copy, Debug)]
-pub struct MemberMeta {
+pub struct MemberMeta<'a> {
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
     pub mtime_ns: i64,
+    pub xattrs: Option<&'a Xattrs>,
+}
+
+impl MemberMeta<'_> {
+    /// The PAX records this member needs (none for whole-second mtimes and no attributes):
+    /// `mtime` with nanoseconds, `SCHILY.xattr.NAME` for every attribute (GNU tar
+    /// `--xattrs`, bsdtar) and `SCHILY.acl.access`/`.default` as GNU tar `--acls` writes them.
+    fn pax_records(&self) -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::new();
+        let (secs, ns) = (
+            self.mtime_ns.div_euclid(1_000_000_000),
+            self.mtime_ns.rem_euclid(1_000_000_000),
+        );
+        if ns != 0 || secs < 0 {
+            out.push(("mtime".to_string(), format!("{secs}.{ns:09}").into_bytes()));
+        }
+        if let Some(x) = self.xattrs {
+            for (name, value) in &x.0 {
+                if let Some(n) = crate::xattr::name_str(name) {
+                    out.push((format!("SCHILY.xattr.{n}"), value.clone()));
+                }
+            }
+            for (key, text) in x.acl_records() {
+                out.push((key.to_string(), text.into_bytes()));
+            }
+        }
+        out
+    }
 }
 
 /// How streaming a file into the archive went.
@@ -307,7 +337,23 @@ impl ArchiveWriter {
             .expect("archive writer used after finish")
     }
 
-    fn header(kind: tar::EntryType, meta: &MemberMeta, size: u64) -> tar::Header {
+    /// The member's header, after writing the PAX record it needs (if any).
+    fn header(
+        &mut self,
+        kind: tar::EntryType,
+        meta: &MemberMeta,
+        size: u64,
+    ) -> Result<tar::Header, ArchiveError> {
+        let pax = meta.pax_records();
+        if !pax.is_empty() {
+            let records = pax.iter().map(|(k, v)| (k.as_str(), v.as_slice()));
+            let r = self.builder().append_pax_extensions(records);
+            r.map_err(|e| write_err(&self.partial, e))?;
+        }
+        Ok(Self::plain_header(kind, meta, size))
+    }
+
+    fn plain_header(kind: tar::EntryType, meta: &MemberMeta, size: u64) -> tar::Header {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(kind);
         h.set_mode(meta.mode & 0o7777);
@@ -320,7 +366,7 @@ impl ArchiveWriter {
 
     /// A directory member.
     pub fn add_dir(&mut self, name: &[u8], meta: &MemberMeta) -> Result<(), ArchiveError> {
-        let mut h = Self::header(tar::EntryType::Directory, meta, 0);
+        let mut h = self.header(tar::EntryType::Directory, meta, 0)?;
         let mut n = name.to_vec();
         if !n.ends_with(b"/") {
             n.push(b'/');
@@ -338,7 +384,7 @@ impl ArchiveWriter {
         target: &[u8],
         meta: &MemberMeta,
     ) -> Result<(), ArchiveError> {
-        let mut h = Self::header(tar::EntryType::Symlink, meta, 0);
+        let mut h = self.header(tar::EntryType::Symlink, meta, 0)?;
         let r = self
             .builder()
             .append_link(&mut h, bytes_path(name), bytes_path(target));
@@ -352,10 +398,37 @@ impl ArchiveWriter {
         earlier_member: &[u8],
         meta: &MemberMeta,
     ) -> Result<(), ArchiveError> {
-        let mut h = Self::header(tar::EntryType::Link, meta, 0);
+        let mut h = self.header(tar::EntryType::Link, meta, 0)?;
         let r = self
             .builder()
             .append_link(&mut h, bytes_path(name), bytes_path(earlier_member));
+        r.map_err(|e| write_err(&self.partial, e))
+    }
+
+    /// A FIFO or device node member (`kind` says which; `rdev` its device number).
+    pub fn add_special(
+        &mut self,
+        name: &[u8],
+        kind: crate::tree::EntryKind,
+        rdev: u64,
+        meta: &MemberMeta,
+    ) -> Result<(), ArchiveError> {
+        use crate::tree::EntryKind as K;
+        let t = match kind {
+            K::Fifo => tar::EntryType::Fifo,
+            K::CharDevice => tar::EntryType::Char,
+            K::BlockDevice => tar::EntryType::Block,
+            _ => unreachable!("not a special file"),
+        };
+        let mut h = self.header(t, meta, 0)?;
+        if kind != K::Fifo {
+            let gnu = h.as_gnu_mut().expect("GNU header");
+            gnu.set_device_major(libc::major(rdev));
+            gnu.set_device_minor(libc::minor(rdev));
+        }
+        let r = self
+            .builder()
+            .append_data(&mut h, bytes_path(name), io::empty());
         r.map_err(|e| write_err(&self.partial, e))
     }
 
@@ -366,7 +439,7 @@ impl ArchiveWriter {
         meta: &MemberMeta,
         data: &[u8],
     ) -> Result<(), ArchiveError> {
-        let mut h = Self::header(tar::EntryType::Regular, meta, data.len() as u64);
+        let mut h = self.header(tar::EntryType::Regular, meta, data.len() as u64)?;
         let r = self.builder().append_data(&mut h, bytes_path(name), data);
         r.map_err(|e| write_err(&self.partial, e))
     }
@@ -382,7 +455,9 @@ impl ArchiveWriter {
         src: &mut dyn Read,
         algo: HashAlgo,
     ) -> Result<StreamOutcome, Result<io::Error, ArchiveError>> {
-        let mut h = Self::header(tar::EntryType::Regular, meta, size);
+        let mut h = self
+            .header(tar::EntryType::Regular, meta, size)
+            .map_err(Err)?;
         let mut reader = ExactReader {
             src,
             remaining: size,

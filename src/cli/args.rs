@@ -338,8 +338,12 @@ pub struct RestoreArgs {
     /// List what would be written; write nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Keep setuid/setgid bits (only when running as root; they are cleared otherwise).
+    /// Clear setuid/setgid bits even when running as root. (Root restores exact modes by
+    /// default, as GNU tar -p does; a non-root restore always clears them.)
     #[arg(long)]
+    pub no_setid: bool,
+    /// Accepted for old scripts: exact modes are now the default for root.
+    #[arg(long, hide = true, conflicts_with = "no_setid")]
     pub preserve_setid: bool,
 }
 

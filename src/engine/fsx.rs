@@ -8,6 +8,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
+use crate::xattr::{self, Xattrs};
+
 fn cstr(b: &[u8]) -> io::Result<CString> {
     CString::new(b).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in name"))
 }
@@ -157,37 +159,42 @@ fn times(mtime_ns: i64) -> [libc::timespec; 2] {
     [ts, ts]
 }
 
-/// Sets mode, owner (when `owner` is given) and mtime of an open file or folder.
-pub fn set_meta_fd(
-    fd: RawFd,
-    mode: u32,
-    owner: Option<(u32, u32)>,
-    mtime_ns: i64,
-) -> io::Result<()> {
-    // SAFETY: plain syscalls on an fd we hold.
-    unsafe {
-        if let Some((u, g)) = owner {
-            check(libc::fchown(fd, u, g))?;
-        }
-        // chmod after chown: chown clears setuid bits.
-        check(libc::fchmod(fd, mode as libc::mode_t))?;
-        let t = times(mtime_ns);
-        check(libc::futimens(fd, t.as_ptr()))?;
-    }
-    Ok(())
+/// The metadata restore gives a path, set in this order: owner (chown clears setuid bits and
+/// file capabilities), extended attributes (ACLs, capabilities), mode (after the ACL, whose
+/// mask it sets), mtime last.
+#[derive(Clone, Copy, Debug)]
+pub struct Meta<'a> {
+    pub mode: u32,
+    pub owner: Option<(u32, u32)>,
+    pub mtime_ns: i64,
+    pub xattrs: Option<&'a Xattrs>,
 }
 
-/// Sets owner (when given) and mtime of a symlink itself.
-pub fn set_symlink_meta_at(
-    dir: RawFd,
-    name: &[u8],
-    owner: Option<(u32, u32)>,
-    mtime_ns: i64,
-) -> io::Result<()> {
+/// Sets the metadata of an open file or folder. Attributes the file system refuses are
+/// returned (the rest is still set); any other failure is an error.
+pub fn set_meta_fd(fd: RawFd, m: &Meta) -> io::Result<Vec<xattr::SetError>> {
+    // SAFETY: plain syscalls on an fd we hold.
+    unsafe {
+        if let Some((u, g)) = m.owner {
+            check(libc::fchown(fd, u, g))?;
+        }
+    }
+    let refused = m.xattrs.map(|x| xattr::set_fd(fd, x)).unwrap_or_default();
+    // SAFETY: as above.
+    unsafe {
+        check(libc::fchmod(fd, m.mode as libc::mode_t))?;
+        let t = times(m.mtime_ns);
+        check(libc::futimens(fd, t.as_ptr()))?;
+    }
+    Ok(refused)
+}
+
+/// Sets owner, attributes and mtime of a symlink itself (a symlink has no mode of its own).
+pub fn set_symlink_meta_at(dir: RawFd, name: &[u8], m: &Meta) -> io::Result<Vec<xattr::SetError>> {
     let c = cstr(name)?;
     // SAFETY: valid C string and fd; AT_SYMLINK_NOFOLLOW acts on the link itself.
     unsafe {
-        if let Some((u, g)) = owner {
+        if let Some((u, g)) = m.owner {
             check(libc::fchownat(
                 dir,
                 c.as_ptr(),
@@ -196,15 +203,69 @@ pub fn set_symlink_meta_at(
                 libc::AT_SYMLINK_NOFOLLOW,
             ))?;
         }
-        let t = times(mtime_ns);
+    }
+    let refused = m
+        .xattrs
+        .map(|x| xattr::set_at(dir, name, x))
+        .unwrap_or_default();
+    let t = times(m.mtime_ns);
+    // SAFETY: as above.
+    check(unsafe { libc::utimensat(dir, c.as_ptr(), t.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) })?;
+    Ok(refused)
+}
+
+/// Makes a FIFO or device node `name` in `dir` (`kind` is `S_IFIFO`, `S_IFCHR` or `S_IFBLK`)
+/// and gives it its metadata. The mode is set through an `O_PATH` descriptor of the node just
+/// made, so a symlink swapped in under the name is never followed.
+pub fn mknod_at(
+    dir: RawFd,
+    name: &[u8],
+    kind: u32,
+    rdev: u64,
+    m: &Meta,
+) -> io::Result<Vec<xattr::SetError>> {
+    let c = cstr(name)?;
+    // SAFETY: valid C string and fd.
+    check(unsafe { libc::mknodat(dir, c.as_ptr(), kind | 0o600, rdev as libc::dev_t) })?;
+    let flags = libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: valid C string and fd; the fd is owned right away.
+    let fd = unsafe { OwnedFd::from_raw_fd(check(libc::openat(dir, c.as_ptr(), flags))?) };
+    // SAFETY: fstat into a zeroed struct on an fd we hold.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    check(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
+    if st.st_mode & libc::S_IFMT != kind {
+        return Err(io::Error::other("replaced while it was made"));
+    }
+    let empty = c"";
+    // SAFETY: AT_EMPTY_PATH acts on the O_PATH fd itself.
+    unsafe {
+        if let Some((u, g)) = m.owner {
+            check(libc::fchownat(
+                fd.as_raw_fd(),
+                empty.as_ptr(),
+                u,
+                g,
+                libc::AT_EMPTY_PATH,
+            ))?;
+        }
+    }
+    let refused = m
+        .xattrs
+        .map(|x| xattr::set_at(dir, name, x))
+        .unwrap_or_default();
+    let proc_path = CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).expect("no NUL");
+    let t = times(m.mtime_ns);
+    // SAFETY: the /proc path names the node held by `fd`, not whatever is at `name` now.
+    unsafe {
+        check(libc::chmod(proc_path.as_ptr(), m.mode as libc::mode_t))?;
         check(libc::utimensat(
-            dir,
-            c.as_ptr(),
+            libc::AT_FDCWD,
+            proc_path.as_ptr(),
             t.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
+            0,
         ))?;
     }
-    Ok(())
+    Ok(refused)
 }
 
 /// The names in an open folder (not `.` and `..`).

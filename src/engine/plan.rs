@@ -116,6 +116,8 @@ fn meta_same(a: &Entry, b: &Entry) -> bool {
         && a.gid == b.gid
         && a.mtime_ns == b.mtime_ns
         && a.target == b.target
+        && a.rdev == b.rdev
+        && a.xattrs == b.xattrs
 }
 
 /// Compares `scanned` with `prev`, both sorted by path bytes. `prev` is consumed as a stream.
@@ -155,6 +157,7 @@ pub fn plan(
         };
         if read == ReadReason::No && entry.kind == EntryKind::File {
             entry.digest = old.as_ref().and_then(|o| o.digest);
+            entry.sparse = old.as_ref().is_some_and(|o| o.sparse);
         }
         let prev = match &old {
             None => Prev::None,
@@ -205,6 +208,9 @@ mod tests {
             mtime_ns: mtime,
             digest: None,
             target: None,
+            rdev: 0,
+            xattrs: None,
+            sparse: false,
             stat: StatCache {
                 ctime_ns: mtime,
                 ino: 1,

@@ -203,6 +203,15 @@ pub struct LsEntry {
     /// Base64 of the link target's bytes, only when it is not UTF-8.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target_bytes: Option<String>,
+    /// Devices: "MAJOR,MINOR".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rdev: Option<String>,
+    /// Extended attributes (ACLs and capabilities included): name → base64 of the value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub xattrs: Option<std::collections::BTreeMap<String, String>>,
+    /// Stored sparse (holes kept as holes).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub sparse: bool,
 }
 
 /// A name for JSON: exact when UTF-8, else the display form plus base64 of the bytes.
@@ -243,6 +252,17 @@ impl From<&Entry> for LsEntry {
             digest: e.digest.map(|d| d.to_hex()),
             target,
             target_bytes,
+            rdev: matches!(e.kind, EntryKind::CharDevice | EntryKind::BlockDevice)
+                .then(|| format!("{},{}", libc::major(e.rdev), libc::minor(e.rdev))),
+            xattrs: e.xattrs.as_ref().map(|x| {
+                x.0.iter()
+                    .map(|(n, v)| {
+                        let name = String::from_utf8_lossy(n).into_owned();
+                        (name, crate::hash::base64(v, true))
+                    })
+                    .collect()
+            }),
+            sparse: e.sparse,
         }
     }
 }
@@ -322,5 +342,8 @@ pub fn type_char(k: EntryKind) -> char {
         EntryKind::File => '-',
         EntryKind::Dir => 'd',
         EntryKind::Symlink => 'l',
+        EntryKind::Fifo => 'p',
+        EntryKind::CharDevice => 'c',
+        EntryKind::BlockDevice => 'b',
     }
 }

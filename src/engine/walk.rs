@@ -1,7 +1,9 @@
 //! Walking the source: one `lstat` per path, no file contents read.
 //!
-//! Promises: symlinks are recorded, never followed (dangling ones too); FIFOs, sockets and
-//! devices are skipped with a warning; a folder that cannot be listed is a warning and is
+//! Promises: symlinks are recorded, never followed (dangling ones too); FIFOs and device nodes
+//! are recorded (type, mode, owner, device number); sockets are skipped with a warning; every
+//! path's extended attributes (ACLs and capabilities included) are read with one `llistxattr`
+//! (and a `lgetxattr` per attribute); a folder that cannot be listed is a warning and is
 //! reported in [`Walk::failed`] so that the plan keeps what the previous snapshot had below it;
 //! excluded paths (and the repository itself, when it lies inside the source) are not entered.
 //! The result is sorted in path byte order (a folder before what it holds).
@@ -55,6 +57,9 @@ pub fn entry_from_meta(path: Vec<u8>, kind: EntryKind, m: &Metadata) -> Entry {
         mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
         digest: None,
         target: None,
+        rdev: if kind.is_special() { m.rdev() } else { 0 },
+        xattrs: None,
+        sparse: false,
         stat: StatCache {
             ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
             ino: m.ino(),
@@ -129,51 +134,60 @@ fn list_dir(src: &Path, dir: Vec<u8>, opts: &WalkOptions, more: &mut Vec<Vec<u8>
             }
         };
         let ft = m.file_type();
-        if ft.is_dir() {
+        let kind = if ft.is_dir() {
             if opts.skip_dir == Some((m.dev(), m.ino())) {
                 continue;
             }
-            out.entries
-                .push(entry_from_meta(rel.clone(), EntryKind::Dir, &m));
-            more.push(rel);
+            EntryKind::Dir
         } else if ft.is_file() {
-            out.entries.push(entry_from_meta(rel, EntryKind::File, &m));
+            EntryKind::File
         } else if ft.is_symlink() {
-            match fs::read_link(de.path()) {
-                Ok(t) => {
-                    let mut e = entry_from_meta(rel, EntryKind::Symlink, &m);
-                    let t = t.into_os_string().into_vec();
-                    e.size = t.len() as u64;
-                    e.target = Some(t);
-                    out.entries.push(e);
-                }
-                Err(err) => {
-                    out.warnings.push(Problem::failed(
-                        rel.clone(),
-                        format!("cannot read symlink: {err}"),
-                    ));
-                    out.failed.push(rel);
-                }
-            }
+            EntryKind::Symlink
+        } else if ft.is_fifo() {
+            EntryKind::Fifo
+        } else if ft.is_char_device() {
+            EntryKind::CharDevice
+        } else if ft.is_block_device() {
+            EntryKind::BlockDevice
         } else {
-            let what = if ft.is_fifo() {
-                "FIFO"
-            } else if ft.is_socket() {
+            let what = if ft.is_socket() {
                 "socket"
-            } else if ft.is_block_device() {
-                "block device"
-            } else if ft.is_char_device() {
-                "character device"
             } else {
                 "special file"
             };
             out.warnings.push(Problem::skipped(
                 rel,
-                format!("skipped: {what} (only files, folders and symlinks are backed up)"),
+                format!("skipped: {what} (sockets cannot be backed up; GNU tar skips them too)"),
             ));
+            continue;
+        };
+        let mut e = entry_from_meta(rel, kind, &m);
+        if let Err(why) = complete_entry(&de.path(), &mut e) {
+            out.warnings.push(Problem::failed(e.path.clone(), why));
+            out.failed.push(e.path);
+            continue;
         }
+        if kind == EntryKind::Dir {
+            more.push(e.path.clone());
+        }
+        out.entries.push(e);
     }
     out
+}
+
+/// Adds what `lstat` does not tell: the symlink target and the extended attributes.
+fn complete_entry(abs: &Path, e: &mut Entry) -> std::result::Result<(), String> {
+    if e.kind == EntryKind::Symlink {
+        let t = fs::read_link(abs).map_err(|err| format!("cannot read symlink: {err}"))?;
+        let t = t.into_os_string().into_vec();
+        e.size = t.len() as u64;
+        e.target = Some(t);
+    }
+    match crate::xattr::read_path(abs) {
+        Ok(x) => e.xattrs = x.map(Box::new),
+        Err(err) => return Err(format!("cannot read extended attributes: {err}")),
+    }
+    Ok(())
 }
 
 /// The source folder's own entry; fails unless it is a folder that can be listed.
@@ -383,10 +397,14 @@ fn relist_dir(
     add_listing(&mut st.now, l);
     // The folder's own entry (its mtime moved).
     if !d.is_empty() {
-        if let Ok(m) = fs::symlink_metadata(src.join(os(d))) {
-            st.now
-                .entries
-                .push(entry_from_meta(d.to_vec(), EntryKind::Dir, &m));
+        let abs = src.join(os(d));
+        if let Ok(m) = fs::symlink_metadata(&abs) {
+            let mut e = entry_from_meta(d.to_vec(), EntryKind::Dir, &m);
+            if let Err(why) = complete_entry(&abs, &mut e) {
+                st.now.warnings.push(Problem::failed(d.to_vec(), why));
+                st.now.failed.push(d.to_vec());
+            }
+            st.now.entries.push(e);
             if let Some(e) = prev_at(d)? {
                 st.prev.push(e);
             }

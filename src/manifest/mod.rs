@@ -20,6 +20,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, Transactio
 
 use crate::hash::{Digest, HashAlgo};
 use crate::tree::{Entry, EntryKind, StatCache};
+use crate::xattr::Xattrs;
 
 /// Errors of the manifest layer. Each names the database file.
 #[derive(Debug, thiserror::Error)]
@@ -169,7 +170,8 @@ const SNAPSHOT_COLUMNS: &str =
 const SNAPSHOT_FROM: &str = "snapshots s JOIN sources src ON src.id = s.source_id \
      LEFT JOIN snapshots p ON p.seq = s.parent_seq";
 const ENTRY_COLUMNS: &str =
-    "path, kind, mode, uid, gid, size, mtime_ns, ctime_ns, ino, dev, nlink, digest, target";
+    "path, kind, mode, uid, gid, size, mtime_ns, ctime_ns, ino, dev, nlink, digest, target, \
+     rdev, xattrs, sparse";
 
 impl Manifest {
     /// Creates a new manifest at `path` (which must not exist) with the current schema.
@@ -608,7 +610,8 @@ impl Manifest {
                      THEN 'not a file, yet it has a content digest (kind changed?)' \
                    WHEN e.kind = 1 AND e.target IS NOT NULL THEN 'folder with a link target' \
                    WHEN e.kind = 2 AND e.target IS NULL THEN 'symlink without a target' \
-                   WHEN e.kind NOT IN (0, 1, 2) THEN 'unknown kind' END AS why \
+                   WHEN e.kind > 2 AND e.target IS NOT NULL THEN 'special file with a link target' \
+                   WHEN e.kind NOT IN (0, 1, 2, 3, 4, 5) THEN 'unknown kind' END AS why \
                  FROM entries e LEFT JOIN blobs b ON b.chain_seq = ?3 AND b.digest = e.digest \
                  WHERE e.source_id = ?1 AND e.from_seq <= ?2 \
                  AND (e.to_seq IS NULL OR e.to_seq > ?2) AND why IS NOT NULL ORDER BY e.path",
@@ -816,7 +819,8 @@ fn apply_entry_changes(
     let mut put = tx
         .prepare_cached(&format!(
             "INSERT INTO entries (source_id, from_seq, {ENTRY_COLUMNS}) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
+             ?18)"
         ))
         .map_err(e)?;
     for c in changes {
@@ -842,6 +846,9 @@ fn apply_entry_changes(
                     en.stat.nlink as i64,
                     en.digest.as_ref().map(|d| d.as_bytes().to_vec()),
                     en.target,
+                    en.rdev as i64,
+                    en.xattrs.as_ref().map(|x| x.encode()),
+                    en.sparse as i64,
                 ])
                 .map_err(e)?;
             }
@@ -1041,5 +1048,13 @@ fn entry_row(r: &Row<'_>) -> rusqlite::Result<Entry> {
         },
         digest,
         target: r.get(12)?,
+        rdev: r.get::<_, i64>(13)? as u64,
+        xattrs: match r.get::<_, Option<Vec<u8>>>(14)? {
+            None => None,
+            Some(b) => Some(Box::new(
+                Xattrs::decode(&b).ok_or_else(|| bad_column(14, "extended attributes"))?,
+            )),
+        },
+        sparse: r.get::<_, i64>(15)? != 0,
     })
 }

@@ -5,7 +5,7 @@
 //! version is newer than [`SCHEMA_VERSION`] is refused rather than misread.
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Migration steps, in order.
 pub const MIGRATIONS: &[&str] = &[
@@ -51,7 +51,7 @@ pub const MIGRATIONS: &[&str] = &[
         path      BLOB NOT NULL,
         from_seq  INTEGER NOT NULL,
         to_seq    INTEGER,
-        kind      INTEGER NOT NULL,          -- 0 file, 1 dir, 2 symlink
+        kind      INTEGER NOT NULL,          -- 0 file, 1 dir, 2 symlink (3-5: see 2 -> 3)
         mode      INTEGER NOT NULL,
         uid       INTEGER NOT NULL,
         gid       INTEGER NOT NULL,
@@ -94,6 +94,14 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE snapshots ADD COLUMN root_uid INTEGER;
     ALTER TABLE snapshots ADD COLUMN root_gid INTEGER;
     ALTER TABLE snapshots ADD COLUMN root_mtime_ns INTEGER;
+    "#,
+    // 2 -> 3: FIFOs and devices (kinds 3 fifo, 4 char device, 5 block device, with their
+    // device number), extended attributes (ACLs and capabilities included; see
+    // `xattr::Xattrs::encode`) and sparse files.
+    r#"
+    ALTER TABLE entries ADD COLUMN rdev INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE entries ADD COLUMN xattrs BLOB;
+    ALTER TABLE entries ADD COLUMN sparse INTEGER NOT NULL DEFAULT 0;
     "#,
 ];
 

@@ -28,7 +28,7 @@ pub(in crate::cli) fn restore(
         force: r.force,
         delete: r.delete,
         dry_run: r.dry_run,
-        preserve_setid: r.preserve_setid,
+        no_setid: r.no_setid,
     };
     let bar = progress::Bar::new(!out.quiet);
     let report = vault::engine::restore::restore(&opts, pool, cancel, &bar);
@@ -50,7 +50,7 @@ pub(in crate::cli) fn restore(
         );
     }
     out.say(&format!(
-        "{} snapshot {} of {} into {}: {} files, {} folders, {} symlinks, {} hard links, {}{}",
+        "{} snapshot {} of {} into {}: {} files, {} folders, {} symlinks, {} hard links, {}{}{}",
         if report.dry_run {
             "would restore"
         } else {
@@ -63,6 +63,11 @@ pub(in crate::cli) fn restore(
         report.dirs,
         report.symlinks,
         report.hardlinks,
+        if report.specials > 0 {
+            format!("{} FIFOs and devices, ", report.specials)
+        } else {
+            String::new()
+        },
         human_bytes(report.bytes_written),
         if report.deleted > 0 {
             format!(", {} removed", report.deleted)

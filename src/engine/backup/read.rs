@@ -61,7 +61,10 @@ pub(super) fn fresh_entry(f: &File, item: &Entry) -> io::Result<Entry> {
     if !m.is_file() {
         return Err(io::Error::other("is no longer a regular file"));
     }
-    Ok(entry_from_meta(item.path.clone(), EntryKind::File, &m))
+    let mut e = entry_from_meta(item.path.clone(), EntryKind::File, &m);
+    // Attributes were read by the walk; a change since moved ctime, so the next backup sees it.
+    e.xattrs = item.xattrs.clone();
+    Ok(e)
 }
 
 pub(super) fn stat_moved(f: &File, before: &Entry) -> bool {

@@ -18,12 +18,13 @@ use crate::pool::Pool;
 use crate::progress::Progress;
 use crate::tree::{Entry, EntryKind};
 
-pub(super) fn meta_of(e: &Entry) -> MemberMeta {
+pub(super) fn meta_of(e: &Entry) -> MemberMeta<'_> {
     MemberMeta {
         mode: e.mode,
         uid: e.uid,
         gid: e.gid,
         mtime_ns: e.mtime_ns,
+        xattrs: e.xattrs.as_deref(),
     }
 }
 
@@ -98,6 +99,11 @@ impl Sink<'_> {
                 if let Some(w) = self.writer.as_mut() {
                     let t = it.entry.target.as_deref().unwrap_or_default();
                     w.add_symlink(&member, t, &meta_of(&it.entry))?;
+                }
+            }
+            (k @ (EntryKind::Fifo | EntryKind::CharDevice | EntryKind::BlockDevice), _) => {
+                if let Some(w) = self.writer.as_mut() {
+                    w.add_special(&member, k, it.entry.rdev, &meta_of(&it.entry))?;
                 }
             }
             (EntryKind::File, Content::Skip) => {}

@@ -106,7 +106,7 @@ pub(super) fn plan_files<'a>(
 
 /// Everything the writers share.
 pub(super) struct Writer<'a> {
-    pub ctx: WriteCtx,
+    pub ctx: WriteCtx<'a>,
     pub pool: &'a Pool,
     pub cancel: &'a CancelToken,
     pub progress: &'a dyn Progress,
@@ -285,7 +285,7 @@ impl Writer<'_> {
 
 /// Writes a job's files on a worker (copies of a content from its first written file).
 fn run_job(
-    ctx: WriteCtx,
+    ctx: WriteCtx<'_>,
     dirs: &mut DirCache,
     job: Job,
     files: &[&Entry],

@@ -9,7 +9,9 @@
 //!   or empty component, below a folder of the snapshot), and every folder below the target is
 //!   reached with `openat(O_NOFOLLOW)` one component at a time, so no symlink is ever followed.
 //! - Files are written to a temporary name, checked, given their metadata, then renamed.
-//! - Setuid/setgid bits are cleared unless running as root with `preserve_setid`.
+//! - Modes are exact (setuid/setgid included) when root restores, unless `no_setid`; a non-root
+//!   restore clears setuid/setgid. Extended attributes, ACLs and capabilities are set back after
+//!   the content and owner, before the mode and mtime; one the target refuses is a problem.
 //! - Only the archives that hold needed content are read, each once, streaming, and reading stops
 //!   after the last needed member; decompression runs on the calling thread beside the pool's
 //!   workers that check and write.
@@ -66,7 +68,8 @@ pub struct RestoreOptions {
     pub force: bool,
     pub delete: bool,
     pub dry_run: bool,
-    pub preserve_setid: bool,
+    /// Strip setuid/setgid even when running as root (a non-root restore always strips them).
+    pub no_setid: bool,
 }
 
 /// The outcome of `vault restore`.
@@ -81,6 +84,8 @@ pub struct RestoreReport {
     pub failed: u64,
     pub dirs: u64,
     pub symlinks: u64,
+    /// FIFOs and device nodes.
+    pub specials: u64,
     /// Files restored as hard links of another restored file (as they were in the source).
     pub hardlinks: u64,
     pub bytes_written: u64,
@@ -184,16 +189,19 @@ impl Job<'_> {
         let kinds: HashMap<Vec<u8>, EntryKind> =
             tree.iter().map(|e| (e.path.clone(), e.kind)).collect();
         let is_root = unsafe { libc::geteuid() } == 0;
+        let notes = std::sync::Mutex::new(Vec::new());
         let ctx = WriteCtx {
             root: root_fd,
             algo: self.snap.hash,
             owner: is_root,
-            keep_setid: is_root && opts.preserve_setid,
+            keep_setid: is_root && !opts.no_setid,
             force: opts.force,
+            notes: &notes,
         };
         write::make_dirs(root_fd, &mut tree, &mut problems);
         let written = self.write_files(ctx, &tree, &mut report, &mut problems)?;
         write::make_symlinks(ctx, &tree, &mut problems);
+        write::make_specials(ctx, &tree, &mut problems);
         if opts.delete {
             let scope = target::delete_scope(opts, &tree, self.spared.clone(), false);
             target::delete_extra(root_fd, Vec::new(), &scope, &mut removed)
@@ -207,13 +215,15 @@ impl Job<'_> {
         self.progress.finish();
         report.bytes_written = written;
         report.uncount(&problems[failed_before..], &kinds);
+        // Refused attributes: the path is restored, but not quite as it was.
+        problems.extend(notes.into_inner().unwrap_or_else(|e| e.into_inner()));
         Ok(report.with_problems(problems))
     }
 
     /// File contents, then the hard links between restored files. Returns bytes written.
     fn write_files(
         &self,
-        ctx: WriteCtx,
+        ctx: WriteCtx<'_>,
         tree: &[Entry],
         report: &mut RestoreReport,
         problems: &mut Vec<Problem>,
@@ -239,12 +249,17 @@ impl Job<'_> {
     }
 
     /// The target itself gets the source folder's metadata when the whole tree was restored.
-    fn set_root_meta(&self, ctx: WriteCtx, problems: &mut Vec<Problem>) {
+    fn set_root_meta(&self, ctx: WriteCtx<'_>, problems: &mut Vec<Problem>) {
         let (Some(r), true) = (self.snap.root, self.opts.include.is_empty()) else {
             return;
         };
-        let owner = ctx.owner.then_some((r.uid, r.gid));
-        if let Err(err) = fsx::set_meta_fd(ctx.root, ctx.mode(r.mode), owner, r.mtime_ns) {
+        let meta = fsx::Meta {
+            mode: ctx.mode(r.mode),
+            owner: ctx.owner.then_some((r.uid, r.gid)),
+            mtime_ns: r.mtime_ns,
+            xattrs: None,
+        };
+        if let Err(err) = fsx::set_meta_fd(ctx.root, &meta) {
             problems.push(Problem::failed(
                 Vec::new(),
                 format!("cannot set the target's metadata: {err}"),
@@ -261,6 +276,9 @@ impl RestoreReport {
                 Some(EntryKind::File) => &mut self.files,
                 Some(EntryKind::Dir) => &mut self.dirs,
                 Some(EntryKind::Symlink) => &mut self.symlinks,
+                Some(EntryKind::Fifo | EntryKind::CharDevice | EntryKind::BlockDevice) => {
+                    &mut self.specials
+                }
                 None => continue, // the target's own metadata
             };
             *counter = counter.saturating_sub(1);
@@ -317,6 +335,9 @@ fn count_kinds(tree: &[Entry], report: &mut RestoreReport) {
             EntryKind::File => report.files += 1,
             EntryKind::Dir => report.dirs += 1,
             EntryKind::Symlink => report.symlinks += 1,
+            EntryKind::Fifo | EntryKind::CharDevice | EntryKind::BlockDevice => {
+                report.specials += 1
+            }
         }
     }
 }

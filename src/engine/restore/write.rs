@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use crate::engine::fsx;
 use crate::engine::paths::{below, components, split_parent};
@@ -14,6 +15,7 @@ use crate::engine::problem::Problem;
 use crate::hash::HashAlgo;
 use crate::text::display_path;
 use crate::tree::{Entry, EntryKind};
+use crate::xattr;
 
 /// Why one path could not be restored.
 #[derive(Debug, thiserror::Error)]
@@ -55,16 +57,19 @@ pub(super) enum ItemError {
 
 /// Settings every write needs.
 #[derive(Clone, Copy)]
-pub(super) struct WriteCtx {
+pub(super) struct WriteCtx<'a> {
     pub root: RawFd,
     pub algo: HashAlgo,
     /// Set owners (running as root).
     pub owner: bool,
     pub keep_setid: bool,
     pub force: bool,
+    /// Restored paths whose extended attributes the target refused (the rest of their
+    /// metadata is set): reported, and the restore exits 3.
+    pub notes: &'a Mutex<Vec<Problem>>,
 }
 
-impl WriteCtx {
+impl WriteCtx<'_> {
     pub(super) fn mode(&self, mode: u32) -> u32 {
         if self.keep_setid {
             mode & 0o7777
@@ -75,6 +80,30 @@ impl WriteCtx {
 
     fn owner_of(&self, e: &Entry) -> Option<(u32, u32)> {
         self.owner.then_some((e.uid, e.gid))
+    }
+
+    /// The metadata to give `e`.
+    pub(super) fn meta_of<'e>(&self, e: &'e Entry) -> fsx::Meta<'e> {
+        fsx::Meta {
+            mode: self.mode(e.mode),
+            owner: self.owner_of(e),
+            mtime_ns: e.mtime_ns,
+            xattrs: e.xattrs.as_deref(),
+        }
+    }
+
+    /// Notes the attributes the target refused for `path`.
+    pub(super) fn note_refused(&self, path: &[u8], refused: Vec<xattr::SetError>) {
+        if refused.is_empty() {
+            return;
+        }
+        let why = refused
+            .iter()
+            .map(|r| r.to_string())
+            .collect::<Vec<_>>()
+            .join("; ");
+        let mut notes = self.notes.lock().unwrap_or_else(|e| e.into_inner());
+        notes.push(Problem::failed(path.to_vec(), why));
     }
 }
 
@@ -115,7 +144,7 @@ fn tmp_name() -> Vec<u8> {
 
 /// Copies exactly `entry.size` bytes of `data` into `f`, checking size and digest.
 fn copy_checked(
-    ctx: WriteCtx,
+    ctx: WriteCtx<'_>,
     entry: &Entry,
     data: &mut dyn Read,
     f: &mut std::fs::File,
@@ -161,7 +190,7 @@ fn copy_checked(
 /// Writes one file from `data` (exactly `entry.size` bytes expected) to a temporary name,
 /// checks its digest, sets its metadata and renames it into place. Returns bytes written.
 pub(super) fn write_file(
-    ctx: WriteCtx,
+    ctx: WriteCtx<'_>,
     dirs: &mut DirCache,
     entry: &Entry,
     data: &mut dyn Read,
@@ -173,8 +202,9 @@ pub(super) fn write_file(
     let mut f = fsx::create_excl_at(dir, &tmp).map_err(ItemError::Create)?;
     let result = (|| -> Result<u64, ItemError> {
         let n = copy_checked(ctx, entry, data, &mut f, archive)?;
-        let (mode, owner) = (ctx.mode(entry.mode), ctx.owner_of(entry));
-        fsx::set_meta_fd(f.as_raw_fd(), mode, owner, entry.mtime_ns).map_err(ItemError::Meta)?;
+        let refused =
+            fsx::set_meta_fd(f.as_raw_fd(), &ctx.meta_of(entry)).map_err(ItemError::Meta)?;
+        ctx.note_refused(&entry.path, refused);
         if ctx.force {
             // Only an empty folder can still be here (see target::clear_folders_in_the_way).
             if let Ok(Some(st)) = fsx::lstat_at(dir, name) {
@@ -196,7 +226,7 @@ pub(super) fn write_file(
 
 /// Writes `dest` with the content of the already restored `src` (same digest).
 pub(super) fn copy_restored(
-    ctx: WriteCtx,
+    ctx: WriteCtx<'_>,
     dirs: &mut DirCache,
     src: &Entry,
     dest: &Entry,
@@ -313,7 +343,7 @@ pub(super) fn make_links(
 }
 
 /// Symlinks, created as they are and never followed.
-pub(super) fn make_symlinks(ctx: WriteCtx, tree: &[Entry], problems: &mut Vec<Problem>) {
+pub(super) fn make_symlinks(ctx: WriteCtx<'_>, tree: &[Entry], problems: &mut Vec<Problem>) {
     let mut dirs = DirCache::new(ctx.root);
     for e in tree.iter().filter(|e| e.kind == EntryKind::Symlink) {
         let r = (|| -> Result<(), String> {
@@ -325,8 +355,31 @@ pub(super) fn make_symlinks(ctx: WriteCtx, tree: &[Entry], problems: &mut Vec<Pr
             let target = e.target.as_deref().expect("validated");
             fsx::symlink_at(target, dir, name)
                 .map_err(|err| format!("cannot create symlink: {err}"))?;
-            fsx::set_symlink_meta_at(dir, name, ctx.owner_of(e), e.mtime_ns)
-                .map_err(|err| format!("cannot set symlink metadata: {err}"))
+            let refused = fsx::set_symlink_meta_at(dir, name, &ctx.meta_of(e))
+                .map_err(|err| format!("cannot set symlink metadata: {err}"))?;
+            ctx.note_refused(&e.path, refused);
+            Ok(())
+        })();
+        if let Err(why) = r {
+            problems.push(Problem::failed(e.path.clone(), why));
+        }
+    }
+}
+
+/// FIFOs and device nodes (device nodes need root: otherwise each is a per-item problem).
+pub(super) fn make_specials(ctx: WriteCtx<'_>, tree: &[Entry], problems: &mut Vec<Problem>) {
+    let mut dirs = DirCache::new(ctx.root);
+    for e in tree.iter().filter(|e| e.kind.is_special()) {
+        let r = (|| -> Result<(), String> {
+            let (parent, name) = split_parent(&e.path);
+            let dir = dirs
+                .get(parent)
+                .map_err(|err| format!("cannot open its folder: {err}"))?;
+            clear_slot(dir, name).map_err(|err| format!("cannot replace: {err}"))?;
+            let refused = fsx::mknod_at(dir, name, e.kind.mknod_type(), e.rdev, &ctx.meta_of(e))
+                .map_err(|err| format!("cannot create {}: {err}", e.kind.name()))?;
+            ctx.note_refused(&e.path, refused);
+            Ok(())
         })();
         if let Err(why) = r {
             problems.push(Problem::failed(e.path.clone(), why));
@@ -335,18 +388,14 @@ pub(super) fn make_symlinks(ctx: WriteCtx, tree: &[Entry], problems: &mut Vec<Pr
 }
 
 /// Folder metadata, deepest first, once nothing more is written into them.
-pub(super) fn set_dir_meta(ctx: WriteCtx, tree: &[Entry], problems: &mut Vec<Problem>) {
+pub(super) fn set_dir_meta(ctx: WriteCtx<'_>, tree: &[Entry], problems: &mut Vec<Problem>) {
     for e in tree.iter().rev().filter(|e| e.kind == EntryKind::Dir) {
         let r = fsx::open_path(ctx.root, &components(&e.path))
             .map_err(|err| format!("cannot open folder: {err}"))
             .and_then(|fd| {
-                fsx::set_meta_fd(
-                    fd.as_raw_fd(),
-                    ctx.mode(e.mode),
-                    ctx.owner_of(e),
-                    e.mtime_ns,
-                )
-                .map_err(|err| format!("cannot set folder metadata: {err}"))
+                fsx::set_meta_fd(fd.as_raw_fd(), &ctx.meta_of(e))
+                    .map(|refused| ctx.note_refused(&e.path, refused))
+                    .map_err(|err| format!("cannot set folder metadata: {err}"))
             });
         if let Err(why) = r {
             problems.push(Problem::failed(e.path.clone(), why));
