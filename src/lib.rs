@@ -11,6 +11,7 @@ pub mod manifest;
 pub mod ops;
 pub mod pool;
 pub mod progress;
+pub mod sparse;
 pub mod text;
 pub mod time;
 pub mod tree;

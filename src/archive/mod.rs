@@ -344,17 +344,40 @@ impl ArchiveWriter {
         meta: &MemberMeta,
         size: u64,
     ) -> Result<tar::Header, ArchiveError> {
+        self.header_with(kind, meta, size, &[], false)
+    }
+
+    /// As [`Self::header`], with `extra` PAX records first (one extended header per member);
+    /// `posix`: a ustar header instead of a GNU one (GNU tar reads PAX sparse maps only then).
+    fn header_with(
+        &mut self,
+        kind: tar::EntryType,
+        meta: &MemberMeta,
+        size: u64,
+        extra: &[(&str, &[u8])],
+        posix: bool,
+    ) -> Result<tar::Header, ArchiveError> {
         let pax = meta.pax_records();
-        if !pax.is_empty() {
-            let records = pax.iter().map(|(k, v)| (k.as_str(), v.as_slice()));
+        if !pax.is_empty() || !extra.is_empty() {
+            let own = pax.iter().map(|(k, v)| (k.as_str(), v.as_slice()));
+            let records = extra.iter().copied().chain(own);
             let r = self.builder().append_pax_extensions(records);
             r.map_err(|e| write_err(&self.partial, e))?;
         }
-        Ok(Self::plain_header(kind, meta, size))
+        Ok(Self::plain_header(kind, meta, size, posix))
     }
 
-    fn plain_header(kind: tar::EntryType, meta: &MemberMeta, size: u64) -> tar::Header {
-        let mut h = tar::Header::new_gnu();
+    fn plain_header(
+        kind: tar::EntryType,
+        meta: &MemberMeta,
+        size: u64,
+        posix: bool,
+    ) -> tar::Header {
+        let mut h = if posix {
+            tar::Header::new_ustar()
+        } else {
+            tar::Header::new_gnu()
+        };
         h.set_entry_type(kind);
         h.set_mode(meta.mode & 0o7777);
         h.set_uid(meta.uid as u64);
@@ -455,8 +478,23 @@ impl ArchiveWriter {
         src: &mut dyn Read,
         algo: HashAlgo,
     ) -> Result<StreamOutcome, Result<io::Error, ArchiveError>> {
+        self.stream_member(name, meta, size, src, algo, None)
+    }
+
+    fn stream_member(
+        &mut self,
+        name: &[u8],
+        meta: &MemberMeta,
+        size: u64,
+        src: &mut dyn Read,
+        algo: HashAlgo,
+        sparse: Option<&[(&str, &[u8])]>,
+    ) -> Result<StreamOutcome, Result<io::Error, ArchiveError>> {
+        // A sparse member: its records, and a ustar header (see `header_with`).
+        let (extra, posix) = (sparse.unwrap_or_default(), sparse.is_some());
+        let kind = tar::EntryType::Regular;
         let mut h = self
-            .header(tar::EntryType::Regular, meta, size)
+            .header_with(kind, meta, size, extra, posix)
             .map_err(Err)?;
         let mut reader = ExactReader {
             src,
@@ -493,6 +531,41 @@ impl ArchiveWriter {
             shrank,
             grew,
         })
+    }
+
+    /// A sparse file's member (PAX `GNU.sparse` 1.0, which GNU tar and bsdtar restore with
+    /// holes): the map block and the data regions of `file`, hashed on the way (the digest of
+    /// a sparse file is that of its member data; see `sparse`). Errors as for
+    /// [`ArchiveWriter::add_file_stream`].
+    pub fn add_sparse_stream(
+        &mut self,
+        name: &[u8],
+        meta: &MemberMeta,
+        map: &crate::sparse::Map,
+        file: &File,
+        algo: HashAlgo,
+    ) -> Result<StreamOutcome, Result<io::Error, ArchiveError>> {
+        let (real, size) = (map.real_size().to_string(), map.member_len());
+        let size_text = size.to_string();
+        let mut records = vec![
+            ("GNU.sparse.major", &b"1"[..]),
+            ("GNU.sparse.minor", b"0"),
+            ("GNU.sparse.name", name),
+            ("GNU.sparse.realsize", real.as_bytes()),
+        ];
+        if size >= 1 << 33 {
+            records.push(("size", size_text.as_bytes())); // beyond the ustar size field
+        }
+        // The header's own name, as GNU tar writes it (short, so it needs no long-name
+        // record); readers that know PAX 1.0 use GNU.sparse.name instead.
+        let base = name.rsplit(|&b| b == b'/').next().unwrap_or(name);
+        let mut shown = b"GNUSparseFile.0/".to_vec();
+        shown.extend_from_slice(&base[..base.len().min(80)]);
+        let mut stream = crate::sparse::MemberStream::new(file, map);
+        let mut o = self.stream_member(&shown, meta, size, &mut stream, algo, Some(&records))?;
+        o.shrank |= stream.shrank;
+        o.bytes_read = o.bytes_read.saturating_sub(size - map.data_len());
+        Ok(o)
     }
 
     /// Writes the tar end blocks and the compressor trailer, fsyncs, renames the partial file to

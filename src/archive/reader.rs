@@ -26,7 +26,12 @@ pub enum MemberKind {
 pub struct Member<'a> {
     pub name: Vec<u8>,
     pub kind: MemberKind,
+    /// The file's size (for a sparse member, its logical size).
     pub size: u64,
+    /// Bytes of member data (for a sparse member: its map block and data regions).
+    pub stored: u64,
+    /// A PAX `GNU.sparse` 1.0 member: `data` starts with the map block (see `sparse`).
+    pub sparse: bool,
     pub data: &'a mut dyn Read,
 }
 
@@ -36,6 +41,7 @@ impl std::fmt::Debug for Member<'_> {
             .field("name", &String::from_utf8_lossy(&self.name))
             .field("kind", &self.kind)
             .field("size", &self.size)
+            .field("sparse", &self.sparse)
             .finish()
     }
 }
@@ -106,6 +112,75 @@ fn decoder(path: &Path, compression: Compression) -> Result<Box<dyn Read + Send>
     })
 }
 
+/// The PAX records of an extended header, parsed by their length fields (values may hold any
+/// byte, newlines included, as extended attributes do).
+pub fn pax_records(mut data: &[u8]) -> io::Result<Vec<(&[u8], &[u8])>> {
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, "malformed PAX record");
+    let mut out = Vec::new();
+    while !data.is_empty() && data[0] != 0 {
+        let sp = data.iter().position(|&b| b == b' ').ok_or_else(bad)?;
+        let len: usize = std::str::from_utf8(&data[..sp])
+            .ok()
+            .and_then(|l| l.parse().ok())
+            .ok_or_else(bad)?;
+        if len <= sp + 1 || len > data.len() || data[len - 1] != b'\n' {
+            return Err(bad());
+        }
+        let rec = &data[sp + 1..len - 1];
+        let eq = rec.iter().position(|&b| b == b'=').ok_or_else(bad)?;
+        out.push((&rec[..eq], &rec[eq + 1..]));
+        data = &data[len..];
+    }
+    Ok(out)
+}
+
+/// What the extension headers before a member said.
+#[derive(Default)]
+struct Pending {
+    long_name: Option<Vec<u8>>,
+    pax: Option<Vec<u8>>,
+}
+
+impl Pending {
+    /// The member's name, size, and whether it is a PAX `GNU.sparse` 1.0 member.
+    fn resolve(&self, header_name: &[u8], stored: u64) -> io::Result<(Vec<u8>, u64, bool)> {
+        let mut name = self
+            .long_name
+            .clone()
+            .unwrap_or_else(|| header_name.to_vec());
+        let (mut major, mut sparse_name, mut real) = (None, None, None);
+        for (k, v) in pax_records(self.pax.as_deref().unwrap_or_default())? {
+            match k {
+                b"path" => name = v.to_vec(),
+                b"GNU.sparse.major" => major = Some(v.to_vec()),
+                b"GNU.sparse.name" => sparse_name = Some(v.to_vec()),
+                b"GNU.sparse.realsize" => {
+                    real = std::str::from_utf8(v).ok().and_then(|v| v.parse().ok())
+                }
+                _ => {}
+            }
+        }
+        match (major.as_deref(), sparse_name, real) {
+            (None, _, _) => Ok((name, stored, false)),
+            (Some(b"1"), Some(n), Some(r)) => Ok((n, r, true)),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a sparse member of a format other than PAX GNU.sparse 1.0",
+            )),
+        }
+    }
+}
+
+fn member_kind(t: tar::EntryType) -> MemberKind {
+    match t {
+        tar::EntryType::Regular | tar::EntryType::Continuous => MemberKind::Regular,
+        tar::EntryType::Directory => MemberKind::Directory,
+        tar::EntryType::Symlink => MemberKind::Symlink,
+        tar::EntryType::Link => MemberKind::HardLink,
+        other => MemberKind::Other(other.as_byte()),
+    }
+}
+
 /// Streams every member of the archive at `path` through `f`, in archive order. An error
 /// returned by `f` stops the walk and is returned as `Err(Ok(e))`; a damaged archive is
 /// `Err(Err(..))`.
@@ -119,22 +194,39 @@ pub fn for_each_member<E>(
         source: e,
     };
     let mut archive = tar::Archive::new(decoder(path, compression).map_err(Err)?);
-    let entries = archive.entries().map_err(|e| Err(damaged(e)))?;
+    // Raw: extension headers are read here, with a PAX parser that takes any value bytes.
+    let entries = archive.entries().map_err(|e| Err(damaged(e)))?.raw(true);
+    let mut pending = Pending::default();
     for entry in entries {
         let mut entry = entry.map_err(|e| Err(damaged(e)))?;
-        let kind = match entry.header().entry_type() {
-            tar::EntryType::Regular | tar::EntryType::Continuous => MemberKind::Regular,
-            tar::EntryType::Directory => MemberKind::Directory,
-            tar::EntryType::Symlink => MemberKind::Symlink,
-            tar::EntryType::Link => MemberKind::HardLink,
-            other => MemberKind::Other(other.as_byte()),
-        };
-        let name = entry.path_bytes().into_owned();
-        let size = entry.size();
+        let t = entry.header().entry_type();
+        if t.is_pax_local_extensions() || t.is_gnu_longname() {
+            let mut data = Vec::new();
+            let r = (&mut entry).take(64 << 20).read_to_end(&mut data);
+            r.map_err(|e| Err(damaged(e)))?;
+            if t.is_gnu_longname() {
+                let end = data.iter().position(|&b| b == 0).unwrap_or(data.len());
+                data.truncate(end);
+                pending.long_name = Some(data);
+            } else {
+                pending.pax = Some(data);
+            }
+            continue;
+        }
+        if t.is_pax_global_extensions() || t.is_gnu_longlink() {
+            continue;
+        }
+        let kind = member_kind(t);
+        let stored = entry.size();
+        let header_name = entry.header().path_bytes().into_owned();
+        let resolved = std::mem::take(&mut pending).resolve(&header_name, stored);
+        let (name, size, sparse) = resolved.map_err(|e| Err(damaged(e)))?;
         let flow = f(Member {
             name,
             kind,
             size,
+            stored,
+            sparse,
             data: &mut entry,
         })
         .map_err(Ok)?;

@@ -393,11 +393,21 @@ fn read_archive(
                 problems.push(format!("{}: not a regular member", display_path(&m.name)));
                 return Ok::<Flow, ()>(Flow::Continue);
             }
+            if m.size != size {
+                problems.push(format!(
+                    "{}: {} bytes, the manifest says {size}",
+                    display_path(&m.name),
+                    m.size
+                ));
+                return Ok(Flow::Continue);
+            }
+            // A sparse member's digest covers its map block and data regions, as stored.
             match crate::hash::hash_reader(r.hash, m.data, &mut buf) {
-                Ok((got, n)) if n == size && got == d => {}
-                Ok((_, n)) if n != size => problems.push(format!(
-                    "{}: {n} bytes, the manifest says {size}",
-                    display_path(&m.name)
+                Ok((got, n)) if n == m.stored && got == d => {}
+                Ok((_, n)) if n != m.stored => problems.push(format!(
+                    "{}: member ends after {n} of {} bytes",
+                    display_path(&m.name),
+                    m.stored
                 )),
                 Ok(_) => problems.push(format!("{}: digest mismatch", display_path(&m.name))),
                 Err(e) => problems.push(format!("{}: {e}", display_path(&m.name))),

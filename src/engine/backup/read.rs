@@ -11,6 +11,7 @@ use crate::engine::plan::{self, Plan, ReadReason};
 use crate::engine::walk::entry_from_meta;
 use crate::hash::{hash_reader, Digest, HashAlgo};
 use crate::manifest::Kind;
+use crate::sparse::{Map, MemberStream};
 use crate::tree::{Entry, EntryKind};
 
 /// What a worker found when reading one file.
@@ -41,8 +42,9 @@ pub(super) enum Content {
 /// The final state of a read file.
 #[derive(Debug)]
 pub(super) enum Fate {
-    /// Read as walked: only the digest is new (the common case, kept small).
-    Digest(Digest),
+    /// Read as walked: only the digest (and whether it was stored sparse) is new (the common
+    /// case, kept small).
+    Digest(Digest, bool),
     /// The file changed between the walk and the read: its fresh stat data and digest.
     Fresh(Box<Entry>),
     Failed,
@@ -78,6 +80,36 @@ pub(super) fn stat_moved(f: &File, before: &Entry) -> bool {
     }
 }
 
+/// The data regions of a file worth storing sparse; None to store it whole. Only files whose
+/// allocated blocks fall short of their size are asked (one more `fstat`, then `lseek`s).
+pub(super) fn sparse_map(f: &File, size: u64) -> Option<Map> {
+    let m = f.metadata().ok()?;
+    if m.blocks().saturating_mul(512) >= size {
+        return None;
+    }
+    Map::of(f, size).ok().flatten()
+}
+
+/// Hashes a sparse file as it would be stored (map block and data regions; holes unread).
+fn hash_sparse(
+    f: &File,
+    mut fresh: Entry,
+    map: &Map,
+    algo: HashAlgo,
+    buf: &mut [u8],
+) -> io::Result<Content> {
+    let mut s = MemberStream::new(f, map);
+    let (digest, _) = hash_reader(algo, &mut s, buf)?;
+    fresh.sparse = true;
+    let changed = s.shrank || stat_moved(f, &fresh);
+    Ok(Content::Hashed {
+        fresh,
+        digest,
+        read: map.data_len(),
+        changed,
+    })
+}
+
 pub(super) fn read_one(
     src: &Path,
     item: &plan::Item,
@@ -104,6 +136,9 @@ pub(super) fn read_one(
                 changed,
             })
         } else if prehash {
+            if let Some(map) = sparse_map(&f, fresh.size) {
+                return hash_sparse(&f, fresh, &map, algo, buf);
+            }
             let (digest, read) = hash_reader(algo, &f, buf)?;
             let changed = read != fresh.size || stat_moved(&f, &fresh);
             Ok(Content::Hashed {

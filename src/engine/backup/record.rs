@@ -29,9 +29,10 @@ pub(super) fn tally(
     for (idx, it) in plan.items.iter().enumerate() {
         let fin = match outcomes.as_mut().map(|o| o[idx].take()) {
             None => Final::Planned,
-            Some(Some(Fate::Digest(d))) => {
+            Some(Some(Fate::Digest(d, sparse))) => {
                 let mut e = it.entry.clone();
                 e.digest = Some(d);
+                e.sparse = sparse;
                 Final::Entry(e)
             }
             Some(Some(Fate::Fresh(e))) => Final::Entry(*e),

@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use super::read::{fresh_entry, open_nofollow, stat_moved, Content, Fate};
+use super::read::{fresh_entry, open_nofollow, sparse_map, stat_moved, Content, Fate};
 use crate::archive::{ArchiveWriter, Compression, MemberMeta};
 use crate::engine::paths;
 use crate::engine::plan::{self, Plan};
@@ -204,11 +204,16 @@ impl Sink<'_> {
                 return Ok(None);
             }
         };
-        let (meta, size, algo) = (meta_of(&inc.fresh), inc.fresh.size, self.algo);
-        match self
-            .writer()?
-            .add_file_stream(member, &meta, size, &mut f, algo)
-        {
+        let (size, algo) = (inc.fresh.size, self.algo);
+        let map = sparse_map(&f, size);
+        inc.fresh.sparse = map.is_some();
+        let meta = meta_of(&inc.fresh);
+        let w = self.writer()?;
+        let stored = match &map {
+            Some(map) => w.add_sparse_stream(member, &meta, map, &f, algo),
+            None => w.add_file_stream(member, &meta, size, &mut f, algo),
+        };
+        match stored {
             Ok(o) => {
                 self.bytes_read += o.bytes_read;
                 self.progress.advance(o.bytes_read);
@@ -245,11 +250,12 @@ impl Sink<'_> {
                  content, and the next backup reads it again",
             ));
         }
-        inc.fresh.digest = it.entry.digest;
+        let (digest, sparse) = (inc.digest, inc.fresh.sparse);
+        (inc.fresh.digest, inc.fresh.sparse) = (it.entry.digest, it.entry.sparse);
         let as_walked = inc.fresh == it.entry;
-        inc.fresh.digest = inc.digest;
+        (inc.fresh.digest, inc.fresh.sparse) = (digest, sparse);
         self.outcomes[idx] = Some(match inc.digest {
-            Some(d) if as_walked => Fate::Digest(d),
+            Some(d) if as_walked => Fate::Digest(d, sparse),
             _ => Fate::Fresh(Box::new(inc.fresh)),
         });
     }

@@ -7,7 +7,7 @@ use std::io::{self, Read};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::write::{copy_restored, write_file, DirCache, ItemError, WriteCtx};
+use super::write::{copy_restored, write_file, Body, DirCache, ItemError, WriteCtx};
 use crate::archive::reader::{self, Flow, Member, MemberKind, ReadError};
 use crate::engine::batch::{Batcher, INLINE_MAX};
 use crate::engine::problem::Problem;
@@ -124,8 +124,8 @@ impl Writer<'_> {
     ) -> Result<Vec<String>> {
         let mut dirs = DirCache::new(self.ctx.root);
         for &i in &plan.empty {
-            if let Err(err) = write_file(self.ctx, &mut dirs, plan.files[i], &mut io::empty(), "-")
-            {
+            let empty = Body::Plain(&mut io::empty());
+            if let Err(err) = write_file(self.ctx, &mut dirs, plan.files[i], empty, "-") {
                 problems.push(Problem::failed(plan.files[i].path.clone(), err));
             }
         }
@@ -267,8 +267,13 @@ impl Writer<'_> {
                 m.size, w.size
             ));
         }
-        if m.size > INLINE_MAX {
-            let result = write_file(self.ctx, dirs, files[w.dests[0]], m.data, archive);
+        if m.size > INLINE_MAX || m.sparse {
+            let body = if m.sparse {
+                Body::Sparse(m.data)
+            } else {
+                Body::Plain(m.data)
+            };
+            let result = write_file(self.ctx, dirs, files[w.dests[0]], body, archive);
             return Some(Job::Done {
                 dests: w.dests,
                 result,
@@ -313,7 +318,8 @@ fn run_job(
         Job::Done { dests, result } => finish(dirs, dests, result),
         Job::Data(batch) => {
             for (data, dests) in batch {
-                let r = write_file(ctx, dirs, files[dests[0]], &mut data.as_slice(), archive);
+                let body = Body::Plain(&mut data.as_slice());
+                let r = write_file(ctx, dirs, files[dests[0]], body, archive);
                 finish(dirs, dests, r);
             }
         }

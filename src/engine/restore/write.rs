@@ -142,6 +142,54 @@ fn tmp_name() -> Vec<u8> {
     .into_bytes()
 }
 
+/// Where a restored file's content comes from.
+pub(super) enum Body<'a> {
+    /// Exactly the file's bytes.
+    Plain(&'a mut dyn Read),
+    /// A sparse member's data: its map block, then the data regions.
+    Sparse(&'a mut dyn Read),
+    /// Another restored file with the same (sparse) content, already checked: its data
+    /// regions are copied, holes kept.
+    SparseCopy(&'a std::fs::File),
+}
+
+/// Writes a sparse member's regions into `f` at their offsets (holes stay holes), checking
+/// the logical size and the digest (of the member data, as backup computed it).
+fn copy_sparse(
+    ctx: WriteCtx<'_>,
+    entry: &Entry,
+    data: &mut dyn Read,
+    f: &std::fs::File,
+    archive: &str,
+) -> Result<u64, ItemError> {
+    let mut h = ctx.algo.hasher();
+    let read_err = |source: io::Error| ItemError::Read {
+        archive: archive.to_string(),
+        source,
+    };
+    let map = crate::sparse::Map::read_block(data, &mut |b| h.update(b)).map_err(read_err)?;
+    if map.real_size() != entry.size {
+        let (archive, want) = (archive.to_string(), entry.size);
+        let got = map.real_size();
+        return Err(ItemError::Size { archive, got, want });
+    }
+    crate::sparse::write_regions(&map, data, f, &mut |b| h.update(b)).map_err(|e| {
+        match e.kind() {
+            io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidData => read_err(e),
+            _ => ItemError::Write(e),
+        }
+    })?;
+    let got = h.finish();
+    if Some(got) != entry.digest {
+        return Err(ItemError::Digest {
+            archive: archive.to_string(),
+            got: got.to_hex(),
+            want: entry.digest.map(|d| d.to_hex()).unwrap_or_default(),
+        });
+    }
+    Ok(entry.size)
+}
+
 /// Copies exactly `entry.size` bytes of `data` into `f`, checking size and digest.
 fn copy_checked(
     ctx: WriteCtx<'_>,
@@ -193,7 +241,7 @@ pub(super) fn write_file(
     ctx: WriteCtx<'_>,
     dirs: &mut DirCache,
     entry: &Entry,
-    data: &mut dyn Read,
+    body: Body<'_>,
     archive: &str,
 ) -> Result<u64, ItemError> {
     let (parent, name) = split_parent(&entry.path);
@@ -201,7 +249,13 @@ pub(super) fn write_file(
     let tmp = tmp_name();
     let mut f = fsx::create_excl_at(dir, &tmp).map_err(ItemError::Create)?;
     let result = (|| -> Result<u64, ItemError> {
-        let n = copy_checked(ctx, entry, data, &mut f, archive)?;
+        let n = match body {
+            Body::Plain(data) => copy_checked(ctx, entry, data, &mut f, archive)?,
+            Body::Sparse(data) => copy_sparse(ctx, entry, data, &f, archive)?,
+            Body::SparseCopy(from) => {
+                crate::sparse::copy_file(from, &mut f, entry.size).map_err(ItemError::Write)?
+            }
+        };
         let refused =
             fsx::set_meta_fd(f.as_raw_fd(), &ctx.meta_of(entry)).map_err(ItemError::Meta)?;
         ctx.note_refused(&entry.path, refused);
@@ -239,7 +293,12 @@ pub(super) fn copy_restored(
     let (sp, sn) = split_parent(&src.path);
     let sdir = fsx::open_path(ctx.root, &components(sp)).map_err(reopen)?;
     let mut f = fsx::open_file_at(sdir.as_raw_fd(), sn).map_err(reopen)?;
-    write_file(ctx, dirs, dest, &mut f, archive)
+    let body = if dest.sparse {
+        Body::SparseCopy(&f)
+    } else {
+        Body::Plain(&mut f)
+    };
+    write_file(ctx, dirs, dest, body, archive)
 }
 
 /// Empties the place of a file or symlink about to be made: unlinks a non-folder, removes an
