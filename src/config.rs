@@ -46,6 +46,12 @@ pub struct BackupSettings {
     pub source: Option<PathBuf>,
     pub repo: Option<PathBuf>,
     pub exclude: Option<Vec<String>>,
+    /// Pattern files, as `--exclude-file` (relative paths are relative to the config file's
+    /// working directory, as on the command line).
+    pub exclude_file: Option<Vec<PathBuf>>,
+    pub exclude_caches: Option<bool>,
+    pub exclude_if_present: Option<Vec<String>>,
+    pub one_file_system: Option<bool>,
     #[serde(default, deserialize_with = "parsed")]
     pub full_on: Option<FullDay>,
     pub max_chain: Option<u64>,

@@ -361,8 +361,8 @@ pub struct WatchArgs {
 
 #[derive(Debug, Args)]
 pub struct BackupArgs {
-    /// The folder to back up (or take it from --job).
-    #[arg(required_unless_present = "job")]
+    /// The folder to back up (or take it from --job, or use --stdin).
+    #[arg(required_unless_present_any = ["job", "stdin"])]
     pub src: Option<PathBuf>,
     /// Run the job NAME of the config file ([job.NAME]: source, repo, excludes, …).
     #[arg(long, value_name = "NAME")]
@@ -395,6 +395,33 @@ pub struct BackupArgs {
     /// is the root of SRC, so `/cache` is SRC/cache only). Repeatable.
     #[arg(long, value_name = "GLOB")]
     pub exclude: Vec<String>,
+    /// Leave out paths matching the patterns in FILE: gitignore syntax, one a line, `!`
+    /// re-includes, a leading `/` anchors at SRC, a trailing `/` matches folders only.
+    /// Repeatable.
+    #[arg(long, value_name = "FILE")]
+    pub exclude_file: Vec<PathBuf>,
+    /// Leave out the contents of folders that hold a valid CACHEDIR.TAG (the folder and the
+    /// tag file are kept).
+    #[arg(long)]
+    pub exclude_caches: bool,
+    /// Leave out the contents of folders that hold a file named NAME (the folder and NAME are
+    /// kept). Repeatable.
+    #[arg(long, value_name = "NAME")]
+    pub exclude_if_present: Vec<String>,
+    /// Stay on SRC's file system: folders where another one is mounted are recorded empty.
+    #[arg(long, short = 'x')]
+    pub one_file_system: bool,
+    /// Back up standard input as one file (`pg_dump db | vault backup --stdin …`), in a
+    /// source of its own named by --source-name; it is staged in the repository first.
+    #[arg(long, conflicts_with_all = ["src", "job"])]
+    pub stdin: bool,
+    /// With --stdin: the file's name in the snapshot.
+    #[arg(long, value_name = "NAME", requires = "stdin", default_value = "stdin")]
+    pub stdin_name: String,
+    /// With --stdin: the source's name (`restore --source NAME`); snapshots show it as
+    /// stdin:NAME.
+    #[arg(long, value_name = "NAME", requires = "stdin", default_value = "stdin")]
+    pub source_name: String,
     /// Print what would be read and recorded; write nothing.
     #[arg(long)]
     pub dry_run: bool,

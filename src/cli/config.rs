@@ -158,6 +158,30 @@ fn apply_backup(
             .or_else(|| d.exclude.clone())
             .unwrap_or_default();
     }
+    let list = |j: &Option<Vec<String>>, d: &Option<Vec<String>>| j.clone().or_else(|| d.clone());
+    if b.exclude_if_present.is_empty() {
+        b.exclude_if_present =
+            list(&j.exclude_if_present, &d.exclude_if_present).unwrap_or_default();
+    }
+    if b.exclude_file.is_empty() {
+        b.exclude_file = j
+            .exclude_file
+            .clone()
+            .or_else(|| d.exclude_file.clone())
+            .unwrap_or_default();
+    }
+    set(
+        sub,
+        "exclude_caches",
+        &mut b.exclude_caches,
+        j.exclude_caches.or(d.exclude_caches),
+    );
+    set(
+        sub,
+        "one_file_system",
+        &mut b.one_file_system,
+        j.one_file_system.or(d.one_file_system),
+    );
     set(sub, "full_on", &mut b.full_on, j.full_on.or(d.full_on));
     set(
         sub,

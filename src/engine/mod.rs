@@ -15,4 +15,5 @@ pub mod problem;
 pub mod query;
 pub mod repo;
 pub mod restore;
+pub mod select;
 pub mod walk;

@@ -78,12 +78,26 @@ pub fn snapshots(repo: &Repository, source: Option<&Path>) -> Result<Vec<Snapsho
         .collect())
 }
 
+/// The source `--source` names: a folder (resolved), or a source key as `snapshots` shows it
+/// (`stdin:NAME`), or the NAME of a `--stdin` source.
 fn source_id(repo: &Repository, source: &Path) -> Result<i64> {
-    let abs = std::fs::canonicalize(source).unwrap_or_else(|_| source.to_path_buf());
     use std::os::unix::ffi::OsStrExt;
-    repo.manifest
-        .source_id(abs.as_os_str().as_bytes())?
-        .ok_or_else(|| Error::Usage(format!("no snapshots of source {}", abs.display())))
+    let abs = std::fs::canonicalize(source).unwrap_or_else(|_| source.to_path_buf());
+    let given = source.as_os_str().as_bytes();
+    let candidates = [
+        abs.as_os_str().as_bytes().to_vec(),
+        given.to_vec(),
+        [&b"stdin:"[..], given].concat(),
+    ];
+    for key in &candidates {
+        if let Some(id) = repo.manifest.source_id(key)? {
+            return Ok(id);
+        }
+    }
+    Err(Error::Usage(format!(
+        "no snapshots of source {}",
+        abs.display()
+    )))
 }
 
 /// The source a command means: the one given, or the only one the repository holds.

@@ -19,6 +19,7 @@ use globset::GlobSet;
 
 use crate::engine::paths::{self, join, parent_of};
 use crate::engine::problem::Problem;
+use crate::engine::select::Selection;
 use crate::error::{Error, Result};
 use crate::pool::{CancelToken, Pool};
 use crate::progress::Progress;
@@ -43,6 +44,8 @@ pub struct WalkOptions {
     pub exclude: GlobSet,
     /// (device, inode) of a folder never to enter, e.g. the repository.
     pub skip_dir: Option<(u64, u64)>,
+    /// Other file systems, tagged folders, pattern files.
+    pub select: Selection,
 }
 
 /// Builds an entry from `lstat` data.
@@ -101,6 +104,8 @@ fn list_dir(src: &Path, dir: Vec<u8>, opts: &WalkOptions, more: &mut Vec<Vec<u8>
             return out;
         }
     };
+    // A tagged folder keeps only its tag files.
+    let keep_only = opts.select.tagged(&abs);
     for de in rd {
         let de = match de {
             Ok(de) => de,
@@ -113,9 +118,22 @@ fn list_dir(src: &Path, dir: Vec<u8>, opts: &WalkOptions, more: &mut Vec<Vec<u8>
                 break;
             }
         };
-        let rel = join(&dir, de.file_name().as_bytes());
+        let name = de.file_name();
+        if keep_only
+            .as_ref()
+            .is_some_and(|k| !k.iter().any(|t| t.as_slice() == name.as_bytes()))
+        {
+            continue;
+        }
+        let rel = join(&dir, name.as_bytes());
         if !opts.exclude.is_empty() && opts.exclude.is_match(os(&rel)) {
             continue;
+        }
+        if opts.select.ignore.is_some() {
+            let is_dir = de.file_type().is_ok_and(|t| t.is_dir());
+            if opts.select.ignored(&rel, is_dir) {
+                continue;
+            }
         }
         let m = match de.metadata() {
             Ok(m) => m,
@@ -167,7 +185,7 @@ fn list_dir(src: &Path, dir: Vec<u8>, opts: &WalkOptions, more: &mut Vec<Vec<u8>
             out.failed.push(e.path);
             continue;
         }
-        if kind == EntryKind::Dir {
+        if kind == EntryKind::Dir && opts.select.enters(m.dev()) {
             more.push(e.path.clone());
         }
         out.entries.push(e);
@@ -335,9 +353,9 @@ fn dirs_to_list(src: &Path, dirty: &[Vec<u8>], opts: &WalkOptions) -> Vec<Vec<u8
         } else {
             src.join(os(d))
         };
-        if (d.is_empty() || !opts.exclude.is_match(os(d)))
+        if (d.is_empty() || !(opts.exclude.is_match(os(d)) || opts.select.ignored(d, true)))
             && fs::symlink_metadata(&abs)
-                .map(|m| m.is_dir())
+                .map(|m| m.is_dir() && opts.select.enters(m.dev()))
                 .unwrap_or(false)
             && !in_skipped_dir(src, d, opts)
         {

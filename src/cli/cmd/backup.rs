@@ -1,14 +1,32 @@
 //! `vault backup` and `vault watch`: flags to options, the run, the report and alerts.
 
 use super::super::*;
+use std::io::IsTerminal;
+use std::path::PathBuf;
 
 /// The library's backup options from `vault backup`'s (or `vault watch`'s) flags.
 pub(in crate::cli) fn backup_options(cli: &Cli, b: &BackupArgs) -> Result<BackupOptions, Error> {
-    let src = b
-        .src
-        .clone()
-        .ok_or_else(|| Error::Usage("give SRC or --job NAME".into()))?;
+    let src = match (&b.src, b.stdin) {
+        (Some(s), _) => s.clone(),
+        (None, true) => PathBuf::from("-"),
+        (None, false) => return Err(Error::Usage("give SRC, --job NAME or --stdin".into())),
+    };
     let mut opts = BackupOptions::new(&src, repo_arg(cli)?);
+    if b.stdin {
+        if std::io::stdin().is_terminal() {
+            return Err(Error::Usage(
+                "--stdin reads standard input, which is a terminal: pipe the data in".into(),
+            ));
+        }
+        opts.stdin = Some(vault::engine::backup::StdinSource::new(
+            &b.stdin_name,
+            &b.source_name,
+        )?);
+    }
+    opts.exclude_file = b.exclude_file.clone();
+    opts.exclude_caches = b.exclude_caches;
+    opts.exclude_if_present = b.exclude_if_present.clone();
+    opts.one_file_system = b.one_file_system;
     opts.kind = if b.full {
         Some(Kind::Full)
     } else if b.incremental {
@@ -37,6 +55,9 @@ pub(in crate::cli) fn watch(
     abort: &CancelToken,
 ) -> Result<Outcome, Error> {
     use vault::ops::watch::{watch, WatchEvent, WatchOptions};
+    if w.backup.stdin {
+        return Err(Error::Usage("vault watch cannot watch --stdin".into()));
+    }
     let opts = WatchOptions {
         backup: backup_options(cli, &w.backup)?,
         debounce: w.debounce,

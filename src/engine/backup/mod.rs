@@ -19,6 +19,7 @@ mod policy;
 mod read;
 mod record;
 mod sink;
+mod stdin;
 
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
@@ -33,6 +34,7 @@ use crate::engine::batch::INLINE_MAX;
 use crate::engine::plan::{self, Plan, ReadReason};
 use crate::engine::problem::Problem;
 use crate::engine::repo::Repository;
+use crate::engine::select::Selection;
 use crate::engine::walk::{self, Walk, WalkOptions};
 use crate::error::{Error, Result};
 use crate::hash::HashAlgo;
@@ -43,6 +45,8 @@ use crate::text::display_path;
 
 pub use policy::FullDay;
 use policy::Prior;
+use stdin::Staged;
+pub use stdin::StdinSource;
 
 /// What `vault backup` was asked to do.
 #[derive(Clone, Debug)]
@@ -59,6 +63,16 @@ pub struct BackupOptions {
     pub hash: Option<HashAlgo>,
     pub rehash: bool,
     pub exclude: Vec<String>,
+    /// Do not enter folders on other file systems (mount points are recorded empty).
+    pub one_file_system: bool,
+    /// Leave out what folders holding a valid `CACHEDIR.TAG` contain.
+    pub exclude_caches: bool,
+    /// Leave out what folders holding a file of one of these names contain.
+    pub exclude_if_present: Vec<String>,
+    /// Pattern files in gitignore syntax (`!` re-includes), relative to the source.
+    pub exclude_file: Vec<PathBuf>,
+    /// Back up standard input as one file instead of a folder (`--stdin`).
+    pub stdin: Option<StdinSource>,
     pub dry_run: bool,
     /// Re-examine only these folders (relative; empty = the source itself) and trust the
     /// previous tree elsewhere, for an incremental (`vault watch`). `None`: walk everything.
@@ -82,6 +96,11 @@ impl BackupOptions {
             hash: None,
             rehash: false,
             exclude: Vec::new(),
+            one_file_system: false,
+            exclude_caches: false,
+            exclude_if_present: Vec::new(),
+            exclude_file: Vec::new(),
+            stdin: None,
             dry_run: false,
             hint: None,
             skip_unchanged: false,
@@ -222,9 +241,28 @@ pub fn backup(
         opts.compression.check_level(l).map_err(Error::Usage)?;
     }
     let excludes = build_excludes(&opts.exclude)?;
-    let src = source_folder(&opts.source)?;
+    if opts.stdin.is_some() && opts.dry_run {
+        return Err(Error::Usage("--stdin cannot be a dry run".into()));
+    }
+    let src = match &opts.stdin {
+        None => Some(source_folder(&opts.source)?),
+        Some(_) => None,
+    };
     let (repo, created) = open_repo(opts)?;
-    let src_bytes = src.as_os_str().as_bytes().to_vec();
+    // --stdin: the data is staged in the repository and backed up as source `stdin:NAME`.
+    let staged = match (&opts.stdin, &repo) {
+        (Some(s), Some(r)) => Some(Staged::take(r.root(), s, &mut std::io::stdin().lock())?),
+        _ => None,
+    };
+    let (src, src_bytes, name) = match (&opts.stdin, &staged, src) {
+        (Some(s), Some(st), _) => (st.dir.clone(), s.key(), s.source_name.as_bytes().to_vec()),
+        (_, _, Some(src)) => {
+            let b = src.as_os_str().as_bytes().to_vec();
+            let n = source_name(&src);
+            (src, b, n)
+        }
+        _ => unreachable!("a stdin backup always has a repository"),
+    };
     let prior = Prior::load(repo.as_ref(), &src_bytes)?;
     let now_ns = crate::time::now_ns();
     let (kind, reason) = policy::decide(
@@ -242,7 +280,7 @@ pub fn backup(
         pool,
         cancel,
         progress,
-        name: source_name(&src),
+        name,
         src,
         src_bytes,
         kind,
@@ -291,7 +329,24 @@ impl Run<'_> {
     fn walk_and_plan(&self, exclude: GlobSet, repo: Option<&Repository>) -> Result<(Walk, Plan)> {
         let opts = self.opts;
         let skip_dir = fs::metadata(&opts.repo).ok().map(|m| (m.dev(), m.ino()));
-        let scan_opts = WalkOptions { exclude, skip_dir };
+        let select = Selection {
+            device: opts
+                .one_file_system
+                .then(|| fs::metadata(&self.src).map(|m| m.dev()).ok())
+                .flatten(),
+            exclude_caches: opts.exclude_caches,
+            tags: opts
+                .exclude_if_present
+                .iter()
+                .map(|t| t.as_bytes().to_vec())
+                .collect(),
+            ignore: Selection::load_patterns(&self.src, &opts.exclude_file)?,
+        };
+        let scan_opts = WalkOptions {
+            exclude,
+            skip_dir,
+            select,
+        };
         let (kind, prev) = (self.kind, self.prior.source_id);
         // With a hint (vault watch), only the touched folders are compared; the rest of the
         // tree is the previous snapshot's, unchanged.
