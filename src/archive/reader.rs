@@ -152,6 +152,17 @@ impl Pending {
         for (k, v) in pax_records(self.pax.as_deref().unwrap_or_default())? {
             match k {
                 b"path" => name = v.to_vec(),
+                // The data was read by the header's size; a PAX size that says otherwise is
+                // a desync (hostile or damaged), never followed.
+                b"size" if std::str::from_utf8(v).ok() != Some(&stored.to_string()) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "PAX size {} disagrees with its header's {stored}",
+                            String::from_utf8_lossy(v)
+                        ),
+                    ));
+                }
                 b"GNU.sparse.major" => major = Some(v.to_vec()),
                 b"GNU.sparse.name" => sparse_name = Some(v.to_vec()),
                 b"GNU.sparse.realsize" => {

@@ -158,30 +158,7 @@ fn apply_backup(
             .or_else(|| d.exclude.clone())
             .unwrap_or_default();
     }
-    let list = |j: &Option<Vec<String>>, d: &Option<Vec<String>>| j.clone().or_else(|| d.clone());
-    if b.exclude_if_present.is_empty() {
-        b.exclude_if_present =
-            list(&j.exclude_if_present, &d.exclude_if_present).unwrap_or_default();
-    }
-    if b.exclude_file.is_empty() {
-        b.exclude_file = j
-            .exclude_file
-            .clone()
-            .or_else(|| d.exclude_file.clone())
-            .unwrap_or_default();
-    }
-    set(
-        sub,
-        "exclude_caches",
-        &mut b.exclude_caches,
-        j.exclude_caches.or(d.exclude_caches),
-    );
-    set(
-        sub,
-        "one_file_system",
-        &mut b.one_file_system,
-        j.one_file_system.or(d.one_file_system),
-    );
+    apply_selection(sub, b, &j, d);
     set(sub, "full_on", &mut b.full_on, j.full_on.or(d.full_on));
     set(
         sub,
@@ -208,6 +185,42 @@ fn apply_backup(
     }
     apply_mail(sub, &mut b.mail, &cfg.alert);
     Ok(())
+}
+
+/// The selection keys (`exclude_file`, `exclude_caches`, `exclude_if_present`,
+/// `one_file_system`) of a job, or of `[backup]`, where the command line gave none.
+fn apply_selection(
+    sub: &ArgMatches,
+    b: &mut BackupArgs,
+    j: &vault::config::BackupSettings,
+    d: &vault::config::BackupSettings,
+) {
+    if b.exclude_if_present.is_empty() {
+        b.exclude_if_present = j
+            .exclude_if_present
+            .clone()
+            .or_else(|| d.exclude_if_present.clone())
+            .unwrap_or_default();
+    }
+    if b.exclude_file.is_empty() {
+        b.exclude_file = j
+            .exclude_file
+            .clone()
+            .or_else(|| d.exclude_file.clone())
+            .unwrap_or_default();
+    }
+    set(
+        sub,
+        "exclude_caches",
+        &mut b.exclude_caches,
+        j.exclude_caches.or(d.exclude_caches),
+    );
+    set(
+        sub,
+        "one_file_system",
+        &mut b.one_file_system,
+        j.one_file_system.or(d.one_file_system),
+    );
 }
 
 /// Fills what the command line left unset from the config file.

@@ -118,23 +118,9 @@ fn list_dir(src: &Path, dir: Vec<u8>, opts: &WalkOptions, more: &mut Vec<Vec<u8>
                 break;
             }
         };
-        let name = de.file_name();
-        if keep_only
-            .as_ref()
-            .is_some_and(|k| !k.iter().any(|t| t.as_slice() == name.as_bytes()))
-        {
+        let Some(rel) = selected(&dir, &de, opts, keep_only.as_deref()) else {
             continue;
-        }
-        let rel = join(&dir, name.as_bytes());
-        if !opts.exclude.is_empty() && opts.exclude.is_match(os(&rel)) {
-            continue;
-        }
-        if opts.select.ignore.is_some() {
-            let is_dir = de.file_type().is_ok_and(|t| t.is_dir());
-            if opts.select.ignored(&rel, is_dir) {
-                continue;
-            }
-        }
+        };
         let m = match de.metadata() {
             Ok(m) => m,
             Err(e) => {
@@ -151,33 +137,20 @@ fn list_dir(src: &Path, dir: Vec<u8>, opts: &WalkOptions, more: &mut Vec<Vec<u8>
                 continue;
             }
         };
-        let ft = m.file_type();
-        let kind = if ft.is_dir() {
-            if opts.skip_dir == Some((m.dev(), m.ino())) {
+        if m.is_dir() && opts.skip_dir == Some((m.dev(), m.ino())) {
+            continue;
+        }
+        let kind = match kind_of(m.file_type()) {
+            Ok(k) => k,
+            Err(what) => {
+                out.warnings.push(Problem::skipped(
+                    rel,
+                    format!(
+                        "skipped: {what} (sockets cannot be backed up; GNU tar skips them too)"
+                    ),
+                ));
                 continue;
             }
-            EntryKind::Dir
-        } else if ft.is_file() {
-            EntryKind::File
-        } else if ft.is_symlink() {
-            EntryKind::Symlink
-        } else if ft.is_fifo() {
-            EntryKind::Fifo
-        } else if ft.is_char_device() {
-            EntryKind::CharDevice
-        } else if ft.is_block_device() {
-            EntryKind::BlockDevice
-        } else {
-            let what = if ft.is_socket() {
-                "socket"
-            } else {
-                "special file"
-            };
-            out.warnings.push(Problem::skipped(
-                rel,
-                format!("skipped: {what} (sockets cannot be backed up; GNU tar skips them too)"),
-            ));
-            continue;
         };
         let mut e = entry_from_meta(rel, kind, &m);
         if let Err(why) = complete_entry(&de.path(), &mut e) {
@@ -191,6 +164,52 @@ fn list_dir(src: &Path, dir: Vec<u8>, opts: &WalkOptions, more: &mut Vec<Vec<u8>
         out.entries.push(e);
     }
     out
+}
+
+/// The entry kind of a file type; what it is when it cannot be backed up (a socket).
+fn kind_of(ft: fs::FileType) -> std::result::Result<EntryKind, &'static str> {
+    Ok(if ft.is_dir() {
+        EntryKind::Dir
+    } else if ft.is_file() {
+        EntryKind::File
+    } else if ft.is_symlink() {
+        EntryKind::Symlink
+    } else if ft.is_fifo() {
+        EntryKind::Fifo
+    } else if ft.is_char_device() {
+        EntryKind::CharDevice
+    } else if ft.is_block_device() {
+        EntryKind::BlockDevice
+    } else if ft.is_socket() {
+        return Err("socket");
+    } else {
+        return Err("special file");
+    })
+}
+
+/// The child's relative path, unless it is left out: not a tag file of a tagged folder
+/// (`keep_only`), or excluded by a glob or a pattern file.
+fn selected(
+    dir: &[u8],
+    de: &fs::DirEntry,
+    opts: &WalkOptions,
+    keep_only: Option<&[Vec<u8>]>,
+) -> Option<Vec<u8>> {
+    let name = de.file_name();
+    if keep_only.is_some_and(|k| !k.iter().any(|t| t.as_slice() == name.as_bytes())) {
+        return None;
+    }
+    let rel = join(dir, name.as_bytes());
+    if !opts.exclude.is_empty() && opts.exclude.is_match(os(&rel)) {
+        return None;
+    }
+    if opts.select.ignore.is_some() {
+        let is_dir = de.file_type().is_ok_and(|t| t.is_dir());
+        if opts.select.ignored(&rel, is_dir) {
+            return None;
+        }
+    }
+    Some(rel)
 }
 
 /// Adds what `lstat` does not tell: the symlink target and the extended attributes.

@@ -436,18 +436,38 @@ fn unreadable_files_are_warnings_and_exit_3() {
 }
 
 #[test]
-fn special_files_are_skipped_with_a_warning() {
+fn fifos_are_recorded_and_sockets_skipped_with_a_warning() {
     let t = tempfile::tempdir().unwrap();
     let (src, repo) = (t.path().join("src"), t.path().join("repo"));
     write(src.join("f"), "x");
     let fifo = std::ffi::CString::new(p(&src.join("pipe"))).unwrap();
     // SAFETY: valid C string.
-    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o640) }, 0);
+    let _sock = std::os::unix::net::UnixListener::bind(src.join("sock")).unwrap();
     let r = backup_json(&src, &repo, &[], 0);
     let w = &r["warnings"][0];
-    assert_eq!(w["path"], "pipe");
-    assert!(w["error"].as_str().unwrap().contains("FIFO"));
+    assert_eq!(w["path"], "sock");
+    assert!(w["error"].as_str().unwrap().contains("socket"), "{w}");
     assert_eq!(w["failed"], false);
+    assert_eq!(r["warnings"].as_array().unwrap().len(), 1, "{r}");
+    let ls = vault_ok(&["ls", "latest", "--repo", p(&repo), "--json"], 0).json();
+    let pipe = ls
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["path"] == "pipe")
+        .unwrap();
+    assert_eq!(pipe["type"], "fifo");
+    assert_eq!(pipe["mode"], "0640");
+    let out = t.path().join("out");
+    vault_ok(
+        &["restore", "latest", "--repo", p(&repo), "--target", p(&out)],
+        0,
+    );
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let m = fs::symlink_metadata(out.join("pipe")).unwrap();
+    assert!(m.file_type().is_fifo());
+    assert_eq!(m.mode() & 0o7777, 0o640);
 }
 
 #[test]

@@ -14,4 +14,5 @@ mod scan;
 mod ssh;
 mod sshd;
 mod structure;
+mod system;
 mod watch;
