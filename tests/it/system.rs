@@ -412,3 +412,77 @@ fn system_stdin_dumps_make_a_full_and_an_incremental_and_restore_byte_identical(
     ]);
     assert_eq!(bad.code, 2, "{}", bad.stderr);
 }
+
+#[test]
+fn system_a_non_root_restore_names_each_refused_attribute_and_device_and_restores_the_rest() {
+    if !require_root("system_a_non_root_restore (runs vault as nobody)") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let (src, repo) = (d.path().join("src"), d.path().join("repo"));
+    write(src.join("f"), "content");
+    sh(Command::new("setfattr")
+        .args(["-n", "user.ok", "-v", "yes"])
+        .arg(src.join("f")));
+    sh(Command::new("setfattr")
+        .args(["-n", "trusted.root-only", "-v", "x"])
+        .arg(src.join("f")));
+    write(src.join("suid"), "s");
+    sh(Command::new("chmod").arg("4755").arg(src.join("suid")));
+    sh(Command::new("mknod")
+        .arg(src.join("cdev"))
+        .args(["c", "1", "7"]));
+    vault_ok(&["backup", p(&src), "--repo", p(&repo)], 0);
+    let out = d.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    for dir in [d.path(), &repo, &out] {
+        sh(Command::new("chown").args(["-R", "65534:65534"]).arg(dir));
+    }
+    let r: Run = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            vault_bin(),
+        ])
+        .args([
+            "restore",
+            "latest",
+            "--repo",
+            p(&repo),
+            "--target",
+            p(&out),
+            "--json",
+        ])
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(r.code, 3, "{r:?}");
+    let j = r.json();
+    let errors: Vec<(String, String)> = j["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["path"].as_str().unwrap().into(),
+                e["error"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert_eq!(errors[0].0, "cdev");
+    assert!(errors[0].1.contains("char-device"), "{errors:?}");
+    assert_eq!(errors[1].0, "f");
+    assert!(errors[1].1.contains("trusted.root-only"), "{errors:?}");
+    // The rest is there: the file with its content and user attribute, setuid cleared.
+    assert_eq!(std::fs::read(out.join("f")).unwrap(), b"content");
+    assert!(getfattr(&out.join("f")).contains("user.ok"));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(out.join("suid"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o7777;
+    assert_eq!(mode, 0o755);
+}
