@@ -48,6 +48,11 @@ pub struct Item {
     pub entry: Entry,
     pub prev: Prev,
     pub read: ReadReason,
+    /// The walk does not read extended attributes: a path whose stat data (ctime included)
+    /// is as before keeps the previous ones. True when they must still be read (a new path, or
+    /// its stat changed, or `--rehash`); until then `entry.xattrs` holds the previous ones and
+    /// `prev` was decided as if they had not changed.
+    pub xattrs_unread: bool,
 }
 
 impl Item {
@@ -159,6 +164,9 @@ pub fn plan(
             entry.digest = old.as_ref().and_then(|o| o.digest);
             entry.sparse = old.as_ref().is_some_and(|o| o.sparse);
         }
+        // Setting an attribute moves ctime: with the stat data as before, so are they.
+        let xattrs_unread = rehash || !old.as_ref().is_some_and(|o| o.same_stat(&entry));
+        entry.xattrs = old.as_ref().and_then(|o| o.xattrs.clone());
         let prev = match &old {
             None => Prev::None,
             Some(o) => Prev::Was {
@@ -171,7 +179,12 @@ pub fn plan(
             out.unchanged += 1;
             continue;
         }
-        out.items.push(Item { entry, prev, read });
+        out.items.push(Item {
+            entry,
+            prev,
+            read,
+            xattrs_unread,
+        });
     }
     for old in p {
         gone(&mut out, old, failed, kind);
@@ -270,5 +283,41 @@ mod tests {
         assert_eq!(p.items[0].read, ReadReason::Full);
         let p = plan(prev, vec![file("a", 1, 1)], &[], Kind::Incremental, true);
         assert_eq!(p.items[0].read, ReadReason::Rehash);
+    }
+
+    #[test]
+    fn attributes_are_kept_while_the_stat_stands_and_read_once_it_moves() {
+        use crate::xattr::Xattrs;
+        let mut old = stored(file("a", 1, 1));
+        old.xattrs = Some(Box::new(Xattrs(vec![(b"user.k".to_vec(), b"v".to_vec())])));
+        let p = plan(
+            vec![old.clone()],
+            vec![file("a", 1, 1)],
+            &[],
+            Kind::Full,
+            false,
+        );
+        assert_eq!(p.items[0].entry.xattrs, old.xattrs);
+        assert!(!p.items[0].xattrs_unread);
+        let p = plan(
+            vec![old.clone()],
+            vec![file("a", 1, 1)],
+            &[],
+            Kind::Incremental,
+            false,
+        );
+        assert_eq!((p.unchanged, p.items.len()), (1, 0));
+        let mut moved = file("a", 1, 1);
+        moved.stat.ctime_ns = 2;
+        let p = plan(
+            vec![old.clone()],
+            vec![moved],
+            &[],
+            Kind::Incremental,
+            false,
+        );
+        assert!(p.items[0].xattrs_unread);
+        let p = plan(Vec::new(), vec![file("b", 1, 1)], &[], Kind::Full, false);
+        assert!(p.items[0].xattrs_unread);
     }
 }

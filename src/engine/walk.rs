@@ -1,11 +1,11 @@
 //! Walking the source: one `lstat` per path, no file contents read.
 //!
 //! Promises: symlinks are recorded, never followed (dangling ones too); FIFOs and device nodes
-//! are recorded (type, mode, owner, device number); sockets are skipped with a warning; every
-//! path's extended attributes (ACLs and capabilities included) are read with one `llistxattr`
-//! (and a `lgetxattr` per attribute); a folder that cannot be listed is a warning and is
-//! reported in [`Walk::failed`] so that the plan keeps what the previous snapshot had below it;
-//! excluded paths (and the repository itself, when it lies inside the source) are not entered.
+//! are recorded (type, mode, owner, device number); sockets are skipped with a warning; a
+//! folder that cannot be listed is a warning and is reported in [`Walk::failed`] so that the
+//! plan keeps what the previous snapshot had below it; excluded paths (and the repository
+//! itself, when it lies inside the source) are not entered. Extended attributes are not read
+//! here (see `backup::xattrs`).
 //! The result is sorted in path byte order (a folder before what it holds).
 
 use std::ffi::OsStr;
@@ -212,17 +212,14 @@ fn selected(
     Some(rel)
 }
 
-/// Adds what `lstat` does not tell: the symlink target and the extended attributes.
+/// Adds what `lstat` does not tell: the symlink target. (Extended attributes are read after
+/// the plan, only for paths whose stat data changed: see `backup::xattrs`.)
 fn complete_entry(abs: &Path, e: &mut Entry) -> std::result::Result<(), String> {
     if e.kind == EntryKind::Symlink {
         let t = fs::read_link(abs).map_err(|err| format!("cannot read symlink: {err}"))?;
         let t = t.into_os_string().into_vec();
         e.size = t.len() as u64;
         e.target = Some(t);
-    }
-    match crate::xattr::read_path(abs) {
-        Ok(x) => e.xattrs = x.map(Box::new),
-        Err(err) => return Err(format!("cannot read extended attributes: {err}")),
     }
     Ok(())
 }

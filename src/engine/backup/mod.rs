@@ -20,6 +20,7 @@ mod read;
 mod record;
 mod sink;
 mod stdin;
+mod xattrs;
 
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
@@ -383,6 +384,11 @@ impl Run<'_> {
         };
         // Paths outside the touched folders are as they were.
         plan.unchanged += untouched_base;
+        let problems = xattrs::read_unread(&self.src, &mut plan, self.pool, self.cancel)?;
+        if !problems.is_empty() {
+            scan.warnings.extend(problems);
+            scan.warnings.sort_by(|a, b| a.path.cmp(&b.path));
+        }
         Ok((scan, plan))
     }
 
