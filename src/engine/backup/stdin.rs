@@ -3,7 +3,8 @@
 //!
 //! The data is first copied into a staging folder inside the repository (it needs as much
 //! free space there as the dump is large), which the normal backup then reads; the staging
-//! folder is removed when the backup ends, whatever the outcome.
+//! folder is removed when the backup ends, whatever the outcome (one left by a killed run is
+//! removed by the next `--stdin` backup, which holds the repository lock).
 
 use std::fs;
 use std::io::{self, Read};
@@ -57,7 +58,14 @@ impl Staged {
             path: path.to_path_buf(),
             source: e,
         };
-        let _ = fs::remove_dir_all(&dir);
+        // The repository lock is held: any staging folder left here is from a killed run.
+        if let Ok(rd) = fs::read_dir(repo) {
+            for e in rd.flatten() {
+                if e.file_name().as_encoded_bytes().starts_with(b".stdin-") {
+                    let _ = fs::remove_dir_all(e.path());
+                }
+            }
+        }
         fs::DirBuilder::new()
             .mode(0o700)
             .create(&dir)
