@@ -150,7 +150,7 @@ pub fn restore(
         force,
         delete,
         dry_run: false,
-        preserve_setid: false,
+        no_setid: true,
     };
     vault::restore(&opts, &f.pool, &CancelToken::new(), &NoProgress)
 }

@@ -179,15 +179,20 @@ fn copy_sparse(
             _ => ItemError::Write(e),
         }
     })?;
-    let got = h.finish();
-    if Some(got) != entry.digest {
-        return Err(ItemError::Digest {
-            archive: archive.to_string(),
-            got: got.to_hex(),
-            want: entry.digest.map(|d| d.to_hex()).unwrap_or_default(),
-        });
-    }
+    check_digest(entry, h.finish(), archive)?;
     Ok(entry.size)
+}
+
+/// The content written must have the digest the manifest recorded.
+fn check_digest(entry: &Entry, got: crate::hash::Digest, archive: &str) -> Result<(), ItemError> {
+    if Some(got) == entry.digest {
+        return Ok(());
+    }
+    Err(ItemError::Digest {
+        archive: archive.to_string(),
+        got: got.to_hex(),
+        want: entry.digest.map(|d| d.to_hex()).unwrap_or_default(),
+    })
 }
 
 /// Copies exactly `entry.size` bytes of `data` into `f`, checking size and digest.
@@ -224,14 +229,7 @@ fn copy_checked(
             want,
         });
     }
-    let got = h.finish();
-    if Some(got) != entry.digest {
-        return Err(ItemError::Digest {
-            archive: archive.to_string(),
-            got: got.to_hex(),
-            want: entry.digest.map(|d| d.to_hex()).unwrap_or_default(),
-        });
-    }
+    check_digest(entry, h.finish(), archive)?;
     Ok(n)
 }
 
