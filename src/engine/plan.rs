@@ -59,7 +59,14 @@ impl Item {
     /// After reading (when read) the entry carries its digest: does the manifest need a new
     /// row, and is it a user-visible change?
     pub fn outcome(&self, entry: &Entry) -> (bool, bool) {
-        match self.prev {
+        outcome(self.prev, entry)
+    }
+}
+
+/// [`Item::outcome`] for an item already taken apart.
+pub fn outcome(prev: Prev, entry: &Entry) -> (bool, bool) {
+    {
+        match prev {
             Prev::None => (true, true),
             Prev::Was {
                 digest,

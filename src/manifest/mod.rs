@@ -872,7 +872,11 @@ fn insert_blobs(
              VALUES (?1, ?2, ?3, ?4, ?5)",
         )
         .map_err(e)?;
-    for b in blobs {
+    // In key order: random digests would scatter the inserts over the whole b-tree, each a
+    // page read once the tree outgrows SQLite's page cache.
+    let mut sorted: Vec<&NewBlob> = blobs.iter().collect();
+    sorted.sort_unstable_by(|a, b| a.digest.as_bytes().cmp(b.digest.as_bytes()));
+    for b in sorted {
         blob.execute(params![
             chain_seq,
             b.digest.as_bytes(),

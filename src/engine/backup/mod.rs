@@ -304,8 +304,8 @@ pub fn backup(
         would_delete: None,
     };
     match repo {
-        Some(repo) if !opts.dry_run => run.store(repo, &scan, &plan, report),
-        _ => Ok(run.dry_run(&plan, report)),
+        Some(repo) if !opts.dry_run => run.store(repo, &scan, plan, report),
+        _ => Ok(run.dry_run(plan, report)),
     }
 }
 
@@ -393,10 +393,7 @@ impl Run<'_> {
     }
 
     /// A dry run: what would be read and deleted, counted as a real run would.
-    fn dry_run(&self, plan: &Plan, mut report: BackupReport) -> BackupReport {
-        let (mut stats, _) = record::tally(plan, self.kind, None);
-        stats.duration_s = self.started.elapsed().as_secs_f64();
-        report.stats = stats;
+    fn dry_run(&self, plan: Plan, mut report: BackupReport) -> BackupReport {
         report.created_repository = false;
         let read = |i: &plan::Item| PlannedRead {
             path: display_path(&i.entry.path),
@@ -405,6 +402,9 @@ impl Run<'_> {
         };
         report.would_read = Some(plan.reads().map(read).collect());
         report.would_delete = Some(plan.removed.iter().map(|p| display_path(p)).collect());
+        let (mut stats, _) = record::tally(plan, self.kind, None);
+        stats.duration_s = self.started.elapsed().as_secs_f64();
+        report.stats = stats;
         report
     }
 
@@ -425,7 +425,7 @@ impl Run<'_> {
         &self,
         repo: Repository,
         scan: &Walk,
-        plan: &Plan,
+        plan: Plan,
         mut report: BackupReport,
     ) -> Result<BackupReport> {
         let nothing = plan.items.is_empty() && plan.removed.is_empty() && plan.dropped.is_empty();
@@ -438,17 +438,23 @@ impl Run<'_> {
         }
         let id = new_snapshot_id();
         let archive_name = self.archive_name(&id);
-        let mut sink = self.archive(&repo, scan, plan, &archive_name)?;
+        let mut sink = self.archive(&repo, scan, &plan, &archive_name)?;
         let finished = match sink.writer.take() {
             Some(w) => Some(w.finish()?),
             None => None,
         };
-        let (mut stats, changes) =
-            record::tally(plan, self.kind, Some(std::mem::take(&mut sink.outcomes)));
-        stats.bytes_read = sink.bytes_read;
+        let outcomes = std::mem::take(&mut sink.outcomes);
+        let (bytes_read, blobs, mut problems) = (
+            sink.bytes_read,
+            std::mem::take(&mut sink.blobs),
+            std::mem::take(&mut sink.problems),
+        );
+        drop(sink);
+        let (mut stats, changes) = record::tally(plan, self.kind, Some(outcomes));
+        stats.bytes_read = bytes_read;
         stats.bytes_stored = finished.as_ref().map_or(0, |f| f.size);
         stats.duration_s = self.started.elapsed().as_secs_f64();
-        report.warnings.append(&mut sink.problems);
+        report.warnings.append(&mut problems);
         let snap = self.snapshot_row(
             &id,
             scan,
@@ -460,7 +466,7 @@ impl Run<'_> {
         let mut repo = repo;
         if let Err(e) =
             repo.manifest
-                .commit_snapshot(&self.src_bytes, &self.name, &snap, &changes, &sink.blobs)
+                .commit_snapshot(&self.src_bytes, &self.name, &snap, &changes, &blobs)
         {
             // Not recorded: the archive must not outlive the failed commit.
             if let Some(f) = &finished {
@@ -469,9 +475,12 @@ impl Run<'_> {
             return Err(e.into());
         }
         repo.ensure_reserve();
+        // Closing the manifest checkpoints its write-ahead log: part of the run's time.
+        drop((repo, changes, blobs));
         self.progress.finish();
         report.snapshot = Some(id);
         report.archive = finished.map(|_| Repository::archive_name(&archive_name));
+        stats.duration_s = self.started.elapsed().as_secs_f64();
         report.stats = stats;
         Ok(report)
     }

@@ -3,7 +3,7 @@
 
 use super::read::Fate;
 use super::BackupStats;
-use crate::engine::plan::{Plan, Prev, ReadReason};
+use crate::engine::plan::{self, Item, Plan, Prev, ReadReason};
 use crate::manifest::{EntryChange, Kind};
 use crate::tree::Entry;
 
@@ -11,45 +11,38 @@ use crate::tree::Entry;
 enum Final {
     /// Stored or recorded as this entry.
     Entry(Entry),
-    /// Could not be read this time.
-    Failed,
     /// A dry run: what the plan expects.
     Planned,
 }
 
-/// Counts a plan's items (and, for a real run, makes the manifest changes). `outcomes` is
-/// None for a dry run.
+/// Counts a plan's items (and, for a real run, makes the manifest changes, moving each entry
+/// out of the plan rather than copying it). `outcomes` is None for a dry run.
 pub(super) fn tally(
-    plan: &Plan,
+    plan: Plan,
     kind: Kind,
     mut outcomes: Option<Vec<Option<Fate>>>,
 ) -> (BackupStats, Vec<EntryChange>) {
     let mut stats = BackupStats::default();
     let mut changes: Vec<EntryChange> = Vec::new();
-    for (idx, it) in plan.items.iter().enumerate() {
+    for (idx, it) in plan.items.into_iter().enumerate() {
+        let Item {
+            mut entry,
+            prev,
+            read,
+            ..
+        } = it;
         let fin = match outcomes.as_mut().map(|o| o[idx].take()) {
             None => Final::Planned,
             Some(Some(Fate::Digest(d, sparse))) => {
-                let mut e = it.entry.clone();
-                e.digest = Some(d);
-                e.sparse = sparse;
-                Final::Entry(e)
+                (entry.digest, entry.sparse) = (Some(d), sparse);
+                Final::Entry(entry)
             }
             Some(Some(Fate::Fresh(e))) => Final::Entry(*e),
-            Some(Some(Fate::Failed)) => Final::Failed,
-            Some(None) => Final::Entry(it.entry.clone()),
-        };
-        let (row, visible) = match &fin {
-            Final::Entry(e) => it.outcome(e),
-            Final::Planned => match it.prev {
-                Prev::Was { meta_same, .. } => (false, !(it.read == ReadReason::No && meta_same)),
-                Prev::None => (false, true),
-            },
-            Final::Failed => {
+            Some(Some(Fate::Failed)) => {
                 // Its previous version stays in an incremental; a full starts without it.
-                if let Prev::Was { .. } = it.prev {
+                if let Prev::Was { .. } = prev {
                     if kind == Kind::Full {
-                        changes.push(EntryChange::Remove(it.entry.path.clone()));
+                        changes.push(EntryChange::Remove(entry.path));
                     } else {
                         stats.files += 1;
                         stats.unchanged += 1;
@@ -57,9 +50,17 @@ pub(super) fn tally(
                 }
                 continue;
             }
+            Some(None) => Final::Entry(entry),
+        };
+        let (row, visible) = match &fin {
+            Final::Entry(e) => plan::outcome(prev, e),
+            Final::Planned => match prev {
+                Prev::Was { meta_same, .. } => (false, !(read == ReadReason::No && meta_same)),
+                Prev::None => (false, true),
+            },
         };
         stats.files += 1;
-        match it.prev {
+        match prev {
             Prev::None => stats.new += 1,
             Prev::Was { .. } if visible => stats.changed += 1,
             Prev::Was { .. } => stats.unchanged += 1,
