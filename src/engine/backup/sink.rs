@@ -48,8 +48,8 @@ pub(super) struct Sink<'a> {
     /// Contents already stored in the chain (an incremental stores them again never).
     pub chain_digests: HashSet<Digest>,
     pub writer: Option<ArchiveWriter>,
-    /// Contents stored in this archive: digest → the member that holds it.
-    pub stored_here: HashMap<Digest, Vec<u8>>,
+    /// Contents stored in this archive: digest → its entry in `blobs` (the member holding it).
+    pub stored_here: HashMap<Digest, usize>,
     pub blobs: Vec<NewBlob>,
     /// By plan index: what became of the item (None: as planned, nothing read).
     pub outcomes: Vec<Option<Fate>>,
@@ -157,7 +157,8 @@ impl Sink<'_> {
             .filter(|d| self.chain_digests.contains(d) || self.stored_here.contains_key(d));
         if let Some(d) = known {
             // Stored before: a hard link inside a full, nothing in an incremental.
-            if let (Some(w), Some(first)) = (self.writer.as_mut(), self.stored_here.get(&d)) {
+            if let (Some(w), Some(&first)) = (self.writer.as_mut(), self.stored_here.get(&d)) {
+                let first = &self.blobs[first].member;
                 w.add_hardlink(&member, first, &meta_of(&inc.fresh))?;
             }
         } else {
@@ -231,7 +232,7 @@ impl Sink<'_> {
 
     fn note_blob(&mut self, digest: Digest, member: Vec<u8>, size: u64) {
         if let std::collections::hash_map::Entry::Vacant(v) = self.stored_here.entry(digest) {
-            v.insert(member.clone());
+            v.insert(self.blobs.len());
             self.blobs.push(NewBlob {
                 digest,
                 member,
