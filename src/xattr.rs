@@ -168,20 +168,27 @@ fn set_err(name: &[u8], e: io::Error) -> SetError {
     }
 }
 
-/// Sets every attribute on an open file or folder; returns the ones refused.
-pub fn set_fd(fd: RawFd, x: &Xattrs) -> Vec<SetError> {
+/// Sets every attribute of `x` with `set` (a C name, the value; 0 on success); returns the
+/// ones refused.
+fn set_each(x: &Xattrs, set: impl Fn(&CString, &[u8]) -> libc::c_int) -> Vec<SetError> {
     let mut refused = Vec::new();
     for (name, value) in &x.0 {
         let Ok(cn) = CString::new(name.as_slice()) else {
             continue;
         };
-        // SAFETY: fd held by the caller; valid C string and slice.
-        let r = unsafe { libc::fsetxattr(fd, cn.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
-        if r != 0 {
+        if set(&cn, value) != 0 {
             refused.push(set_err(name, io::Error::last_os_error()));
         }
     }
     refused
+}
+
+/// Sets every attribute on an open file or folder; returns the ones refused.
+pub fn set_fd(fd: RawFd, x: &Xattrs) -> Vec<SetError> {
+    // SAFETY: fd held by the caller; valid C string and slice.
+    set_each(x, |n, v| unsafe {
+        libc::fsetxattr(fd, n.as_ptr(), v.as_ptr().cast(), v.len(), 0)
+    })
 }
 
 /// Sets every attribute on `name` in the open folder `dir`, not following a symlink there.
@@ -191,31 +198,10 @@ pub fn set_at(dir: RawFd, name: &[u8], x: &Xattrs) -> Vec<SetError> {
     let Ok(cp) = CString::new(p) else {
         return vec![set_err(b"*", io::Error::from(io::ErrorKind::InvalidInput))];
     };
-    let mut refused = Vec::new();
-    for (n, value) in &x.0 {
-        let Ok(cn) = CString::new(n.as_slice()) else {
-            continue;
-        };
-        // SAFETY: valid C strings and slice; lsetxattr acts on the last component itself.
-        let r = unsafe {
-            libc::lsetxattr(
-                cp.as_ptr(),
-                cn.as_ptr(),
-                value.as_ptr().cast(),
-                value.len(),
-                0,
-            )
-        };
-        if r != 0 {
-            refused.push(set_err(n, io::Error::last_os_error()));
-        }
-    }
-    refused
-}
-
-/// The attribute name as text for display and PAX keys; None when it is not UTF-8.
-pub fn name_str(n: &[u8]) -> Option<&str> {
-    std::str::from_utf8(n).ok()
+    // SAFETY: valid C strings and slice; lsetxattr acts on the last component itself.
+    set_each(x, |n, v| unsafe {
+        libc::lsetxattr(cp.as_ptr(), n.as_ptr(), v.as_ptr().cast(), v.len(), 0)
+    })
 }
 
 #[cfg(test)]

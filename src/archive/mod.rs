@@ -168,7 +168,7 @@ impl MemberMeta<'_> {
         }
         if let Some(x) = self.xattrs {
             for (name, value) in &x.0 {
-                if let Some(n) = crate::xattr::name_str(name) {
+                if let Ok(n) = std::str::from_utf8(name) {
                     out.push((format!("SCHILY.xattr.{n}"), value.clone()));
                 }
             }

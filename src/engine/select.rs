@@ -57,14 +57,6 @@ impl Selection {
         Ok(Some(gi))
     }
 
-    /// True when there is nothing to check.
-    pub fn is_empty(&self) -> bool {
-        self.device.is_none()
-            && !self.exclude_caches
-            && self.tags.is_empty()
-            && self.ignore.is_none()
-    }
-
     /// When the folder `abs` is tagged (a valid `CACHEDIR.TAG` with `--exclude-caches`, or a
     /// file named by `--exclude-if-present`): the names in it to keep (the tags found).
     pub fn tagged(&self, abs: &Path) -> Option<Vec<Vec<u8>>> {

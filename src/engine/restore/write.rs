@@ -399,22 +399,24 @@ pub(super) fn make_links(
     made
 }
 
-/// Symlinks, created as they are and never followed.
-pub(super) fn make_symlinks(ctx: WriteCtx<'_>, tree: &[Entry], problems: &mut Vec<Problem>) {
+/// Makes each entry `pick` selects with `create` (given its folder and name, after the place is
+/// emptied); what `create` refuses of the metadata is noted, a failure is a problem.
+fn make_each(
+    ctx: WriteCtx<'_>,
+    tree: &[Entry],
+    problems: &mut Vec<Problem>,
+    pick: impl Fn(&Entry) -> bool,
+    create: impl Fn(RawFd, &[u8], &Entry) -> Result<Vec<xattr::SetError>, String>,
+) {
     let mut dirs = DirCache::new(ctx.root);
-    for e in tree.iter().filter(|e| e.kind == EntryKind::Symlink) {
+    for e in tree.iter().filter(|e| pick(e)) {
         let r = (|| -> Result<(), String> {
             let (parent, name) = split_parent(&e.path);
             let dir = dirs
                 .get(parent)
                 .map_err(|err| format!("cannot open its folder: {err}"))?;
             clear_slot(dir, name).map_err(|err| format!("cannot replace: {err}"))?;
-            let target = e.target.as_deref().expect("validated");
-            fsx::symlink_at(target, dir, name)
-                .map_err(|err| format!("cannot create symlink: {err}"))?;
-            let refused = fsx::set_symlink_meta_at(dir, name, &ctx.meta_of(e))
-                .map_err(|err| format!("cannot set symlink metadata: {err}"))?;
-            ctx.note_refused(&e.path, refused);
+            ctx.note_refused(&e.path, create(dir, name, e)?);
             Ok(())
         })();
         if let Err(why) = r {
@@ -423,25 +425,31 @@ pub(super) fn make_symlinks(ctx: WriteCtx<'_>, tree: &[Entry], problems: &mut Ve
     }
 }
 
+/// Symlinks, created as they are and never followed.
+pub(super) fn make_symlinks(ctx: WriteCtx<'_>, tree: &[Entry], problems: &mut Vec<Problem>) {
+    let symlink = |dir, name: &[u8], e: &Entry| {
+        let target = e.target.as_deref().expect("validated");
+        fsx::symlink_at(target, dir, name)
+            .map_err(|err| format!("cannot create symlink: {err}"))?;
+        fsx::set_symlink_meta_at(dir, name, &ctx.meta_of(e))
+            .map_err(|err| format!("cannot set symlink metadata: {err}"))
+    };
+    make_each(
+        ctx,
+        tree,
+        problems,
+        |e| e.kind == EntryKind::Symlink,
+        symlink,
+    );
+}
+
 /// FIFOs and device nodes (device nodes need root: otherwise each is a per-item problem).
 pub(super) fn make_specials(ctx: WriteCtx<'_>, tree: &[Entry], problems: &mut Vec<Problem>) {
-    let mut dirs = DirCache::new(ctx.root);
-    for e in tree.iter().filter(|e| e.kind.is_special()) {
-        let r = (|| -> Result<(), String> {
-            let (parent, name) = split_parent(&e.path);
-            let dir = dirs
-                .get(parent)
-                .map_err(|err| format!("cannot open its folder: {err}"))?;
-            clear_slot(dir, name).map_err(|err| format!("cannot replace: {err}"))?;
-            let refused = fsx::mknod_at(dir, name, e.kind.mknod_type(), e.rdev, &ctx.meta_of(e))
-                .map_err(|err| format!("cannot create {}: {err}", e.kind.name()))?;
-            ctx.note_refused(&e.path, refused);
-            Ok(())
-        })();
-        if let Err(why) = r {
-            problems.push(Problem::failed(e.path.clone(), why));
-        }
-    }
+    let node = |dir, name: &[u8], e: &Entry| {
+        fsx::mknod_at(dir, name, e.kind.mknod_type(), e.rdev, &ctx.meta_of(e))
+            .map_err(|err| format!("cannot create {}: {err}", e.kind.name()))
+    };
+    make_each(ctx, tree, problems, |e| e.kind.is_special(), node);
 }
 
 /// Folder metadata, deepest first, once nothing more is written into them.
