@@ -177,11 +177,18 @@ fn per_host_exit_status_big_output_and_a_hanging_host() {
     // A listener that accepts and never speaks SSH: cut off at --timeout; the others report.
     let hang = TcpListener::bind("127.0.0.1:0").unwrap();
     let hang_target = format!("root@127.0.0.1:{}", hang.local_addr().unwrap().port());
+    // Every connection (other tests may probe loopback ports too) is held, silent, until the
+    // command has returned, so none is ever closed under vault.
+    hang.set_nonblocking(true).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
     let holder = std::thread::spawn(move || {
         let mut held = Vec::new();
-        for c in hang.incoming().take(1) {
-            held.push(c);
-            std::thread::sleep(Duration::from_secs(8));
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            match hang.accept() {
+                Ok(c) => held.push(c),
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
         }
     });
     let mut args = vec!["ssh", &hang_target, &t1];
@@ -204,7 +211,8 @@ fn per_host_exit_status_big_output_and_a_hanging_host() {
         took < Duration::from_secs(6),
         "the hanging host took {took:?}, the limit is 2s"
     );
-    drop(holder);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    holder.join().unwrap();
 }
 
 /// A loopback peer that, for every connection, streams `chunk` for up to 15 s.
