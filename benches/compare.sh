@@ -4,7 +4,7 @@
 #   benches/compare.sh [--tree DIR | --synthetic N] [--work DIR] [--jobs N] [--no-install]
 #
 # --tree DIR      back up a copy of DIR (default: a copy of /usr/share)
-# --synthetic N   generate a deterministic tree of N small files instead
+# --synthetic N   generate a deterministic tree of N small files instead (benches/smalltree.py)
 # --work DIR      scratch folder (default: a new folder under /tmp); removed at the end
 # --jobs N        vault's worker pool size (default: all cores)
 # --no-install    do not apt-get missing peers (rows for missing ones are skipped)
@@ -63,19 +63,7 @@ trap 'rm -rf "$work"' EXIT
 tree="$work/tree"
 
 if [ "$synthetic" -gt 0 ]; then
-  python3 - "$tree" "$synthetic" <<'PY'
-import os, random, sys
-root, n = sys.argv[1], int(sys.argv[2])
-rng = random.Random(42)
-words = [b"alpha", b"beta", b"gamma", b"delta", b"backup", b"vault", b"data", b"\n"]
-for i in range(n):
-    d = os.path.join(root, "d%03d" % (i % 997), "e%02d" % (i % 13))
-    os.makedirs(d, exist_ok=True)
-    size = rng.choice([0, 50, 200, 1000, 4000, 20000])
-    body = b" ".join(rng.choice(words) for _ in range(size // 5))
-    with open(os.path.join(d, "f%07d.txt" % i), "wb") as f:
-        f.write(body)
-PY
+  python3 benches/smalltree.py "$tree" "$synthetic"
   label="synthetic tree of $synthetic files"
 else
   cp -a "$tree_src" "$tree"
@@ -104,10 +92,13 @@ measure() {
   echo -e "$op\t$tool\t$wall\t$(echo "$user + $sys" | bc -l 2>/dev/null || python3 -c "print($user+$sys)")\t$rss\t$size" >> "$results"
 }
 # vault's archive size is the report's bytes_stored: patch it into the row just written.
+# Also notes the report's duration_s beside the wall time measured from outside.
 vault_size() {
-  local n
+  local n d
   n=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["stats"]["bytes_stored"])' "$work/last.out")
+  d=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["stats"]["duration_s"])' "$work/last.out")
   sed -i "\$s|\t[0-9]*\$|\t$n|" "$results"
+  echo "$(tail -1 "$results" | cut -f1,2,3)	$d" >> "$work/durations.tsv"
 }
 
 have() { command -v "$1" >/dev/null; }
@@ -199,3 +190,8 @@ for op, tool, wall, cpu, rss, size in rows:
     line = "| %s | %s | %.2f | %.2f | %.0f | %.1f | %s | %s |" % (op, tool, wall, cpu, rss, size, ratio, mem)
     print(line + (" %s |" % before if base else ""))
 PY
+if [ -s "$work/durations.tsv" ]; then
+  echo
+  echo "vault's own duration_s against the wall time measured by /usr/bin/time:"
+  awk -F'\t' '{ printf "  %s (%s): wall %.2f s, duration_s %.2f s (%.1f%%)\n", $1, $2, $3, $4, 100 * ($3 - $4) / $3 }' "$work/durations.tsv"
+fi

@@ -286,7 +286,7 @@ impl Manifest {
     fn configure(&mut self) -> Result<(), ManifestError> {
         self.conn
             .execute_batch(
-                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA cache_size = -65536;",
             )
             .map_err(|e| self.err(e))?;
         self.conn
@@ -811,6 +811,14 @@ fn apply_entry_changes(
     changes: &[EntryChange],
 ) -> Result<(), ManifestError> {
     let e = |e| sql(path, e);
+    // A source's first snapshot has no live rows to close: skip a b-tree search per path.
+    let any_live: bool = tx
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM entries WHERE source_id = ?1 AND to_seq IS NULL)",
+            [source_id],
+            |r| r.get(0),
+        )
+        .map_err(e)?;
     let mut close = tx
         .prepare_cached(
             "UPDATE entries SET to_seq = ?1 WHERE source_id = ?2 AND path = ?3 AND to_seq IS NULL",
@@ -829,7 +837,9 @@ fn apply_entry_changes(
                 close.execute(params![seq, source_id, p]).map_err(e)?;
             }
             EntryChange::Put(en) => {
-                close.execute(params![seq, source_id, en.path]).map_err(e)?;
+                if any_live {
+                    close.execute(params![seq, source_id, en.path]).map_err(e)?;
+                }
                 put.execute(params![
                     source_id,
                     seq,
@@ -844,7 +854,7 @@ fn apply_entry_changes(
                     en.stat.ino as i64,
                     en.stat.dev as i64,
                     en.stat.nlink as i64,
-                    en.digest.as_ref().map(|d| d.as_bytes().to_vec()),
+                    en.digest.as_ref().map(|d| d.as_bytes()),
                     en.target,
                     en.rdev as i64,
                     en.xattrs.as_ref().map(|x| x.encode()),
@@ -855,6 +865,13 @@ fn apply_entry_changes(
         }
     }
     Ok(())
+}
+
+/// The first 8 bytes of a digest as a big-endian number: its place in the blobs b-tree, nearly.
+fn digest_prefix(d: &crate::hash::Digest) -> u64 {
+    let mut k = [0u8; 8];
+    k.copy_from_slice(&d.as_bytes()[..8]);
+    u64::from_be_bytes(k)
 }
 
 /// Records where the snapshot's archive stores each content (within `tx`).
@@ -874,8 +891,9 @@ fn insert_blobs(
         .map_err(e)?;
     // In key order: random digests would scatter the inserts over the whole b-tree, each a
     // page read once the tree outgrows SQLite's page cache.
+    // Sorting by the first 8 bytes is enough for locality and cheaper than comparing slices.
     let mut sorted: Vec<&NewBlob> = blobs.iter().collect();
-    sorted.sort_unstable_by(|a, b| a.digest.as_bytes().cmp(b.digest.as_bytes()));
+    sorted.sort_unstable_by_key(|b| digest_prefix(&b.digest));
     for b in sorted {
         blob.execute(params![
             chain_seq,
