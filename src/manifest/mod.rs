@@ -516,6 +516,16 @@ impl Manifest {
         Ok(out)
     }
 
+    /// Whether a chain stores a content (one b-tree search).
+    pub fn chain_has(&self, chain_seq: i64, digest: &Digest) -> Result<bool, ManifestError> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT 1 FROM blobs WHERE chain_seq = ?1 AND digest = ?2")
+            .map_err(|e| self.err(e))?;
+        st.exists(params![chain_seq, digest.as_bytes()])
+            .map_err(|e| self.err(e))
+    }
+
     /// Where a content of a chain is stored.
     pub fn blob(
         &self,

@@ -675,3 +675,49 @@ fn manifest_growth_over_20_no_change_incrementals_of_40k_files() {
     println!("vault.db: {before} bytes after the full, {after} after 20 no-change incrementals: +{growth} bytes");
     assert!(growth < 1_000_000, "vault.db grew by {growth} bytes");
 }
+
+#[test]
+fn incrementals_store_no_content_the_chain_has_whether_few_or_many_files_are_read() {
+    // Few reads against many files: the chain's digests are looked up one by one; many reads:
+    // they are loaded at once. Both must find a copied file's content in the full.
+    let t = tempfile::tempdir().unwrap();
+    let (src, repo) = (t.path().join("data"), t.path().join("repo"));
+    for i in 0..40 {
+        write(
+            src.join(format!("f{i:02}.txt")),
+            format!("content number {i}\n"),
+        );
+    }
+    backup_json(&src, &repo, &[], 0);
+
+    fs::copy(src.join("f07.txt"), src.join("copy07.txt")).unwrap();
+    write(src.join("fresh.txt"), "not seen before\n");
+    let few = backup_json(&src, &repo, &[], 0);
+    assert_eq!(few["stats"]["new"], 2, "{few}");
+    let archive = repo.join(few["archive"].as_str().unwrap());
+    assert_eq!(tar_list(&archive), ["data/fresh.txt"]);
+
+    for i in 10..20 {
+        fs::copy(
+            src.join(format!("f{i:02}.txt")),
+            src.join(format!("copy{i:02}.txt")),
+        )
+        .unwrap();
+    }
+    let many = backup_json(&src, &repo, &[], 0);
+    assert_eq!(many["stats"]["new"], 10, "{many}");
+    assert_eq!(many["stats"]["bytes_stored"], 0, "{many}");
+    assert_eq!(many["archive"], serde_json::Value::Null);
+
+    let out = t.path().join("out");
+    vault_ok(
+        &["restore", "latest", "--repo", p(&repo), "--target", p(&out)],
+        0,
+    );
+    for name in ["copy07.txt", "copy10.txt", "copy19.txt", "fresh.txt"] {
+        assert_eq!(
+            fs::read(out.join(name)).unwrap(),
+            fs::read(src.join(name)).unwrap()
+        );
+    }
+}

@@ -488,7 +488,7 @@ impl Run<'_> {
     /// Runs the reads on the pool and the archive on this thread.
     fn archive<'s>(
         &'s self,
-        repo: &Repository,
+        repo: &'s Repository,
         scan: &'s Walk,
         plan: &'s Plan,
         archive_name: &str,
@@ -510,7 +510,11 @@ impl Run<'_> {
                 pool: self.pool,
             },
             progress: self.progress,
-            chain_digests: self.prior.chain_digests(repo, self.kind)?,
+            chain_digests: self.prior.chain_digests(
+                repo,
+                self.kind,
+                plan.reads().count() as u64,
+            )?,
             writer: None,
             stored_here: Default::default(),
             blobs: Vec::new(),

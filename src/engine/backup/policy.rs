@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use crate::engine::repo::Repository;
 use crate::error::{Error, Result};
 use crate::hash::{Digest, HashAlgo};
-use crate::manifest::{Kind, SnapshotRow};
+use crate::manifest::{Kind, Manifest, SnapshotRow};
 
 use super::BackupOptions;
 
@@ -102,11 +102,39 @@ impl Prior {
         }
     }
 
-    /// The contents already stored in the chain an incremental extends.
-    pub(super) fn chain_digests(&self, repo: &Repository, kind: Kind) -> Result<HashSet<Digest>> {
+    /// The contents already stored in the chain an incremental extends: loaded whole when
+    /// many files are to be read, else asked of the manifest one digest at a time (an
+    /// incremental that reads 1% of a million files does not load a million digests).
+    pub(super) fn chain_digests<'r>(
+        &self,
+        repo: &'r Repository,
+        kind: Kind,
+        reads: u64,
+    ) -> Result<ChainDigests<'r>> {
         match (kind, &self.last) {
-            (Kind::Incremental, Some(l)) => Ok(repo.manifest.chain_digests(l.chain_seq)?),
-            _ => Ok(HashSet::new()),
+            (Kind::Incremental, Some(l)) if reads.saturating_mul(8) < l.stats.files => {
+                Ok(ChainDigests::Lookup(&repo.manifest, l.chain_seq))
+            }
+            (Kind::Incremental, Some(l)) => Ok(ChainDigests::Loaded(
+                repo.manifest.chain_digests(l.chain_seq)?,
+            )),
+            _ => Ok(ChainDigests::Loaded(HashSet::new())),
+        }
+    }
+}
+
+/// The contents a chain already stores.
+pub(super) enum ChainDigests<'r> {
+    Loaded(HashSet<Digest>),
+    /// The manifest and the chain's seq: looked up per digest.
+    Lookup(&'r Manifest, i64),
+}
+
+impl ChainDigests<'_> {
+    pub(super) fn contains(&self, d: &Digest) -> Result<bool> {
+        match self {
+            ChainDigests::Loaded(set) => Ok(set.contains(d)),
+            ChainDigests::Lookup(m, chain_seq) => Ok(m.chain_has(*chain_seq, d)?),
         }
     }
 }

@@ -3,9 +3,10 @@
 //! chain (later copies become hard links in a full, nothing in an incremental) and notes what
 //! became of every item.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use super::policy::ChainDigests;
 use super::read::{fresh_entry, open_nofollow, sparse_map, stat_moved, Content, Fate};
 use crate::archive::{ArchiveWriter, Compression, MemberMeta};
 use crate::engine::paths;
@@ -46,7 +47,7 @@ pub(super) struct Sink<'a> {
     pub spec: ArchiveSpec<'a>,
     pub progress: &'a dyn Progress,
     /// Contents already stored in the chain (an incremental stores them again never).
-    pub chain_digests: HashSet<Digest>,
+    pub chain_digests: ChainDigests<'a>,
     pub writer: Option<ArchiveWriter>,
     /// Contents stored in this archive: digest → its entry in `blobs` (the member holding it).
     pub stored_here: HashMap<Digest, usize>,
@@ -152,9 +153,12 @@ impl Sink<'_> {
             },
             Content::Skip | Content::Failed(_) => unreachable!("handled by take"),
         };
-        let known = inc
-            .digest
-            .filter(|d| self.chain_digests.contains(d) || self.stored_here.contains_key(d));
+        let known = match inc.digest {
+            Some(d) if self.stored_here.contains_key(&d) || self.chain_digests.contains(&d)? => {
+                Some(d)
+            }
+            _ => None,
+        };
         if let Some(d) = known {
             // Stored before: a hard link inside a full, nothing in an incremental.
             if let (Some(w), Some(&first)) = (self.writer.as_mut(), self.stored_here.get(&d)) {
