@@ -68,6 +68,7 @@ cargo test --all-targets
 echo "== benchmark smoke run (tiny synthetic tree)"
 cargo build --release --quiet
 benches/compare.sh --synthetic 300 --no-install
+benches/scaling.sh 300 600
 benches/scan.sh --runs 1 --no-install
 benches/ssh.sh --targets 5 --no-install
 benches/watch.sh --files 2000 --runs 1
