@@ -286,7 +286,7 @@ impl Manifest {
     fn configure(&mut self) -> Result<(), ManifestError> {
         self.conn
             .execute_batch(
-                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA cache_size = -65536;",
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
             )
             .map_err(|e| self.err(e))?;
         self.conn
