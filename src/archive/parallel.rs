@@ -4,8 +4,8 @@
 //! that writes the tar stream also writes the compressed blocks, in order. Promises:
 //! - gzip: each block is one complete gzip member (RFC 1952 allows a file to be a series of
 //!   members; gzip, GNU tar, bsdtar, Python and Go read them as one stream), compressed by
-//!   libdeflate, which on tar streams of small files is about 3x faster than zlib at the same
-//!   level (see docs/performance.md, issue 16). Members are independent, so they can also be
+//!   libdeflate, which on tar streams of small files is about 3x faster than GNU gzip at the
+//!   same level (see docs/performance.md, issue 16). Members are independent, so they can also be
 //!   decompressed independently.
 //! - zstd: one independent zstd frame per block; concatenated frames are a valid zstd stream.
 //! - Memory is bounded: at most twice the workers' number of blocks are out at once.
@@ -35,14 +35,6 @@ impl BlockCodec {
     }
 }
 
-struct Block {
-    data: Vec<u8>,
-}
-
-struct Compressed {
-    out: Vec<u8>,
-}
-
 /// A `Write` that compresses blocks on the pool's workers and writes them to `W` in order, on
 /// the thread that writes (no thread of its own).
 pub(crate) struct ParallelWriter<W: Write> {
@@ -50,7 +42,7 @@ pub(crate) struct ParallelWriter<W: Write> {
     pool: Pool,
     buf: Vec<u8>,
     /// Blocks sent to the workers, oldest first; each answers on its own channel.
-    in_flight: VecDeque<Receiver<io::Result<Compressed>>>,
+    in_flight: VecDeque<Receiver<io::Result<Vec<u8>>>>,
     /// Compressor states the workers borrow, at most one a worker.
     spare: Arc<Mutex<Vec<Compressors>>>,
     out: W,
@@ -71,13 +63,12 @@ impl<W: Write> ParallelWriter<W> {
     /// Hands the filled block to a worker; writes out finished blocks while too many are out.
     fn send(&mut self) -> io::Result<()> {
         let data = std::mem::replace(&mut self.buf, Vec::with_capacity(self.codec.block_size()));
-        let block = Block { data };
         let (tx, rx) = channel::bounded(1);
         let (codec, spare) = (self.codec, self.spare.clone());
         self.pool.submit(move || {
             let taken = spare.lock().unwrap_or_else(|e| e.into_inner()).pop();
             let mut c = taken.unwrap_or_else(|| Compressors::new(codec));
-            let r = c.compress(block);
+            let r = c.compress(&data);
             spare.lock().unwrap_or_else(|e| e.into_inner()).push(c);
             let _ = tx.send(r);
         });
@@ -93,10 +84,10 @@ impl<W: Write> ParallelWriter<W> {
         let Some(rx) = self.in_flight.pop_front() else {
             return Ok(());
         };
-        let c = rx
+        let block = rx
             .recv()
             .map_err(|_| io::Error::other("a compression worker stopped"))??;
-        self.out.write_all(&c.out)
+        self.out.write_all(&block)
     }
 
     /// Compresses what is left (an empty stream still gets one member or frame) and returns the
@@ -141,7 +132,7 @@ impl Compressors {
         }
     }
 
-    fn compress(&mut self, block: Block) -> io::Result<Compressed> {
+    fn compress(&mut self, data: &[u8]) -> io::Result<Vec<u8>> {
         match self.codec {
             BlockCodec::Gzip { level } => {
                 let c = match &mut self.deflate {
@@ -152,20 +143,18 @@ impl Compressors {
                         self.deflate.insert(libdeflater::Compressor::new(lvl))
                     }
                 };
-                let mut out = vec![0; c.gzip_compress_bound(block.data.len())];
-                let n = c
-                    .gzip_compress(&block.data, &mut out)
-                    .map_err(io::Error::other)?;
+                let mut out = vec![0; c.gzip_compress_bound(data.len())];
+                let n = c.gzip_compress(data, &mut out).map_err(io::Error::other)?;
                 out.truncate(n);
-                Ok(Compressed { out })
+                Ok(out)
             }
             BlockCodec::Zstd { level } => {
                 let c = match &mut self.zstd {
                     Some(c) => c,
                     None => self.zstd.insert(zstd::bulk::Compressor::new(level)?),
                 };
-                let out = c.compress(&block.data)?;
-                Ok(Compressed { out })
+                let out = c.compress(data)?;
+                Ok(out)
             }
         }
     }

@@ -5,9 +5,10 @@ use std::collections::HashSet;
 
 use crate::engine::repo::Repository;
 use crate::error::{Error, Result};
-use crate::hash::{Digest, HashAlgo};
-use crate::manifest::{Kind, Manifest, SnapshotRow};
+use crate::hash::HashAlgo;
+use crate::manifest::{Kind, SnapshotRow};
 
+use super::sink::ChainDigests;
 use super::BackupOptions;
 
 /// The weekday on which the policy starts a new full.
@@ -119,22 +120,6 @@ impl Prior {
                 repo.manifest.chain_digests(l.chain_seq)?,
             )),
             _ => Ok(ChainDigests::Loaded(HashSet::new())),
-        }
-    }
-}
-
-/// The contents a chain already stores.
-pub(super) enum ChainDigests<'r> {
-    Loaded(HashSet<Digest>),
-    /// The manifest and the chain's seq: looked up per digest.
-    Lookup(&'r Manifest, i64),
-}
-
-impl ChainDigests<'_> {
-    pub(super) fn contains(&self, d: &Digest) -> Result<bool> {
-        match self {
-            ChainDigests::Loaded(set) => Ok(set.contains(d)),
-            ChainDigests::Lookup(m, chain_seq) => Ok(m.chain_has(*chain_seq, d)?),
         }
     }
 }

@@ -3,10 +3,9 @@
 //! chain (later copies become hard links in a full, nothing in an incremental) and notes what
 //! became of every item.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use super::policy::ChainDigests;
 use super::read::{fresh_entry, open_nofollow, sparse_map, stat_moved, Content, Fate};
 use crate::archive::{ArchiveWriter, Compression, MemberMeta};
 use crate::engine::paths;
@@ -14,7 +13,7 @@ use crate::engine::plan::{self, Plan};
 use crate::engine::problem::Problem;
 use crate::error::Result;
 use crate::hash::{Digest, HashAlgo};
-use crate::manifest::NewBlob;
+use crate::manifest::{Manifest, NewBlob};
 use crate::pool::Pool;
 use crate::progress::Progress;
 use crate::tree::{Entry, EntryKind};
@@ -26,6 +25,22 @@ pub(super) fn meta_of(e: &Entry) -> MemberMeta<'_> {
         gid: e.gid,
         mtime_ns: e.mtime_ns,
         xattrs: e.xattrs.as_deref(),
+    }
+}
+
+/// The contents a chain already stores.
+pub(super) enum ChainDigests<'r> {
+    Loaded(HashSet<Digest>),
+    /// The manifest and the chain's seq: looked up per digest.
+    Lookup(&'r Manifest, i64),
+}
+
+impl ChainDigests<'_> {
+    pub(super) fn contains(&self, d: &Digest) -> Result<bool> {
+        match self {
+            ChainDigests::Loaded(set) => Ok(set.contains(d)),
+            ChainDigests::Lookup(m, chain_seq) => Ok(m.chain_has(*chain_seq, d)?),
+        }
     }
 }
 
