@@ -65,19 +65,22 @@ impl Item {
 
 /// [`Item::outcome`] for an item already taken apart.
 pub fn outcome(prev: Prev, entry: &Entry) -> (bool, bool) {
-    {
-        match prev {
-            Prev::None => (true, true),
-            Prev::Was {
-                digest,
-                meta_same,
-                exact,
-            } => {
-                let content_same = digest == entry.digest;
-                let visible = !meta_same || !content_same;
-                let row = visible || !exact;
-                (row, visible)
-            }
+    outcome_digest(prev, entry.digest)
+}
+
+/// [`outcome`] from the digest alone, which is all of the entry it looks at.
+pub fn outcome_digest(prev: Prev, now: Option<Digest>) -> (bool, bool) {
+    match prev {
+        Prev::None => (true, true),
+        Prev::Was {
+            digest,
+            meta_same,
+            exact,
+        } => {
+            let content_same = digest == now;
+            let visible = !meta_same || !content_same;
+            let row = visible || !exact;
+            (row, visible)
         }
     }
 }

@@ -712,8 +712,8 @@ impl Manifest {
         source_path: &[u8],
         source_name: &[u8],
         snap: &NewSnapshot,
-        changes: &[EntryChange],
-        blobs: &[NewBlob],
+        changes: &mut dyn Iterator<Item = EntryChange>,
+        blobs: &mut dyn Iterator<Item = NewBlob>,
     ) -> Result<i64, ManifestError> {
         let path = self.path.clone();
         let e = |e| sql(&path, e);
@@ -818,7 +818,7 @@ fn apply_entry_changes(
     path: &Path,
     source_id: i64,
     seq: i64,
-    changes: &[EntryChange],
+    changes: &mut dyn Iterator<Item = EntryChange>,
 ) -> Result<(), ManifestError> {
     let e = |e| sql(path, e);
     // A source's first snapshot has no live rows to close: skip a b-tree search per path.
@@ -844,16 +844,18 @@ fn apply_entry_changes(
     for c in changes {
         match c {
             EntryChange::Remove(p) => {
-                close.execute(params![seq, source_id, p]).map_err(e)?;
+                close.execute(params![seq, source_id, &p]).map_err(e)?;
             }
             EntryChange::Put(en) => {
                 if any_live {
-                    close.execute(params![seq, source_id, en.path]).map_err(e)?;
+                    close
+                        .execute(params![seq, source_id, &en.path])
+                        .map_err(e)?;
                 }
                 put.execute(params![
                     source_id,
                     seq,
-                    en.path,
+                    &en.path,
                     en.kind.code(),
                     en.mode as i64,
                     en.uid as i64,
@@ -865,7 +867,7 @@ fn apply_entry_changes(
                     en.stat.dev as i64,
                     en.stat.nlink as i64,
                     en.digest.as_ref().map(|d| d.as_bytes()),
-                    en.target,
+                    &en.target,
                     en.rdev as i64,
                     en.xattrs.as_ref().map(|x| x.encode()),
                     en.sparse as i64,
@@ -877,20 +879,15 @@ fn apply_entry_changes(
     Ok(())
 }
 
-/// The first 8 bytes of a digest as a big-endian number: its place in the blobs b-tree, nearly.
-fn digest_prefix(d: &crate::hash::Digest) -> u64 {
-    let mut k = [0u8; 8];
-    k.copy_from_slice(&d.as_bytes()[..8]);
-    u64::from_be_bytes(k)
-}
-
-/// Records where the snapshot's archive stores each content (within `tx`).
+/// Records where the snapshot's archive stores each content (within `tx`). They should come
+/// in digest order: random digests would scatter the inserts over the whole b-tree, each a
+/// page read once the tree outgrows SQLite's page cache.
 fn insert_blobs(
     tx: &Transaction<'_>,
     path: &Path,
     chain_seq: i64,
     seq: i64,
-    blobs: &[NewBlob],
+    blobs: &mut dyn Iterator<Item = NewBlob>,
 ) -> Result<(), ManifestError> {
     let e = |e| sql(path, e);
     let mut blob = tx
@@ -899,12 +896,7 @@ fn insert_blobs(
              VALUES (?1, ?2, ?3, ?4, ?5)",
         )
         .map_err(e)?;
-    // In key order: random digests would scatter the inserts over the whole b-tree, each a
-    // page read once the tree outgrows SQLite's page cache.
-    // Sorting by the first 8 bytes is enough for locality and cheaper than comparing slices.
-    let mut sorted: Vec<&NewBlob> = blobs.iter().collect();
-    sorted.sort_unstable_by_key(|b| digest_prefix(&b.digest));
-    for b in sorted {
+    for b in blobs {
         blob.execute(params![
             chain_seq,
             b.digest.as_bytes(),

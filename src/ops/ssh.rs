@@ -203,11 +203,18 @@ pub fn connect(
     opts: &SshOptions,
     cancel: Option<&crate::pool::CancelToken>,
 ) -> Result<Connected, SshError> {
-    use crate::ops::ssh_guard::{check_banner, Watchdog};
+    use crate::ops::ssh_guard::{check_banner, BannerError, Watchdog};
     let deadline = Instant::now() + opts.timeout;
     let tcp = open_tcp(t, opts.timeout)?;
     let guard = Watchdog::arm(&tcp, deadline, cancel.cloned());
-    check_banner(&tcp, deadline).map_err(|e| banner_error(e, opts.timeout))?;
+    check_banner(&tcp, deadline).map_err(|e| match e {
+        // The watchdog cuts the socket at the deadline: an end seen then is the timeout
+        // (whichever of the two woke first on a busy machine).
+        BannerError::Closed if Instant::now() >= deadline => {
+            SshError::Timeout(opts.timeout, "waiting for the SSH banner")
+        }
+        e => banner_error(e, opts.timeout),
+    })?;
     let mut session = Session::new().map_err(|e| SshError::Session(e.message().to_string()))?;
     session.set_tcp_stream(tcp);
     handshake(&mut session, opts.timeout, deadline)?;

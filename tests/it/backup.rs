@@ -721,3 +721,73 @@ fn incrementals_store_no_content_the_chain_has_whether_few_or_many_files_are_rea
         );
     }
 }
+
+/// Must-show 4 of issue 16: a repository written by the last build with schema 3
+/// (tests/fixtures/schema3/make.sh, run with eff6ee2) opens in this build, is migrated, restores
+/// both of its snapshots, takes an incremental and restores that.
+#[test]
+fn a_schema_3_repository_opens_backs_up_incrementally_and_restores() {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/schema3");
+    let t = tempfile::tempdir().unwrap();
+    let repo = t.path().join("repo");
+    copy_tree(&fixture.join("repo"), &repo);
+    // The manifest names its source by this absolute path (see make.sh).
+    let base = std::path::Path::new("/tmp/vault-schema3-fixture");
+    let src = base.join("src");
+    let _ = fs::remove_dir_all(base);
+    fs::create_dir_all(base).unwrap();
+
+    let snaps = vault_ok(&["snapshots", "--repo", p(&repo), "--json"], 0).json();
+    let ids: Vec<String> = (0..2)
+        .map(|i| snaps[i]["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(snaps.as_array().unwrap().len(), 2, "{snaps}");
+    let m = vault::manifest::Manifest::open(&repo.join("vault.db")).unwrap();
+    assert_eq!(m.schema_version().unwrap(), 4);
+    drop(m);
+
+    let restore = |id: &str, target: &std::path::Path| {
+        vault_ok(
+            &["restore", id, "--repo", p(&repo), "--target", p(target)],
+            0,
+        );
+    };
+    // The full, as make.sh left the tree before its incremental.
+    let full = t.path().join("full");
+    restore(&ids[0], &full);
+    assert_eq!(
+        fs::read(full.join("etc/app/app.conf")).unwrap(),
+        b"port = 8080\n"
+    );
+    assert_eq!(
+        fs::read(full.join("data/notes.txt")).unwrap(),
+        b"first version\n"
+    );
+    assert!(!full.join("data/added.txt").exists());
+
+    // The incremental becomes the source again, then changes and is backed up.
+    restore(&ids[1], &src);
+    assert_eq!(
+        fs::read(src.join("data/notes.txt")).unwrap(),
+        b"second version, longer\n"
+    );
+    assert_eq!(
+        fs::read(src.join("data/added.txt")).unwrap(),
+        b"new in the incremental\n"
+    );
+    assert!(!src.join("etc/app/app.conf").exists());
+    assert_eq!(
+        fs::read_link(src.join("etc/notes-link")).unwrap(),
+        std::path::Path::new("../data/notes.txt")
+    );
+    write(src.join("data/same.txt"), "changed after the upgrade\n");
+    write(src.join("data/third.txt"), "added after the upgrade\n");
+    fs::remove_file(src.join("data/added.txt")).unwrap();
+    let b = backup_json(&src, &repo, &["--incremental"], 0);
+    assert_eq!(b["kind"], "incremental", "{b}");
+    assert_eq!(b["stats"]["new"], 1, "{b}");
+    assert_eq!(b["stats"]["deleted"], 1, "{b}");
+    assert_latest_restores(&repo, &src, &t.path().join("latest"));
+    vault_ok(&["check", "--repo", p(&repo), "--read-data", "-q"], 0);
+    let _ = fs::remove_dir_all(base);
+}

@@ -20,6 +20,7 @@ mod read;
 mod record;
 mod sink;
 mod stdin;
+mod stored;
 mod xattrs;
 
 use std::fs;
@@ -32,6 +33,7 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 
 use crate::archive::Compression;
 use crate::engine::batch::INLINE_MAX;
+use crate::engine::paths;
 use crate::engine::plan::{self, Plan, ReadReason};
 use crate::engine::problem::Problem;
 use crate::engine::repo::Repository;
@@ -39,7 +41,7 @@ use crate::engine::select::Selection;
 use crate::engine::walk::{self, Walk, WalkOptions};
 use crate::error::{Error, Result};
 use crate::hash::HashAlgo;
-use crate::manifest::{Kind, NewSnapshot, SnapshotStats};
+use crate::manifest::{Kind, NewBlob, NewSnapshot, SnapshotStats};
 use crate::pool::{CancelToken, Pool};
 use crate::progress::Progress;
 use crate::text::display_path;
@@ -402,7 +404,7 @@ impl Run<'_> {
         };
         report.would_read = Some(plan.reads().map(read).collect());
         report.would_delete = Some(plan.removed.iter().map(|p| display_path(p)).collect());
-        let (mut stats, _) = record::tally(plan, self.kind, None);
+        let mut stats = record::count(&plan, self.kind, None);
         stats.duration_s = self.started.elapsed().as_secs_f64();
         report.stats = stats;
         report
@@ -431,7 +433,7 @@ impl Run<'_> {
         let nothing = plan.items.is_empty() && plan.removed.is_empty() && plan.dropped.is_empty();
         if self.opts.skip_unchanged && self.kind == Kind::Incremental && nothing {
             report.reason = "nothing changed; no snapshot recorded".into();
-            let (mut stats, _) = record::tally(plan, self.kind, None);
+            let mut stats = record::count(&plan, self.kind, None);
             stats.duration_s = self.started.elapsed().as_secs_f64();
             report.stats = stats;
             return Ok(report);
@@ -444,13 +446,13 @@ impl Run<'_> {
             None => None,
         };
         let outcomes = std::mem::take(&mut sink.outcomes);
-        let (bytes_read, blobs, mut problems) = (
+        let (bytes_read, stored, mut problems) = (
             sink.bytes_read,
-            std::mem::take(&mut sink.blobs),
+            std::mem::take(&mut sink.stored).into_sorted(),
             std::mem::take(&mut sink.problems),
         );
         drop(sink);
-        let (mut stats, changes) = record::tally(plan, self.kind, Some(outcomes));
+        let mut stats = record::count(&plan, self.kind, Some(&outcomes));
         stats.bytes_read = bytes_read;
         stats.bytes_stored = finished.as_ref().map_or(0, |f| f.size);
         stats.duration_s = self.started.elapsed().as_secs_f64();
@@ -464,25 +466,48 @@ impl Run<'_> {
             &archive_name,
         );
         let mut repo = repo;
-        if let Err(e) =
-            repo.manifest
-                .commit_snapshot(&self.src_bytes, &self.name, &snap, &changes, &blobs)
-        {
+        if let Err(e) = self.commit(&mut repo, &snap, &plan, &outcomes, &stored) {
             // Not recorded: the archive must not outlive the failed commit.
             if let Some(f) = &finished {
                 let _ = fs::remove_file(&f.path);
             }
-            return Err(e.into());
+            return Err(e);
         }
         repo.ensure_reserve();
         // Closing the manifest checkpoints its write-ahead log: part of the run's time.
-        drop((repo, changes, blobs));
+        drop((repo, plan, outcomes, stored));
         self.progress.finish();
         report.snapshot = Some(id);
         report.archive = finished.map(|_| Repository::archive_name(&archive_name));
         stats.duration_s = self.started.elapsed().as_secs_f64();
         report.stats = stats;
         Ok(report)
+    }
+
+    /// Records the snapshot: its row, its tree changes (made one at a time from the plan) and
+    /// where its archive stores each content.
+    fn commit(
+        &self,
+        repo: &mut Repository,
+        snap: &NewSnapshot,
+        plan: &Plan,
+        outcomes: &[Option<read::Fate>],
+        stored: &[stored::StoredContent],
+    ) -> Result<()> {
+        let mut changes = record::changes(plan, self.kind, outcomes);
+        let mut blobs = stored.iter().map(|c| NewBlob {
+            digest: c.digest,
+            member: paths::member(&self.name, &plan.items[c.item].entry.path),
+            size: c.size,
+        });
+        repo.manifest.commit_snapshot(
+            &self.src_bytes,
+            &self.name,
+            snap,
+            &mut changes,
+            &mut blobs,
+        )?;
+        Ok(())
     }
 
     /// Runs the reads on the pool and the archive on this thread.
@@ -516,8 +541,7 @@ impl Run<'_> {
                 plan.reads().count() as u64,
             )?,
             writer: None,
-            stored_here: Default::default(),
-            blobs: Vec::new(),
+            stored: stored::Stored::with_capacity(plan.reads().count()),
             outcomes: (0..plan.items.len()).map(|_| None).collect(),
             bytes_read: 0,
             problems: Vec::new(),

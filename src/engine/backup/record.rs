@@ -1,79 +1,135 @@
-//! Counting and recording: the stats of a backup (one tally for real runs and dry runs), the
-//! manifest changes, and the snapshot row the manifest commits.
+//! Counting and recording: the stats of a backup (one count for real runs and dry runs) and
+//! the manifest changes, made one at a time as the commit takes them so that the tree is never
+//! held twice.
 
 use super::read::Fate;
 use super::BackupStats;
 use crate::engine::plan::{self, Item, Plan, Prev, ReadReason};
 use crate::manifest::{EntryChange, Kind};
-use crate::tree::Entry;
 
-/// What became of one planned item, as the tally sees it.
-enum Final {
-    /// Stored or recorded as this entry.
-    Entry(Entry),
-    /// A dry run: what the plan expects.
-    Planned,
+/// How an item is counted in the snapshot.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Count {
+    New,
+    Changed,
+    Unchanged,
 }
 
-/// Counts a plan's items (and, for a real run, makes the manifest changes, moving each entry
-/// out of the plan rather than copying it). `outcomes` is None for a dry run.
-pub(super) fn tally(
-    plan: Plan,
-    kind: Kind,
-    mut outcomes: Option<Vec<Option<Fate>>>,
-) -> (BackupStats, Vec<EntryChange>) {
+/// What the manifest does for an item.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Row {
+    /// Nothing: its live row stands (or there is none and it is not in the snapshot).
+    Keep,
+    /// A new version of the path.
+    Put,
+    /// Its previous version ends here.
+    Remove,
+}
+
+/// What one planned item comes to; `count` None: not in the snapshot.
+struct Judged {
+    count: Option<Count>,
+    row: Row,
+}
+
+/// Judges one item; `fate` is None for a dry run (what the plan expects).
+fn judge(it: &Item, fate: Option<&Option<Fate>>, kind: Kind) -> Judged {
+    let digest = match fate {
+        None => return planned(it),
+        Some(Some(Fate::Failed)) => return failed(it.prev, kind),
+        Some(Some(Fate::Digest(d, _))) => Some(*d),
+        Some(Some(Fate::Fresh(e))) => e.digest,
+        Some(None) => it.entry.digest,
+    };
+    let (row, visible) = plan::outcome_digest(it.prev, digest);
+    let count = match it.prev {
+        Prev::None => Count::New,
+        Prev::Was { .. } if visible => Count::Changed,
+        Prev::Was { .. } => Count::Unchanged,
+    };
+    Judged {
+        count: Some(count),
+        row: if row { Row::Put } else { Row::Keep },
+    }
+}
+
+/// A dry run's view of an item: no row, counted as the plan expects.
+fn planned(it: &Item) -> Judged {
+    let count = match it.prev {
+        Prev::Was { meta_same, .. } if it.read == ReadReason::No && meta_same => Count::Unchanged,
+        Prev::Was { .. } => Count::Changed,
+        Prev::None => Count::New,
+    };
+    Judged {
+        count: Some(count),
+        row: Row::Keep,
+    }
+}
+
+/// A file that could not be read: its previous version stays in an incremental, a full
+/// starts without it.
+fn failed(prev: Prev, kind: Kind) -> Judged {
+    match (prev, kind) {
+        (Prev::Was { .. }, Kind::Full) => Judged {
+            count: None,
+            row: Row::Remove,
+        },
+        (Prev::Was { .. }, Kind::Incremental) => Judged {
+            count: Some(Count::Unchanged),
+            row: Row::Keep,
+        },
+        (Prev::None, _) => Judged {
+            count: None,
+            row: Row::Keep,
+        },
+    }
+}
+
+/// Counts a plan's items. `outcomes` is None for a dry run.
+pub(super) fn count(plan: &Plan, kind: Kind, outcomes: Option<&[Option<Fate>]>) -> BackupStats {
     let mut stats = BackupStats::default();
-    let mut changes: Vec<EntryChange> = Vec::new();
-    for (idx, it) in plan.items.into_iter().enumerate() {
-        let Item {
-            mut entry,
-            prev,
-            read,
-            ..
-        } = it;
-        let fin = match outcomes.as_mut().map(|o| o[idx].take()) {
-            None => Final::Planned,
-            Some(Some(Fate::Digest(d, sparse))) => {
-                (entry.digest, entry.sparse) = (Some(d), sparse);
-                Final::Entry(entry)
+    for (idx, it) in plan.items.iter().enumerate() {
+        let j = judge(it, outcomes.map(|o| &o[idx]), kind);
+        if let Some(c) = j.count {
+            stats.files += 1;
+            match c {
+                Count::New => stats.new += 1,
+                Count::Changed => stats.changed += 1,
+                Count::Unchanged => stats.unchanged += 1,
             }
-            Some(Some(Fate::Fresh(e))) => Final::Entry(*e),
-            Some(Some(Fate::Failed)) => {
-                // Its previous version stays in an incremental; a full starts without it.
-                if let Prev::Was { .. } = prev {
-                    if kind == Kind::Full {
-                        changes.push(EntryChange::Remove(entry.path));
-                    } else {
-                        stats.files += 1;
-                        stats.unchanged += 1;
-                    }
-                }
-                continue;
-            }
-            Some(None) => Final::Entry(entry),
-        };
-        let (row, visible) = match &fin {
-            Final::Entry(e) => plan::outcome(prev, e),
-            Final::Planned => match prev {
-                Prev::Was { meta_same, .. } => (false, !(read == ReadReason::No && meta_same)),
-                Prev::None => (false, true),
-            },
-        };
-        stats.files += 1;
-        match prev {
-            Prev::None => stats.new += 1,
-            Prev::Was { .. } if visible => stats.changed += 1,
-            Prev::Was { .. } => stats.unchanged += 1,
-        }
-        if let (true, Final::Entry(e)) = (row, fin) {
-            changes.push(EntryChange::Put(e));
         }
     }
     stats.files += plan.unchanged + plan.carried;
     stats.unchanged += plan.unchanged + plan.carried;
     stats.deleted = plan.removed.len() as u64;
-    for p in plan.removed.iter().chain(&plan.dropped) {
-        changes.push(EntryChange::Remove(p.clone()));
-    }
-    (stats, changes)
+    stats
+}
+
+/// The manifest changes of a real run, in path order, made one at a time as the commit takes
+/// them (each entry is copied just before its row is written and dropped just after).
+pub(super) fn changes<'p>(
+    plan: &'p Plan,
+    kind: Kind,
+    outcomes: &'p [Option<Fate>],
+) -> impl Iterator<Item = EntryChange> + 'p {
+    let per_item = plan
+        .items
+        .iter()
+        .zip(outcomes)
+        .filter_map(move |(it, fate)| {
+            let j = judge(it, Some(fate), kind);
+            match (j.row, fate) {
+                (Row::Keep, _) => None,
+                (Row::Remove, _) => Some(EntryChange::Remove(it.entry.path.clone())),
+                (Row::Put, Some(Fate::Fresh(e))) => Some(EntryChange::Put((**e).clone())),
+                (Row::Put, Some(Fate::Digest(d, sparse))) => {
+                    let mut entry = it.entry.clone();
+                    (entry.digest, entry.sparse) = (Some(*d), *sparse);
+                    Some(EntryChange::Put(entry))
+                }
+                (Row::Put, _) => Some(EntryChange::Put(it.entry.clone())),
+            }
+        });
+    let gone = plan.removed.iter().chain(&plan.dropped).cloned();
+    per_item.chain(gone.map(EntryChange::Remove))
 }

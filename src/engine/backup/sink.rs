@@ -3,17 +3,18 @@
 //! chain (later copies become hard links in a full, nothing in an incremental) and notes what
 //! became of every item.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use super::read::{fresh_entry, open_nofollow, sparse_map, stat_moved, Content, Fate};
+use super::stored::{Stored, StoredContent};
 use crate::archive::{ArchiveWriter, Compression, MemberMeta};
 use crate::engine::paths;
 use crate::engine::plan::{self, Plan};
 use crate::engine::problem::Problem;
 use crate::error::Result;
 use crate::hash::{Digest, HashAlgo};
-use crate::manifest::{Manifest, NewBlob};
+use crate::manifest::Manifest;
 use crate::pool::Pool;
 use crate::progress::Progress;
 use crate::tree::{Entry, EntryKind};
@@ -64,9 +65,8 @@ pub(super) struct Sink<'a> {
     /// Contents already stored in the chain (an incremental stores them again never).
     pub chain_digests: ChainDigests<'a>,
     pub writer: Option<ArchiveWriter>,
-    /// Contents stored in this archive: digest → its entry in `blobs` (the member holding it).
-    pub stored_here: HashMap<Digest, usize>,
-    pub blobs: Vec<NewBlob>,
+    /// Contents stored in this archive, each with the item that is its member.
+    pub stored: Stored,
     /// By plan index: what became of the item (None: as planned, nothing read).
     pub outcomes: Vec<Option<Fate>>,
     pub bytes_read: u64,
@@ -169,20 +169,22 @@ impl Sink<'_> {
             Content::Skip | Content::Failed(_) => unreachable!("handled by take"),
         };
         let known = match inc.digest {
-            Some(d) if self.stored_here.contains_key(&d) || self.chain_digests.contains(&d)? => {
-                Some(d)
-            }
+            Some(d) if self.stored.get(&d).is_some() || self.chain_digests.contains(&d)? => Some(d),
             _ => None,
         };
         if let Some(d) = known {
             // Stored before: a hard link inside a full, nothing in an incremental.
-            if let (Some(w), Some(&first)) = (self.writer.as_mut(), self.stored_here.get(&d)) {
-                let first = &self.blobs[first].member;
-                w.add_hardlink(&member, first, &meta_of(&inc.fresh))?;
+            if let (Some(w), Some(first)) = (self.writer.as_mut(), self.stored.get(&d)) {
+                let first = paths::member(self.top, &self.plan.items[first.item].entry.path);
+                w.add_hardlink(&member, &first, &meta_of(&inc.fresh))?;
             }
         } else {
             match self.store(idx, &member, &mut inc)? {
-                Some(d) => self.note_blob(d, member, inc.fresh.size),
+                Some(d) => self.stored.insert(StoredContent {
+                    size: inc.fresh.size,
+                    item: idx,
+                    digest: d,
+                }),
                 None => return Ok(()),
             }
         }
@@ -246,17 +248,6 @@ impl Sink<'_> {
                 Ok(None)
             }
             Err(Err(write_err)) => Err(write_err.into()),
-        }
-    }
-
-    fn note_blob(&mut self, digest: Digest, member: Vec<u8>, size: u64) {
-        if let std::collections::hash_map::Entry::Vacant(v) = self.stored_here.entry(digest) {
-            v.insert(self.blobs.len());
-            self.blobs.push(NewBlob {
-                digest,
-                member,
-                size,
-            });
         }
     }
 
