@@ -150,7 +150,7 @@ pub fn plan(
         ..Plan::default()
     };
     let mut p = prev.into_iter().peekable();
-    for mut entry in scanned {
+    for mut entry in freeing(scanned, 16 * 1024) {
         // Previous paths sorting before this one are not in the walk.
         while let Some(old) = p.next_if(|o| o.path < entry.path) {
             gone(&mut out, old, failed, kind);
@@ -202,6 +202,21 @@ pub fn plan(
     out
 }
 
+/// A vector's items in order, its memory given back as they are taken: the items of a full
+/// plan are a copy of the walked tree and more, and holding both at once was the backup's peak.
+/// The vector is cut into chunks from its end (each cut copies only that chunk; the shrink
+/// returns the pages past it), and each chunk is freed once consumed.
+fn freeing<T>(mut v: Vec<T>, chunk: usize) -> impl Iterator<Item = T> {
+    let mut chunks = Vec::with_capacity(v.len() / chunk + 1);
+    while v.len() > chunk {
+        let tail = v.split_off(v.len() - chunk);
+        v.shrink_to_fit();
+        chunks.push(tail);
+    }
+    chunks.push(v);
+    chunks.into_iter().rev().flatten()
+}
+
 fn gone(out: &mut Plan, old: Entry, failed: &[Vec<u8>], kind: Kind) {
     if under(&old.path, failed) {
         if kind == Kind::Full {
@@ -217,6 +232,14 @@ fn gone(out: &mut Plan, old: Entry, failed: &[Vec<u8>], kind: Kind) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn freeing_gives_every_item_once_in_order() {
+        for n in [0usize, 1, 5, 16, 17, 100] {
+            let got: Vec<usize> = freeing((0..n).collect(), 4).collect();
+            assert_eq!(got, (0..n).collect::<Vec<_>>());
+        }
+    }
     use crate::hash::HashAlgo;
     use crate::tree::StatCache;
 

@@ -446,11 +446,9 @@ impl Run<'_> {
             None => None,
         };
         let outcomes = std::mem::take(&mut sink.outcomes);
-        let (bytes_read, stored, mut problems) = (
-            sink.bytes_read,
-            std::mem::take(&mut sink.stored).into_sorted(),
-            std::mem::take(&mut sink.problems),
-        );
+        let stored =
+            std::mem::take(&mut sink.stored).into_sorted(&|i| sink::stored_digest(&outcomes, i));
+        let (bytes_read, mut problems) = (sink.bytes_read, std::mem::take(&mut sink.problems));
         drop(sink);
         let mut stats = record::count(&plan, self.kind, Some(&outcomes));
         stats.bytes_read = bytes_read;
@@ -492,13 +490,13 @@ impl Run<'_> {
         snap: &NewSnapshot,
         plan: &Plan,
         outcomes: &[Option<read::Fate>],
-        stored: &[stored::StoredContent],
+        stored: &[usize],
     ) -> Result<()> {
         let mut changes = record::changes(plan, self.kind, outcomes);
-        let mut blobs = stored.iter().map(|c| NewBlob {
-            digest: c.digest,
-            member: paths::member(&self.name, &plan.items[c.item].entry.path),
-            size: c.size,
+        let mut blobs = stored.iter().map(|&i| NewBlob {
+            digest: sink::stored_digest(outcomes, i),
+            member: paths::member(&self.name, &plan.items[i].entry.path),
+            size: sink::stored_size(plan, outcomes, i),
         });
         repo.manifest.commit_snapshot(
             &self.src_bytes,

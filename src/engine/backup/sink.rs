@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use super::read::{fresh_entry, open_nofollow, sparse_map, stat_moved, Content, Fate};
-use super::stored::{Stored, StoredContent};
+use super::stored::Stored;
 use crate::archive::{ArchiveWriter, Compression, MemberMeta};
 use crate::engine::paths;
 use crate::engine::plan::{self, Plan};
@@ -71,6 +71,23 @@ pub(super) struct Sink<'a> {
     pub outcomes: Vec<Option<Fate>>,
     pub bytes_read: u64,
     pub problems: Vec<Problem>,
+}
+
+/// The digest a stored item ended with (its outcome's).
+pub(super) fn stored_digest(outcomes: &[Option<Fate>], item: usize) -> Digest {
+    match &outcomes[item] {
+        Some(Fate::Digest(d, _)) => *d,
+        Some(Fate::Fresh(e)) => e.digest.expect("a stored file has its digest"),
+        _ => unreachable!("a stored file has an outcome with its digest"),
+    }
+}
+
+/// The size a stored item ended with.
+pub(super) fn stored_size(plan: &Plan, outcomes: &[Option<Fate>], item: usize) -> u64 {
+    match &outcomes[item] {
+        Some(Fate::Fresh(e)) => e.size,
+        _ => plan.items[item].entry.size,
+    }
 }
 
 /// A file's content as the sink gets it: what is known before it is stored.
@@ -169,22 +186,30 @@ impl Sink<'_> {
             Content::Skip | Content::Failed(_) => unreachable!("handled by take"),
         };
         let known = match inc.digest {
-            Some(d) if self.stored.get(&d).is_some() || self.chain_digests.contains(&d)? => Some(d),
+            Some(d)
+                if self
+                    .stored
+                    .get(&d, &|i| stored_digest(&self.outcomes, i))
+                    .is_some()
+                    || self.chain_digests.contains(&d)? =>
+            {
+                Some(d)
+            }
             _ => None,
         };
         if let Some(d) = known {
             // Stored before: a hard link inside a full, nothing in an incremental.
-            if let (Some(w), Some(first)) = (self.writer.as_mut(), self.stored.get(&d)) {
-                let first = paths::member(self.top, &self.plan.items[first.item].entry.path);
+            let first = self.stored.get(&d, &|i| stored_digest(&self.outcomes, i));
+            if let (Some(w), Some(first)) = (self.writer.as_mut(), first) {
+                let first = paths::member(self.top, &self.plan.items[first].entry.path);
                 w.add_hardlink(&member, &first, &meta_of(&inc.fresh))?;
             }
         } else {
             match self.store(idx, &member, &mut inc)? {
-                Some(d) => self.stored.insert(StoredContent {
-                    size: inc.fresh.size,
-                    item: idx,
-                    digest: d,
-                }),
+                Some(d) => {
+                    let outcomes = &self.outcomes;
+                    self.stored.insert(idx, &d, &|i| stored_digest(outcomes, i));
+                }
                 None => return Ok(()),
             }
         }

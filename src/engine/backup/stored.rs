@@ -1,69 +1,56 @@
 //! The contents stored in the archive being written, held compactly: a full of a million small
 //! files stores about a million contents, and each costs the memory of the whole backup.
 //!
-//! A content is its digest, its size and the plan item whose path names its tar member (the
-//! member name itself is made again when needed, not kept). The index from digest to content
-//! holds only positions in that list, hashed by the digest's first bytes: a digest is already
-//! a uniform hash, and no one can make many distinct contents share those bytes.
+//! A content is known by the plan item stored as its member; the digest and size are that
+//! item's (its outcome holds them), so the index keeps nothing but item numbers, hashed by the
+//! digest's first bytes: a digest is already a uniform hash, and no one can make many distinct
+//! contents share those bytes.
 
 use hashbrown::hash_table::Entry;
 use hashbrown::HashTable;
 
 use crate::hash::Digest;
 
-/// One stored content.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct StoredContent {
-    pub size: u64,
-    /// The plan item stored as this content's member.
-    pub item: usize,
-    pub digest: Digest,
-}
+/// The digest of a stored item.
+pub(super) type DigestOf<'a> = &'a dyn Fn(usize) -> Digest;
 
-/// The contents of this archive, in the order they were stored, with an index by digest.
+/// The items whose content this archive stores, indexed by digest.
 #[derive(Default)]
 pub(super) struct Stored {
-    list: Vec<StoredContent>,
     index: HashTable<usize>,
 }
 
 impl Stored {
-    /// Room for `n` contents (the number of files to read bounds it), so that the list does
-    /// not double past what it needs.
+    /// Room for `n` contents (the number of files to read bounds it).
     pub fn with_capacity(n: usize) -> Stored {
         Stored {
-            list: Vec::with_capacity(n),
             index: HashTable::with_capacity(n),
         }
     }
 
-    /// The content with this digest, if this archive stores it.
-    pub fn get(&self, d: &Digest) -> Option<&StoredContent> {
-        self.index
-            .find(prefix(d), |&i| self.list[i].digest == *d)
-            .map(|&i| &self.list[i])
+    /// The item stored with this digest, if this archive stores it.
+    pub fn get(&self, d: &Digest, digest_of: DigestOf<'_>) -> Option<usize> {
+        self.index.find(prefix(d), |&i| digest_of(i) == *d).copied()
     }
 
-    /// Notes a content (the first one stored under a digest wins).
-    pub fn insert(&mut self, c: StoredContent) {
-        let list = &mut self.list;
-        let at = list.len();
+    /// Notes that `item` is stored with digest `d` (the first item stored under a digest
+    /// wins). `digest_of` must answer for every item noted before.
+    pub fn insert(&mut self, item: usize, d: &Digest, digest_of: DigestOf<'_>) {
         let found = self.index.entry(
-            prefix(&c.digest),
-            |&i| list[i].digest == c.digest,
-            |&i| prefix(&list[i].digest),
+            prefix(d),
+            |&i| digest_of(i) == *d,
+            |&i| prefix(&digest_of(i)),
         );
         if let Entry::Vacant(v) = found {
-            v.insert(at);
-            list.push(c);
+            v.insert(item);
         }
     }
 
-    /// The list, the index dropped, sorted by digest: the manifest's key order.
-    pub fn into_sorted(self) -> Vec<StoredContent> {
-        let mut list = self.list;
-        list.sort_unstable_by_key(|c| prefix(&c.digest));
-        list
+    /// The stored items in digest order (the manifest's key order), the index dropped.
+    pub fn into_sorted(self, digest_of: DigestOf<'_>) -> Vec<usize> {
+        let mut items: Vec<usize> = self.index.into_iter().collect();
+        items.sort_unstable_by_key(|&i| prefix(&digest_of(i)));
+        items
     }
 }
 
@@ -81,28 +68,23 @@ mod tests {
     use crate::hash::HashAlgo;
 
     #[test]
-    fn the_first_content_of_a_digest_is_kept_and_the_list_comes_out_in_key_order() {
-        let d = |s: &[u8]| HashAlgo::Blake3.digest(s);
-        let mut s = Stored::with_capacity(2);
-        s.insert(StoredContent {
-            size: 1,
-            item: 7,
-            digest: d(b"a"),
-        });
-        s.insert(StoredContent {
-            size: 1,
-            item: 9,
-            digest: d(b"a"),
-        });
-        s.insert(StoredContent {
-            size: 2,
-            item: 3,
-            digest: d(b"bb"),
-        });
-        assert_eq!(s.get(&d(b"a")).map(|c| c.item), Some(7));
-        assert!(s.get(&d(b"c")).is_none());
-        let list = s.into_sorted();
-        assert_eq!(list.len(), 2);
-        assert!(prefix(&list[0].digest) <= prefix(&list[1].digest));
+    fn the_first_item_of_a_digest_is_kept_and_the_items_come_out_in_key_order() {
+        let contents: [&[u8]; 4] = [b"a", b"bb", b"a", b"ccc"];
+        let digests: Vec<Digest> = contents
+            .iter()
+            .map(|c| HashAlgo::Blake3.digest(c))
+            .collect();
+        let of = |i: usize| digests[i];
+        let mut s = Stored::with_capacity(1);
+        for (i, d) in digests.iter().enumerate() {
+            s.insert(i, d, &of);
+        }
+        assert_eq!(s.get(&digests[2], &of), Some(0));
+        assert_eq!(s.get(&HashAlgo::Blake3.digest(b"zz"), &of), None);
+        let items = s.into_sorted(&of);
+        assert_eq!(items.len(), 3);
+        assert!(items
+            .windows(2)
+            .all(|w| prefix(&of(w[0])) <= prefix(&of(w[1]))));
     }
 }
