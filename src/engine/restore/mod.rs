@@ -27,7 +27,6 @@ pub mod target;
 mod validate;
 mod write;
 
-use std::collections::HashMap;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -186,8 +185,6 @@ impl Job<'_> {
         count_kinds(&tree, &mut report);
         // Failures from here on are of entries counted above: each uncounts its entry.
         let failed_before = problems.len();
-        let kinds: HashMap<Vec<u8>, EntryKind> =
-            tree.iter().map(|e| (e.path.clone(), e.kind)).collect();
         let is_root = unsafe { libc::geteuid() } == 0;
         let notes = std::sync::Mutex::new(Vec::new());
         let ctx = WriteCtx {
@@ -198,7 +195,7 @@ impl Job<'_> {
             force: opts.force,
             notes: &notes,
         };
-        write::make_dirs(root_fd, &mut tree, &mut problems);
+        let dropped = write::make_dirs(root_fd, &mut tree, &mut problems);
         let written = self.write_files(ctx, &tree, &mut report, &mut problems)?;
         write::make_symlinks(ctx, &tree, &mut problems);
         write::make_specials(ctx, &tree, &mut problems);
@@ -214,7 +211,7 @@ impl Job<'_> {
         unsafe { libc::syncfs(root_fd) };
         self.progress.finish();
         report.bytes_written = written;
-        report.uncount(&problems[failed_before..], &kinds);
+        report.uncount(&problems[failed_before..], &tree, &dropped);
         // Refused attributes: the path is restored, but not quite as it was.
         problems.extend(notes.into_inner().unwrap_or_else(|e| e.into_inner()));
         Ok(report.with_problems(problems))
@@ -269,10 +266,20 @@ impl Job<'_> {
 }
 
 impl RestoreReport {
-    /// Takes the entries that failed out of the counts of what was restored.
-    fn uncount(&mut self, failed: &[Problem], kinds: &HashMap<Vec<u8>, EntryKind>) {
+    /// Takes the entries that failed out of the counts of what was restored: each is in the
+    /// tree (in path order) or among the entries taken out of it below failed folders.
+    fn uncount(&mut self, failed: &[Problem], tree: &[Entry], dropped: &[(Vec<u8>, EntryKind)]) {
         for p in failed {
-            let counter = match kinds.get(&p.path) {
+            let in_tree = tree
+                .binary_search_by(|e| e.path.as_slice().cmp(&p.path))
+                .map(|i| tree[i].kind);
+            let kind = in_tree.ok().or_else(|| {
+                dropped
+                    .binary_search_by(|(path, _)| path.as_slice().cmp(&p.path))
+                    .ok()
+                    .map(|i| dropped[i].1)
+            });
+            let counter = match kind {
                 Some(EntryKind::File) => &mut self.files,
                 Some(EntryKind::Dir) => &mut self.dirs,
                 Some(EntryKind::Symlink) => &mut self.symlinks,

@@ -328,8 +328,13 @@ fn make_dir(dirs: &mut DirCache, e: &Entry) -> Result<(), String> {
 }
 
 /// Makes the folders, parents first. A folder that cannot be made fails, and so does
-/// everything below it (taken out of `tree`).
-pub(super) fn make_dirs(root: RawFd, tree: &mut Vec<Entry>, problems: &mut Vec<Problem>) {
+/// everything below it: taken out of `tree`, and returned (path and kind, in path order) so
+/// that the report can uncount them.
+pub(super) fn make_dirs(
+    root: RawFd,
+    tree: &mut Vec<Entry>,
+    problems: &mut Vec<Problem>,
+) -> Vec<(Vec<u8>, EntryKind)> {
     let mut dirs = DirCache::new(root);
     let mut failed: Vec<Vec<u8>> = Vec::new();
     for e in tree.iter().filter(|e| e.kind == EntryKind::Dir) {
@@ -341,17 +346,23 @@ pub(super) fn make_dirs(root: RawFd, tree: &mut Vec<Entry>, problems: &mut Vec<P
             failed.push(e.path.clone());
         }
     }
-    drop_below(tree, &failed, problems);
+    drop_below(tree, &failed, problems)
 }
 
 /// Takes out of `tree` the failed folders and everything below them; the entries below are
-/// problems too.
-fn drop_below(tree: &mut Vec<Entry>, failed: &[Vec<u8>], problems: &mut Vec<Problem>) {
+/// problems too. Returns what was taken out.
+fn drop_below(
+    tree: &mut Vec<Entry>,
+    failed: &[Vec<u8>],
+    problems: &mut Vec<Problem>,
+) -> Vec<(Vec<u8>, EntryKind)> {
+    let mut dropped = Vec::new();
     if failed.is_empty() {
-        return;
+        return dropped;
     }
     tree.retain(|e| {
         if failed.iter().any(|f| f == &e.path) {
+            dropped.push((e.path.clone(), e.kind));
             return false;
         }
         let Some(f) = failed.iter().find(|f| below(&e.path, f)) else {
@@ -359,8 +370,10 @@ fn drop_below(tree: &mut Vec<Entry>, failed: &[Vec<u8>], problems: &mut Vec<Prob
         };
         let why = format!("its folder {} could not be restored", display_path(f));
         problems.push(Problem::failed(e.path.clone(), why));
+        dropped.push((e.path.clone(), e.kind));
         false
     });
+    dropped
 }
 
 /// Hard links of restored files: (link, file it links to). Returns how many were made.
