@@ -7,6 +7,7 @@ use std::io::{self, Read};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::wants::{Wanted, Wants};
 use super::write::{copy_restored, write_file, Body, DirCache, ItemError, WriteCtx};
 use crate::archive::reader::{self, Flow, Member, MemberKind, ReadError};
 use crate::engine::batch::{Batcher, INLINE_MAX};
@@ -17,14 +18,6 @@ use crate::manifest::SnapshotRow;
 use crate::pool::{CancelToken, Pool};
 use crate::progress::Progress;
 use crate::tree::{Entry, EntryKind};
-
-/// A needed content: where it goes.
-struct Wanted {
-    /// Indices into the restore's file list; the first is written from the archive, the
-    /// others copied from it.
-    dests: Vec<usize>,
-    size: u64,
-}
 
 /// Work for the pool.
 enum Job {
@@ -50,7 +43,7 @@ pub(super) struct FilePlan<'a> {
     /// Empty files (no archive needed).
     empty: Vec<usize>,
     /// By snapshot seq: member name → where it goes.
-    by_archive: BTreeMap<i64, HashMap<Vec<u8>, Wanted>>,
+    by_archive: BTreeMap<i64, Wants>,
 }
 
 /// Groups hard links, finds each content's archive; contents missing from the chain fail.
@@ -89,10 +82,8 @@ pub(super) fn plan_files<'a>(
         let digest = e.digest.expect("validated");
         match repo.manifest.blob(snap.chain_seq, &digest)? {
             Some(loc) => {
-                let size = loc.size;
                 let w = plan.by_archive.entry(loc.snap_seq).or_default();
-                let w = w.entry(loc.member).or_insert(Wanted { dests: Vec::new(), size });
-                w.dests.push(i);
+                w.add(loc.member, i, loc.size);
             }
             None => problems.push(Problem::failed(
                 e.path.clone(),
@@ -101,6 +92,7 @@ pub(super) fn plan_files<'a>(
         }
     }
     plan.files = files;
+    plan.by_archive.values_mut().for_each(Wants::seal);
     Ok(plan)
 }
 
@@ -151,9 +143,8 @@ impl Writer<'_> {
             let archive = match archive {
                 Ok(a) => a,
                 Err(why) => {
-                    let all = wanted.values().flat_map(|w| &w.dests);
-                    problems
-                        .extend(all.map(|&i| Problem::failed(plan.files[i].path.clone(), &why)));
+                    let all = wanted.dests();
+                    problems.extend(all.map(|i| Problem::failed(plan.files[i].path.clone(), &why)));
                     continue;
                 }
             };
@@ -169,7 +160,7 @@ impl Writer<'_> {
         &self,
         path: &Path,
         archive: &str,
-        mut wanted: HashMap<Vec<u8>, Wanted>,
+        mut wanted: Wants,
         files: &[&Entry],
     ) -> Result<Vec<Problem>> {
         let mut problems = Vec::new();
@@ -201,7 +192,7 @@ impl Writer<'_> {
         &self,
         path: &Path,
         archive: &str,
-        wanted: &mut HashMap<Vec<u8>, Wanted>,
+        wanted: &mut Wants,
         files: &[&Entry],
         push: &mut dyn FnMut(Job) -> bool,
     ) {
@@ -211,7 +202,7 @@ impl Writer<'_> {
             if wanted.is_empty() || self.cancel.is_cancelled() {
                 return Ok(Flow::Stop);
             }
-            let Some(w) = wanted.remove(&m.name) else {
+            let Some(w) = wanted.take(&m.name) else {
                 return Ok(Flow::Continue); // not vouched for by the manifest: never used
             };
             let job = match self.member_job(m, w, archive, files, &mut dirs, &mut batch) {
@@ -233,7 +224,7 @@ impl Writer<'_> {
             Err(Err(ReadError::Missing { .. })) => format!("archive {archive} is missing"),
             Err(Err(e)) => e.to_string(),
         };
-        for (_, w) in wanted.drain() {
+        for w in wanted.drain() {
             let error = leftover.clone();
             push(Job::Fail {
                 dests: w.dests,

@@ -25,6 +25,7 @@
 mod archive;
 pub mod target;
 mod validate;
+mod wants;
 mod write;
 
 use std::os::fd::AsRawFd;
