@@ -153,7 +153,7 @@ fn list_dir(src: &Path, dir: Vec<u8>, opts: &WalkOptions, more: &mut Vec<Vec<u8>
             }
         };
         let mut e = entry_from_meta(rel, kind, &m);
-        if let Err(why) = complete_entry(&de.path(), &mut e) {
+        if let Err(why) = complete_entry(&de, &mut e) {
             out.warnings.push(Problem::failed(e.path.clone(), why));
             out.failed.push(e.path);
             continue;
@@ -214,9 +214,10 @@ fn selected(
 
 /// Adds what `lstat` does not tell: the symlink target. (Extended attributes are read after
 /// the plan, only for paths whose stat data changed: see `backup::xattrs`.)
-fn complete_entry(abs: &Path, e: &mut Entry) -> std::result::Result<(), String> {
+fn complete_entry(de: &fs::DirEntry, e: &mut Entry) -> std::result::Result<(), String> {
     if e.kind == EntryKind::Symlink {
-        let t = fs::read_link(abs).map_err(|err| format!("cannot read symlink: {err}"))?;
+        // The absolute path is made only here: a million files would each pay for it.
+        let t = fs::read_link(de.path()).map_err(|err| format!("cannot read symlink: {err}"))?;
         let t = t.into_os_string().into_vec();
         e.size = t.len() as u64;
         e.target = Some(t);
@@ -433,12 +434,10 @@ fn relist_dir(
     if !d.is_empty() {
         let abs = src.join(os(d));
         if let Ok(m) = fs::symlink_metadata(&abs) {
-            let mut e = entry_from_meta(d.to_vec(), EntryKind::Dir, &m);
-            if let Err(why) = complete_entry(&abs, &mut e) {
-                st.now.warnings.push(Problem::failed(d.to_vec(), why));
-                st.now.failed.push(d.to_vec());
-            }
-            st.now.entries.push(e);
+            // A folder: nothing to add to what lstat told.
+            st.now
+                .entries
+                .push(entry_from_meta(d.to_vec(), EntryKind::Dir, &m));
             if let Some(e) = prev_at(d)? {
                 st.prev.push(e);
             }

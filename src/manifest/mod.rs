@@ -16,6 +16,7 @@ pub mod schema;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
+use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, Transaction};
 
 use crate::hash::{Digest, HashAlgo};
@@ -1051,10 +1052,12 @@ fn snapshot_row(r: &Row<'_>) -> rusqlite::Result<SnapshotRow> {
 }
 
 fn entry_row(r: &Row<'_>) -> rusqlite::Result<Entry> {
-    let digest: Option<Vec<u8>> = r.get(11)?;
-    let digest = match digest {
-        None => None,
-        Some(b) => Some(Digest::from_bytes(&b).ok_or_else(|| bad_column(11, "digest"))?),
+    // Borrowed from the row, not copied into a vector first: a million rows are read back
+    // for every incremental of a million-file tree.
+    let digest = match r.get_ref(11)? {
+        ValueRef::Null => None,
+        ValueRef::Blob(b) => Some(Digest::from_bytes(b).ok_or_else(|| bad_column(11, "digest"))?),
+        _ => return Err(bad_column(11, "digest")),
     };
     Ok(Entry {
         path: r.get(0)?,
