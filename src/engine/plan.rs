@@ -55,21 +55,9 @@ pub struct Item {
     pub xattrs_unread: bool,
 }
 
-impl Item {
-    /// After reading (when read) the entry carries its digest: does the manifest need a new
-    /// row, and is it a user-visible change?
-    pub fn outcome(&self, entry: &Entry) -> (bool, bool) {
-        outcome(self.prev, entry)
-    }
-}
-
-/// [`Item::outcome`] for an item already taken apart.
-pub fn outcome(prev: Prev, entry: &Entry) -> (bool, bool) {
-    outcome_digest(prev, entry.digest)
-}
-
-/// [`outcome`] from the digest alone, which is all of the entry it looks at.
-pub fn outcome_digest(prev: Prev, now: Option<Digest>) -> (bool, bool) {
+/// Once an item's file is read (or not), with `now` its content digest: does the manifest need
+/// a new row, and is it a user-visible change?
+pub fn outcome(prev: Prev, now: Option<Digest>) -> (bool, bool) {
     match prev {
         Prev::None => (true, true),
         Prev::Was {

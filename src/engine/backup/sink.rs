@@ -185,21 +185,16 @@ impl Sink<'_> {
             },
             Content::Skip | Content::Failed(_) => unreachable!("handled by take"),
         };
+        let outcomes = &self.outcomes;
+        let first = inc
+            .digest
+            .and_then(|d| self.stored.get(&d, &|i| stored_digest(outcomes, i)));
         let known = match inc.digest {
-            Some(d)
-                if self
-                    .stored
-                    .get(&d, &|i| stored_digest(&self.outcomes, i))
-                    .is_some()
-                    || self.chain_digests.contains(&d)? =>
-            {
-                Some(d)
-            }
-            _ => None,
+            Some(d) => first.is_some() || self.chain_digests.contains(&d)?,
+            None => false,
         };
-        if let Some(d) = known {
+        if known {
             // Stored before: a hard link inside a full, nothing in an incremental.
-            let first = self.stored.get(&d, &|i| stored_digest(&self.outcomes, i));
             if let (Some(w), Some(first)) = (self.writer.as_mut(), first) {
                 let first = paths::member(self.top, &self.plan.items[first].entry.path);
                 w.add_hardlink(&member, &first, &meta_of(&inc.fresh))?;
