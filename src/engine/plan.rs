@@ -133,37 +133,62 @@ pub fn plan(
 ) -> Plan {
     debug_assert!(failed.windows(2).all(|w| w[0] <= w[1]));
     debug_assert!(scanned.windows(2).all(|w| w[0].path < w[1].path));
-    let mut out = Plan {
-        items: Vec::with_capacity(if kind == Kind::Full { scanned.len() } else { 0 }),
-        ..Plan::default()
-    };
-    let mut p = prev.into_iter().peekable();
-    for mut entry in freeing(scanned, 16 * 1024) {
-        // Previous paths sorting before this one are not in the walk.
-        while let Some(old) = p.next_if(|o| o.path < entry.path) {
-            gone(&mut out, old, failed, kind);
+    let mut p = Planner::new(prev.into_iter(), kind, rehash);
+    if kind == Kind::Full {
+        p.out.items.reserve(scanned.len());
+    }
+    for entry in freeing(scanned, 16 * 1024) {
+        p.push(entry, failed);
+    }
+    p.finish(failed)
+}
+
+/// The plan made one walked entry at a time, as the walk gives them in path byte order:
+/// neither tree is ever held whole.
+pub struct Planner<P: Iterator<Item = Entry>> {
+    prev: std::iter::Peekable<P>,
+    kind: Kind,
+    rehash: bool,
+    out: Plan,
+}
+
+impl<P: Iterator<Item = Entry>> std::fmt::Debug for Planner<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Planner")
+            .field("kind", &self.kind)
+            .field("items", &self.out.items.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: Iterator<Item = Entry>> Planner<P> {
+    /// A plan against `prev`, the previous tree in path byte order (empty for a first backup).
+    pub fn new(prev: P, kind: Kind, rehash: bool) -> Planner<P> {
+        Planner {
+            prev: prev.peekable(),
+            kind,
+            rehash,
+            out: Plan::default(),
         }
-        let old = p.next_if(|o| o.path == entry.path);
-        let read = if entry.kind != EntryKind::File {
-            ReadReason::No
-        } else if kind == Kind::Full {
-            ReadReason::Full
-        } else if rehash {
-            ReadReason::Rehash
-        } else {
-            match &old {
-                None => ReadReason::New,
-                Some(o) if o.kind != EntryKind::File || o.digest.is_none() => ReadReason::New,
-                Some(o) if !o.same_stat(&entry) => ReadReason::StatChanged,
-                Some(_) => ReadReason::No,
-            }
-        };
+    }
+
+    /// Takes the next walked entry (greater than every one before it). `failed`: the paths
+    /// known so far whose state could not be read, sorted; it holds every one at or before
+    /// `entry` in path order.
+    pub fn push(&mut self, mut entry: Entry, failed: &[Vec<u8>]) {
+        let kind = self.kind;
+        // Previous paths sorting before this one are not in the walk.
+        while let Some(old) = self.prev.next_if(|o| o.path < entry.path) {
+            gone(&mut self.out, old, failed, kind);
+        }
+        let old = self.prev.next_if(|o| o.path == entry.path);
+        let read = read_reason(&entry, old.as_ref(), kind, self.rehash);
         if read == ReadReason::No && entry.kind == EntryKind::File {
             entry.digest = old.as_ref().and_then(|o| o.digest);
             entry.sparse = old.as_ref().is_some_and(|o| o.sparse);
         }
         // Setting an attribute moves ctime: with the stat data as before, so are they.
-        let xattrs_unread = rehash || !old.as_ref().is_some_and(|o| o.same_stat(&entry));
+        let xattrs_unread = self.rehash || !old.as_ref().is_some_and(|o| o.same_stat(&entry));
         entry.xattrs = old.as_ref().and_then(|o| o.xattrs.clone());
         let prev = match &old {
             None => Prev::None,
@@ -174,20 +199,42 @@ pub fn plan(
             },
         };
         if kind == Kind::Incremental && read == ReadReason::No && old.as_ref() == Some(&entry) {
-            out.unchanged += 1;
-            continue;
+            self.out.unchanged += 1;
+            return;
         }
-        out.items.push(Item {
+        self.out.items.push(Item {
             entry,
             prev,
             read,
             xattrs_unread,
         });
     }
-    for old in p {
-        gone(&mut out, old, failed, kind);
+
+    /// The plan, once every walked entry is in: what is left of `prev` is gone.
+    pub fn finish(mut self, failed: &[Vec<u8>]) -> Plan {
+        for old in self.prev {
+            gone(&mut self.out, old, failed, self.kind);
+        }
+        self.out
     }
-    out
+}
+
+/// Why (and whether) a walked entry's content is read.
+fn read_reason(entry: &Entry, old: Option<&Entry>, kind: Kind, rehash: bool) -> ReadReason {
+    if entry.kind != EntryKind::File {
+        ReadReason::No
+    } else if kind == Kind::Full {
+        ReadReason::Full
+    } else if rehash {
+        ReadReason::Rehash
+    } else {
+        match old {
+            None => ReadReason::New,
+            Some(o) if o.kind != EntryKind::File || o.digest.is_none() => ReadReason::New,
+            Some(o) if !o.same_stat(entry) => ReadReason::StatChanged,
+            Some(_) => ReadReason::No,
+        }
+    }
 }
 
 /// A vector's items in order, its memory given back as they are taken: the items of a full

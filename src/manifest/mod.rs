@@ -170,6 +170,9 @@ const SNAPSHOT_COLUMNS: &str =
      s.warnings, s.duration_ms, s.root_mode, s.root_uid, s.root_gid, s.root_mtime_ns";
 const SNAPSHOT_FROM: &str = "snapshots s JOIN sources src ON src.id = s.source_id \
      LEFT JOIN snapshots p ON p.seq = s.parent_seq";
+/// Each connection is used by one thread at a time (a `Connection` is not `Sync`), so SQLite's
+/// per-connection mutex only costs: a lock and an unlock around every column read.
+const NO_MUTEX: OpenFlags = OpenFlags::SQLITE_OPEN_NO_MUTEX;
 const ENTRY_COLUMNS: &str =
     "path, kind, mode, uid, gid, size, mtime_ns, ctime_ns, ino, dev, nlink, digest, target, \
      rdev, xattrs, sparse";
@@ -179,7 +182,7 @@ impl Manifest {
     pub fn create(path: &Path) -> Result<Manifest, ManifestError> {
         let conn = Connection::open_with_flags(
             path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | NO_MUTEX,
         )
         .map_err(|e| sql(path, e))?;
         let mut m = Manifest {
@@ -205,7 +208,7 @@ impl Manifest {
 
     fn open_with(path: &Path, exclusive: bool) -> Result<Manifest, ManifestError> {
         check_not_truncated(path)?;
-        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE)
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | NO_MUTEX)
             .map_err(|e| sql(path, e))?;
         if exclusive {
             conn.execute_batch("PRAGMA locking_mode = EXCLUSIVE")
@@ -262,7 +265,7 @@ impl Manifest {
     /// The repository id stored in a manifest file, read without changing it: `None` for a
     /// manifest older than schema 2 (which has none yet). An empty or foreign file is damage.
     pub fn peek_repository_id(path: &Path) -> Result<Option<String>, ManifestError> {
-        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | NO_MUTEX)
             .map_err(|e| damaged_or_sql(path, e))?;
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))

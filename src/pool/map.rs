@@ -5,7 +5,8 @@
 //! either side. Results travel back over an unbounded channel, so a worker never blocks on a
 //! busy sink and jobs of other work (compression blocks) keep flowing on the same workers.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::cmp::Ordering as Rank;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -21,6 +22,37 @@ enum Msg<U, T> {
     Done(u64, U, Vec<T>),
     Skipped,
     Panicked(String),
+}
+
+/// Which of two queued items goes first (`Less`: the first argument). A run is given it with
+/// its [`Order`]; only a growing queue has items that wait.
+pub(super) type First<T> = fn(&T, &T) -> Rank;
+
+/// An item a job pushed, waiting for its turn.
+struct Queued<T> {
+    item: T,
+    first: First<T>,
+}
+
+impl<T> PartialEq for Queued<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Rank::Equal
+    }
+}
+
+impl<T> Eq for Queued<T> {}
+
+impl<T> PartialOrd for Queued<T> {
+    fn partial_cmp(&self, other: &Self) -> Option<Rank> {
+        Some(self.cmp(other))
+    }
+}
+
+impl<T> Ord for Queued<T> {
+    /// The heap's top is the item that goes first.
+    fn cmp(&self, other: &Self) -> Rank {
+        (self.first)(&other.item, &self.item)
+    }
 }
 
 /// Per-worker states: each job borrows one (building it the first time), so at most one state
@@ -112,7 +144,8 @@ struct Feeder<'a, 'env, T, U, E, K> {
     consumed: u64,
     next: u64,
     pending: BTreeMap<u64, U>,
-    queue: VecDeque<T>,
+    queue: BinaryHeap<Queued<T>>,
+    first: First<T>,
     failed: Option<PoolError<E>>,
 }
 
@@ -154,7 +187,9 @@ where
             Msg::Panicked(m) => return self.fail(PoolError::WorkerPanicked(m)),
             Msg::Skipped => return self.consumed += 1,
             Msg::Done(i, u, more) => {
-                self.queue.extend(more);
+                let first = self.first;
+                self.queue
+                    .extend(more.into_iter().map(|item| Queued { item, first }));
                 (i, u)
             }
         };
@@ -179,7 +214,8 @@ where
         self.failed.get_or_insert(e);
     }
 
-    /// Works off the queue of pushed-back items and waits for everything that is out.
+    /// Works off the queue of pushed items, in the order `first` gives them, and waits for
+    /// everything that is out.
     fn drain<S, I, W>(&mut self, run: &'env Run<'env, S, I, W>)
     where
         S: Send,
@@ -187,9 +223,9 @@ where
         W: Fn(&mut S, T, &mut Vec<T>) -> U + Sync,
     {
         while !self.stopped() && (self.sent > self.consumed || !self.queue.is_empty()) {
-            match self.queue.pop_front() {
+            match self.queue.pop() {
                 Some(t) => {
-                    self.push(run, t);
+                    self.push(run, t.item);
                 }
                 None => self.take_one(),
             }
@@ -205,7 +241,7 @@ pub(super) fn run<T, U, S, E>(
     init: impl Fn() -> S + Sync,
     work: impl Fn(&mut S, T, &mut Vec<T>) -> U + Sync,
     sink: impl FnMut(U) -> Result<(), E>,
-    order: Order,
+    (order, first): (Order, First<T>),
     feed: impl FnOnce(&mut dyn FnMut(T) -> bool),
 ) -> Result<(), PoolError<E>>
 where
@@ -233,7 +269,8 @@ where
             consumed: 0,
             next: 0,
             pending: BTreeMap::new(),
-            queue: VecDeque::new(),
+            queue: BinaryHeap::new(),
+            first,
             failed: None,
         };
         feed(&mut |item| f.push(&run, item));

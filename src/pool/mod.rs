@@ -155,7 +155,7 @@ impl Pool {
             init,
             work,
             sink,
-            map::Order::Input,
+            (map::Order::Input, |_, _| std::cmp::Ordering::Equal),
             feed,
         )
     }
@@ -182,14 +182,15 @@ impl Pool {
             init,
             work,
             sink,
-            map::Order::AsReady,
+            (map::Order::AsReady, |_, _| std::cmp::Ordering::Equal),
             feed,
         )
     }
 
     /// Runs a work queue that grows as it is worked: `work` may push more items into the
     /// `Vec` it is given (e.g. the sub-folders of a folder it listed). Results reach `sink` on
-    /// the calling thread as they are ready. Ends when every item, pushed ones included, is done.
+    /// the calling thread as they are ready. Pushed items are taken last in, first out. Ends when
+    /// every item, pushed ones included, is done.
     pub fn run_queue<T, U, S, E>(
         &self,
         cancel: &CancelToken,
@@ -199,7 +200,7 @@ impl Pool {
         sink: impl FnMut(U) -> Result<(), E>,
     ) -> Result<(), PoolError<E>>
     where
-        T: Send,
+        T: Send + Ord,
         U: Send,
         S: Send,
     {
@@ -210,7 +211,7 @@ impl Pool {
             init,
             work,
             sink,
-            map::Order::Queue,
+            (map::Order::Queue, |a, b| a.cmp(b)),
             feed,
         )
     }
@@ -238,7 +239,7 @@ impl Pool {
             init,
             work,
             sink,
-            map::Order::AsReady,
+            (map::Order::AsReady, |_, _| std::cmp::Ordering::Equal),
             feed,
         )
     }

@@ -791,3 +791,58 @@ fn a_schema_3_repository_opens_backs_up_incrementally_and_restores() {
     vault_ok(&["check", "--repo", p(&repo), "--read-data", "-q"], 0);
     let _ = fs::remove_dir_all(base);
 }
+
+/// The walk lists folders in parallel and merges the listings in path byte order as it goes,
+/// against the manifest's rows in the same order. Names that sort between a folder and what it
+/// holds (`a-b` and `a.b` come before `a/…`, `a0` after), names that are not UTF-8, and many
+/// folders must still line up: an incremental of an untouched tree finds nothing, and one of
+/// three changes finds exactly those.
+#[test]
+fn names_that_sort_around_the_slash_line_up_with_the_manifest() {
+    use std::os::unix::ffi::OsStrExt;
+    let t = tempfile::tempdir().unwrap();
+    let (src, repo) = (t.path().join("data"), t.path().join("repo"));
+    for f in [
+        "a-b", "a.txt", "a0", "a/b-c", "a/b.d", "a/b/c/x", "a/b/c-d", "a/b/c.e", "a/b0/z",
+    ] {
+        write(src.join(f), f);
+    }
+    write(
+        src.join(std::ffi::OsStr::from_bytes(b"\xff\xfe")),
+        "not utf-8",
+    );
+    write(
+        src.join(std::ffi::OsStr::from_bytes(b"a/\x01low")),
+        "control",
+    );
+    for d in 0..40 {
+        for f in 0..25 {
+            write(src.join(format!("many/d{d:02}/f{f}")), format!("{d} {f}"));
+        }
+    }
+    let full = backup_json(&src, &repo, &[], 0);
+    let total = full["stats"]["new"].as_u64().unwrap();
+    // 11 files, folders a, a/b, a/b/c, a/b0, many and 40 below it, 1,000 files there.
+    assert_eq!(total, 11 + 5 + 40 + 1000, "{full}");
+
+    let same = backup_json(&src, &repo, &[], 0);
+    let s = &same["stats"];
+    assert_eq!(
+        (&s["new"], &s["changed"], &s["deleted"], &s["unchanged"]),
+        (&0.into(), &0.into(), &0.into(), &total.into()),
+        "{same}"
+    );
+
+    write(src.join("a/b-c"), "A/B-C");
+    fs::remove_file(src.join("a/b/c/x")).unwrap();
+    write(src.join("a/b/c/y"), "new");
+    let incr = backup_json(&src, &repo, &[], 0);
+    let s = &incr["stats"];
+    // Changed: a/b-c and the folder a/b/c (its listing moved).
+    assert_eq!(
+        (&s["new"], &s["changed"], &s["deleted"]),
+        (&1.into(), &2.into(), &1.into()),
+        "{incr}"
+    );
+    assert_latest_restores(&repo, &src, &t.path().join("back"));
+}

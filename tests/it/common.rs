@@ -143,9 +143,8 @@ pub fn shape(root: &Path) -> TreeShape {
             let rel = path
                 .strip_prefix(root)
                 .unwrap()
-                .to_str()
-                .unwrap()
-                .to_string();
+                .to_string_lossy()
+                .into_owned();
             let (t, data) = if m.file_type().is_symlink() {
                 (
                     'l',

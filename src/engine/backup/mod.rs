@@ -351,9 +351,9 @@ impl Run<'_> {
             select,
         };
         let (kind, prev) = (self.kind, self.prior.source_id);
-        // With a hint (vault watch), only the touched folders are compared; the rest of the
-        // tree is the previous snapshot's, unchanged.
-        let (mut scan, partial_prev) = match (&opts.hint, kind, repo, prev) {
+        let (mut scan, mut plan) = match (&opts.hint, kind, repo, prev) {
+            // With a hint (vault watch), only the touched folders are compared; the rest of
+            // the tree is the previous snapshot's, unchanged.
             (Some(dirty), Kind::Incremental, Some(r), Some(id)) => {
                 let m = &r.manifest;
                 let p = walk::walk_partial(
@@ -365,32 +365,47 @@ impl Run<'_> {
                     &mut |d| Ok(m.live_under(id, d)?),
                     &mut |path| Ok(m.live_entry(id, path)?),
                 )?;
-                (p.now, Some(p.prev))
+                let untouched = match &self.prior.last {
+                    Some(l) => l.stats.files.saturating_sub(p.prev.len() as u64),
+                    None => 0,
+                };
+                let mut now = p.now;
+                let entries = std::mem::take(&mut now.entries);
+                let mut plan = plan::plan(p.prev, entries, &now.failed, kind, opts.rehash);
+                // Paths outside the touched folders are as they were.
+                plan.unchanged += untouched;
+                (now, plan)
             }
-            _ => (
-                walk::walk(&self.src, &scan_opts, self.pool, self.cancel, self.progress)?,
-                None,
-            ),
+            (_, _, Some(r), Some(id)) => r
+                .manifest
+                .with_live_entries(id, |rows| self.walk_planned(&scan_opts, rows))??,
+            _ => self.walk_planned(&scan_opts, std::iter::empty())?,
         };
-        let untouched_base = match (&partial_prev, &self.prior.last) {
-            (Some(pp), Some(l)) => l.stats.files.saturating_sub(pp.len() as u64),
-            _ => 0,
-        };
-        let entries = std::mem::take(&mut scan.entries);
-        let mut plan = match (repo, prev, partial_prev) {
-            (_, _, Some(pp)) => plan::plan(pp, entries, &scan.failed, kind, opts.rehash),
-            (Some(r), Some(id), None) => r.manifest.with_live_entries(id, |rows| {
-                plan::plan(rows, entries, &scan.failed, kind, opts.rehash)
-            })?,
-            _ => plan::plan(Vec::new(), entries, &scan.failed, kind, opts.rehash),
-        };
-        // Paths outside the touched folders are as they were.
-        plan.unchanged += untouched_base;
         let problems = xattrs::read_unread(&self.src, &mut plan, self.pool, self.cancel)?;
         if !problems.is_empty() {
             scan.warnings.extend(problems);
             scan.warnings.sort_by(|a, b| a.path.cmp(&b.path));
         }
+        Ok((scan, plan))
+    }
+
+    /// Walks the whole source and plans against `prev` (the previous tree, in path order) as
+    /// the walk goes.
+    fn walk_planned(
+        &self,
+        scan_opts: &WalkOptions,
+        prev: impl Iterator<Item = crate::tree::Entry>,
+    ) -> Result<(Walk, Plan)> {
+        let mut planner = plan::Planner::new(prev, self.kind, self.opts.rehash);
+        let scan = walk::walk(
+            &self.src,
+            scan_opts,
+            self.pool,
+            self.cancel,
+            self.progress,
+            &mut |e, failed| planner.push(e, failed),
+        )?;
+        let plan = planner.finish(&scan.failed);
         Ok((scan, plan))
     }
 

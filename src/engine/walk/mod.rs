@@ -6,7 +6,10 @@
 //! plan keeps what the previous snapshot had below it; excluded paths (and the repository
 //! itself, when it lies inside the source) are not entered. Extended attributes are not read
 //! here (see `backup::xattrs`).
-//! The result is sorted in path byte order (a folder before what it holds).
+//! The walk gives its entries out one at a time in path byte order (a folder before what it
+//! holds; see [`order`]).
+
+mod order;
 
 use std::ffi::OsStr;
 use std::fs::{self, Metadata};
@@ -30,7 +33,8 @@ use crate::tree::{Entry, EntryKind, StatCache};
 pub struct Walk {
     /// The source folder itself (path empty).
     pub root: Entry,
-    /// Everything below it, sorted by path.
+    /// Everything below it, sorted by path (a partial walk; [`walk`] gives its entries out
+    /// as it goes and leaves this empty).
     pub entries: Vec<Entry>,
     pub warnings: Vec<Problem>,
     /// Paths whose state is unknown this time (unreadable folders and files): the plan keeps
@@ -79,28 +83,42 @@ fn os(p: &[u8]) -> &Path {
 /// What one folder's listing produced.
 #[derive(Default)]
 struct Listing {
+    /// The folder listed.
+    dir: Vec<u8>,
+    /// Its children, sorted by path.
     entries: Vec<Entry>,
+    /// The children that are folders to enter (each gets a listing of its own).
+    subdirs: Vec<Vec<u8>>,
     warnings: Vec<Problem>,
     failed: Vec<Vec<u8>>,
 }
 
-/// Lists one folder (`dir`, relative to `src`): an lstat per child; sub-folders to enter are
-/// pushed to `more`.
+/// Lists one folder (`dir`, relative to `src`): an lstat per child, sorted by path;
+/// sub-folders to enter are pushed to `more` (the pool lists the smallest path first, about
+/// the order in which the merge wants them).
 fn list_dir(src: &Path, dir: Vec<u8>, opts: &WalkOptions, more: &mut Vec<Vec<u8>>) -> Listing {
+    let mut out = read_dir_sorted(src, &dir, opts);
+    more.extend(out.subdirs.iter().cloned());
+    out.dir = dir;
+    out
+}
+
+/// The listing of one folder, without its name.
+fn read_dir_sorted(src: &Path, dir: &[u8], opts: &WalkOptions) -> Listing {
     let mut out = Listing::default();
     let abs = if dir.is_empty() {
         src.to_path_buf()
     } else {
-        src.join(os(&dir))
+        src.join(os(dir))
     };
     let rd = match fs::read_dir(&abs) {
         Ok(rd) => rd,
         Err(e) => {
             out.warnings.push(Problem::failed(
-                dir.clone(),
+                dir.to_vec(),
                 format!("cannot list folder: {e}"),
             ));
-            out.failed.push(dir);
+            out.failed.push(dir.to_vec());
             return out;
         }
     };
@@ -111,14 +129,14 @@ fn list_dir(src: &Path, dir: Vec<u8>, opts: &WalkOptions, more: &mut Vec<Vec<u8>
             Ok(de) => de,
             Err(e) => {
                 out.warnings.push(Problem::failed(
-                    dir.clone(),
+                    dir.to_vec(),
                     format!("cannot list folder: {e}"),
                 ));
-                out.failed.push(dir.clone());
+                out.failed.push(dir.to_vec());
                 break;
             }
         };
-        let Some(rel) = selected(&dir, &de, opts, keep_only.as_deref()) else {
+        let Some(rel) = selected(dir, &de, opts, keep_only.as_deref()) else {
             continue;
         };
         let m = match de.metadata() {
@@ -159,10 +177,12 @@ fn list_dir(src: &Path, dir: Vec<u8>, opts: &WalkOptions, more: &mut Vec<Vec<u8>
             continue;
         }
         if kind == EntryKind::Dir && opts.select.enters(m.dev()) {
-            more.push(e.path.clone());
+            out.subdirs.push(e.path.clone());
         }
         out.entries.push(e);
     }
+    out.entries.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+    out.subdirs.sort_unstable();
     out
 }
 
@@ -244,23 +264,22 @@ fn source_root(src: &Path) -> Result<Entry> {
     Ok(entry_from_meta(Vec::new(), EntryKind::Dir, &meta))
 }
 
-/// Walks `src` (an absolute folder), folders listed in parallel on the pool.
+/// Walks `src` (an absolute folder), folders listed in parallel on the pool, and gives `emit`
+/// each entry below it in path byte order, with the paths found unreadable so far (sorted;
+/// every one at or before that entry is in). The result holds the rest: root, warnings and
+/// every failed path.
 pub fn walk(
     src: &Path,
     opts: &WalkOptions,
     pool: &Pool,
     cancel: &CancelToken,
     progress: &dyn Progress,
+    emit: &mut dyn FnMut(Entry, &[Vec<u8>]),
 ) -> Result<Walk> {
     let root = source_root(src)?;
 
     progress.phase("scan", None);
-    let mut out = Walk {
-        root,
-        entries: Vec::new(),
-        warnings: Vec::new(),
-        failed: Vec::new(),
-    };
+    let mut merge = order::InOrder::new();
     let r = pool.run_queue(
         cancel,
         vec![Vec::new()],
@@ -268,18 +287,20 @@ pub fn walk(
         |_, dir, more| list_dir(src, dir, opts, more),
         |l: Listing| {
             progress.advance(l.entries.len() as u64);
-            out.entries.extend(l.entries);
-            out.warnings.extend(l.warnings);
-            out.failed.extend(l.failed);
+            merge.take(l, emit);
             Ok::<(), ()>(())
         },
     );
     crate::error::pool_done(r)?;
-    crate::tree::sort_entries(&mut out.entries);
-    out.warnings.sort_by(|a, b| a.path.cmp(&b.path));
-    out.failed.sort_unstable();
-    out.failed.dedup();
-    Ok(out)
+    let (warnings, failed) = merge
+        .finish()
+        .ok_or_else(|| Error::Internal("the walk ended with a folder's listing missing".into()))?;
+    Ok(Walk {
+        root,
+        entries: Vec::new(),
+        warnings,
+        failed,
+    })
 }
 
 use std::os::unix::ffi::OsStringExt;
