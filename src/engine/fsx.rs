@@ -103,9 +103,9 @@ pub fn create_excl_at(dir: RawFd, name: &[u8]) -> io::Result<std::fs::File> {
     Ok(unsafe { std::fs::File::from_raw_fd(fd) })
 }
 
-/// Opens an existing regular file for reading, never through a symlink, and never blocking
-/// on (or reading from) a FIFO or device swapped in under the name.
-pub fn open_file_at(dir: RawFd, name: &[u8]) -> io::Result<std::fs::File> {
+/// Opens `name` in `dir` for reading, never through a symlink, and never blocking on (or
+/// reading from) a FIFO swapped in under the name. The caller checks what it opened.
+pub fn open_nofollow_at(dir: RawFd, name: &[u8]) -> io::Result<std::fs::File> {
     let c = cstr(name)?;
     // SAFETY: valid C string and fd.
     let fd = check(unsafe {
@@ -115,8 +115,14 @@ pub fn open_file_at(dir: RawFd, name: &[u8]) -> io::Result<std::fs::File> {
             libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK,
         )
     })?;
-    // SAFETY: fresh fd.
-    let f = unsafe { std::fs::File::from_raw_fd(fd) };
+    // SAFETY: fresh fd, handed to File which owns it.
+    Ok(unsafe { std::fs::File::from_raw_fd(fd) })
+}
+
+/// Opens an existing regular file for reading, never through a symlink, and never blocking
+/// on (or reading from) a FIFO or device swapped in under the name.
+pub fn open_file_at(dir: RawFd, name: &[u8]) -> io::Result<std::fs::File> {
+    let f = open_nofollow_at(dir, name)?;
     if !f.metadata()?.is_file() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,

@@ -591,13 +591,13 @@ impl Run<'_> {
         self.pool.map_ordered(
             self.cancel,
             read::batches(plan, self.kind),
-            || vec![0u8; 256 * 1024],
-            |buf, batch: Vec<usize>| {
+            read::Worker::new,
+            |w, batch: Vec<usize>| {
                 let one = |idx: usize| {
                     let it = &plan.items[idx];
                     (
                         idx,
-                        read::read_one(src, it, algo, prehash(it.entry.size), buf),
+                        read::read_one(src, it, algo, prehash(it.entry.size), w),
                     )
                 };
                 batch.into_iter().map(one).collect::<Vec<_>>()
