@@ -491,10 +491,29 @@ pub fn exec(c: &Connected, command: &str, limit: Duration) -> Result<CommandOutp
     s.set_timeout(remaining_ms(c.deadline));
     ch.wait_close()
         .map_err(|e| timeout_or(e, "closing the channel", limit, c.deadline))?;
+    // Data that came in after the end-of-file message (OpenSSH may still send stderr then)
+    // waits in the session's queue: take it before the channel goes.
+    drain_closed(&mut ch, &mut out)?;
     out.exit_status = ch
         .exit_status()
         .map_err(|e| SshError::Session(e.message().to_string()))?;
     Ok(out)
+}
+
+/// Reads what a closed channel still holds queued, stdout and stderr.
+fn drain_closed(ch: &mut ssh2::Channel, out: &mut CommandOutput) -> Result<(), SshError> {
+    let mut buf = vec![0u8; 64 * 1024];
+    for (stream, into) in [(0, &mut out.stdout), (1, &mut out.stderr)] {
+        let mut s = ch.stream(stream);
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => into.extend_from_slice(&buf[..n]),
+                Err(e) => return Err(SshError::Session(format!("reading after close: {e}"))),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Waits until the session's socket is readable (or `max` passes).

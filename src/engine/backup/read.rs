@@ -173,8 +173,10 @@ pub(super) fn read_one(
         let buf = &mut w.buf;
         let fresh = fresh_entry(&f, &item.entry)?;
         if fresh.size <= INLINE_MAX {
-            let mut data = Vec::with_capacity(fresh.size as usize + 1);
-            (&f).take(fresh.size + 1).read_to_end(&mut data)?;
+            // Up to the size the stat gave, without a last read to see the end of the file: a
+            // file that grew since moved its stat data, which `stat_moved` checks below.
+            let mut data = Vec::with_capacity(fresh.size as usize);
+            (&f).take(fresh.size).read_to_end(&mut data)?;
             let changed = data.len() as u64 != fresh.size || stat_moved(&f, &fresh);
             let digest = algo.digest(&data);
             Ok(Content::Inline {
