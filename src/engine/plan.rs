@@ -198,7 +198,8 @@ impl<P: Iterator<Item = Entry>> Planner<P> {
                 exact: *o == entry,
             },
         };
-        if kind == Kind::Incremental && read == ReadReason::No && old.as_ref() == Some(&entry) {
+        let exact = matches!(prev, Prev::Was { exact: true, .. });
+        if kind == Kind::Incremental && read == ReadReason::No && exact {
             self.out.unchanged += 1;
             return;
         }

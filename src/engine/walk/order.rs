@@ -9,6 +9,7 @@
 //! first, so it is usually there or next) and then goes on.
 
 use std::cmp::Ordering;
+use std::collections::binary_heap::PeekMut;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 
 use super::Listing;
@@ -95,16 +96,14 @@ impl InOrder {
                     self.heap.push(Cursor { head, rest });
                 }
             }
-            let Some(mut c) = self.heap.pop() else {
+            // The smallest head is taken in place: the cursor stays on top (no move) while its
+            // next entry is still the smallest.
+            let Some(mut top) = self.heap.peek_mut() else {
                 return;
             };
-            let e = match c.rest.next() {
-                Some(next) => {
-                    let e = std::mem::replace(&mut c.head, next);
-                    self.heap.push(c);
-                    e
-                }
-                None => c.head,
+            let e = match top.rest.next() {
+                Some(next) => std::mem::replace(&mut top.head, next),
+                None => PeekMut::pop(top).head,
             };
             if e.kind == EntryKind::Dir && self.entered.remove(&e.path) {
                 self.awaiting = Some(e.path.clone());
