@@ -96,20 +96,17 @@ impl Plan {
     }
 }
 
+/// True when `path` or a folder above it could not be read this time: the source folder itself
+/// (the empty path: its listing broke off part-way) counts as above everything. `failed` is
+/// sorted.
 fn under(path: &[u8], failed: &[Vec<u8>]) -> bool {
-    // `failed` is sorted; check every prefix of `path` that ends at a '/' or the end.
-    let mut ends: Vec<usize> = path
-        .iter()
-        .enumerate()
-        .filter(|(_, &b)| b == b'/')
-        .map(|(i, _)| i)
-        .collect();
-    ends.push(path.len());
-    ends.iter().any(|&i| {
-        failed
-            .binary_search_by(|f| f.as_slice().cmp(&path[..i]))
-            .is_ok()
-    })
+    let found = |p: &[u8]| failed.binary_search_by(|f| f.as_slice().cmp(p)).is_ok();
+    found(b"")
+        || found(path)
+        || path
+            .iter()
+            .enumerate()
+            .any(|(i, &b)| b == b'/' && found(&path[..i]))
 }
 
 fn meta_same(a: &Entry, b: &Entry) -> bool {
@@ -343,6 +340,15 @@ mod tests {
         assert_eq!(p.removed, vec![b"dz".to_vec()]);
         let p = plan(prev, vec![], &failed, Kind::Full, false);
         assert_eq!(p.dropped.len(), 2);
+    }
+
+    #[test]
+    fn a_source_folder_listed_part_way_keeps_everything_it_did_not_reach() {
+        let prev = vec![stored(file("a", 1, 1)), stored(file("z/y", 1, 1))];
+        let walked = vec![file("a", 1, 1)];
+        let failed = vec![Vec::new()];
+        let p = plan(prev, walked, &failed, Kind::Incremental, false);
+        assert_eq!((p.carried, p.removed.len()), (1, 0));
     }
 
     #[test]

@@ -24,8 +24,8 @@ enum Msg<U, T> {
     Panicked(String),
 }
 
-/// Which of two queued items goes first (`Less`: the first argument). A run is given it with
-/// its [`Order`]; only a growing queue has items that wait.
+/// Which of two queued items goes first (`Less`: the first argument). Only a growing queue has
+/// items that wait.
 pub(super) type First<T> = fn(&T, &T) -> Rank;
 
 /// An item a job pushed, waiting for its turn.
@@ -123,6 +123,27 @@ pub(super) enum Order {
     Queue,
 }
 
+/// How one run hands items out.
+pub(super) struct Discipline<'a, T> {
+    pub(super) order: Order,
+    pub(super) first: First<T>,
+    /// True while the sink holds so many results it could not use yet that the run should
+    /// keep one item out at a time: the smallest queued one, which is the one the sink waits
+    /// for when it orders results itself (the walk's merge).
+    pub(super) backlog: &'a dyn Fn() -> bool,
+}
+
+impl<T> Discipline<'static, T> {
+    /// Input or as-ready order: nothing queued, no backlog.
+    pub(super) fn plain(order: Order) -> Discipline<'static, T> {
+        Discipline {
+            order,
+            first: |_, _| std::cmp::Ordering::Equal,
+            backlog: &|| false,
+        }
+    }
+}
+
 /// Items out at once, per worker.
 fn window_per_worker(order: Order) -> usize {
     match order {
@@ -146,6 +167,7 @@ struct Feeder<'a, 'env, T, U, E, K> {
     pending: BTreeMap<u64, U>,
     queue: BinaryHeap<Queued<T>>,
     first: First<T>,
+    backlog: &'a dyn Fn() -> bool,
     failed: Option<PoolError<E>>,
 }
 
@@ -159,6 +181,15 @@ where
         self.failed.is_some() || self.cancel.is_cancelled()
     }
 
+    /// How many items may be out now.
+    fn room(&self) -> u64 {
+        if (self.backlog)() {
+            1
+        } else {
+            self.window
+        }
+    }
+
     /// Sends `item` to a worker once the window has room; false when the run is stopping.
     fn push<S, I, W>(&mut self, run: &'env Run<'env, S, I, W>, item: T) -> bool
     where
@@ -166,7 +197,7 @@ where
         I: Fn() -> S + Sync,
         W: Fn(&mut S, T, &mut Vec<T>) -> U + Sync,
     {
-        while self.sent - self.consumed >= self.window && !self.stopped() {
+        while self.sent - self.consumed >= self.room() && !self.stopped() {
             self.take_one();
         }
         if self.stopped() {
@@ -241,7 +272,7 @@ pub(super) fn run<T, U, S, E>(
     init: impl Fn() -> S + Sync,
     work: impl Fn(&mut S, T, &mut Vec<T>) -> U + Sync,
     sink: impl FnMut(U) -> Result<(), E>,
-    (order, first): (Order, First<T>),
+    how: Discipline<'_, T>,
     feed: impl FnOnce(&mut dyn FnMut(T) -> bool),
 ) -> Result<(), PoolError<E>>
 where
@@ -263,14 +294,15 @@ where
             rx,
             cancel,
             sink,
-            order,
-            window: (lane.size() * window_per_worker(order)) as u64,
+            order: how.order,
+            window: (lane.size() * window_per_worker(how.order)) as u64,
             sent: 0,
             consumed: 0,
             next: 0,
             pending: BTreeMap::new(),
             queue: BinaryHeap::new(),
-            first,
+            first: how.first,
+            backlog: how.backlog,
             failed: None,
         };
         feed(&mut |item| f.push(&run, item));

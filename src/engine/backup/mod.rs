@@ -593,6 +593,7 @@ impl Run<'_> {
             read::batches(plan, self.kind),
             read::Worker::new,
             |w, batch: Vec<usize>| {
+                w.start_batch();
                 let one = |idx: usize| {
                     let it = &plan.items[idx];
                     (

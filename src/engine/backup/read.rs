@@ -55,9 +55,11 @@ pub(super) enum Fate {
     Failed,
 }
 
-/// What a reading worker keeps between files: its read buffer, and the folder of the file it
-/// read last, open, so that files are opened relative to it (`openat`): a million files in ten
-/// thousand folders cost ten thousand path walks instead of a million.
+/// What a reading worker keeps between files: its read buffer, and within one batch the folder
+/// of the file it read last, open, so that files are opened relative to it (`openat`): a batch
+/// of small files from one folder costs one path walk instead of one a file. The folder is let
+/// go at the end of each batch, so that one renamed (or swapped) during the backup is looked up
+/// afresh within moments, as a path per file would be.
 pub(super) struct Worker {
     pub(super) buf: Vec<u8>,
     dir: Vec<u8>,
@@ -71,6 +73,11 @@ impl Worker {
             dir: Vec::new(),
             dir_fd: None,
         }
+    }
+
+    /// Forgets the open folder (at the start of a batch).
+    pub(super) fn start_batch(&mut self) {
+        self.dir_fd = None;
     }
 
     /// Opens `rel` (relative to `src`) for reading, never through a symlink at its last
@@ -158,6 +165,33 @@ fn hash_sparse(
     })
 }
 
+/// Reads a small file whose stat says `size`, asking for one byte more. A read that returns
+/// fewer bytes than asked is the end of the file, so a whole file usually takes one `read`
+/// (not two, the second to see the end). The extra byte, when it comes, shows a file larger
+/// than its stat (it grew, or its file system reports sizes it does not keep): the length then
+/// differs from `size`, and the caller flags the read as changed.
+fn read_small(mut f: &File, size: u64) -> io::Result<Vec<u8>> {
+    let want = size as usize + 1;
+    let mut data = vec![0u8; want];
+    let mut got = 0;
+    while got < want {
+        let asked = want - got;
+        match f.read(&mut data[got..]) {
+            Ok(0) => break,
+            Ok(n) => {
+                got += n;
+                if n < asked {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    data.truncate(got);
+    Ok(data)
+}
+
 pub(super) fn read_one(
     src: &Path,
     item: &plan::Item,
@@ -173,10 +207,7 @@ pub(super) fn read_one(
         let buf = &mut w.buf;
         let fresh = fresh_entry(&f, &item.entry)?;
         if fresh.size <= INLINE_MAX {
-            // Up to the size the stat gave, without a last read to see the end of the file: a
-            // file that grew since moved its stat data, which `stat_moved` checks below.
-            let mut data = Vec::with_capacity(fresh.size as usize);
-            (&f).take(fresh.size).read_to_end(&mut data)?;
+            let data = read_small(&f, fresh.size)?;
             let changed = data.len() as u64 != fresh.size || stat_moved(&f, &fresh);
             let digest = algo.digest(&data);
             Ok(Content::Inline {
@@ -242,4 +273,26 @@ pub(super) fn batches(plan: &Plan, kind: Kind) -> Vec<Vec<usize>> {
         out.push(batch.take());
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_small_read_shows_a_file_larger_or_smaller_than_its_stat() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        std::fs::write(&p, b"hello").unwrap();
+        let f = File::open(&p).unwrap();
+        // As the stat said; one byte more than the stat (a file whose size is not kept);
+        // fewer than the stat (it shrank).
+        assert_eq!(read_small(&f, 5).unwrap(), b"hello");
+        let f = File::open(&p).unwrap();
+        assert_eq!(read_small(&f, 0).unwrap(), b"h");
+        let f = File::open(&p).unwrap();
+        assert_eq!(read_small(&f, 3).unwrap(), b"hell");
+        let f = File::open(&p).unwrap();
+        assert_eq!(read_small(&f, 9).unwrap(), b"hello");
+    }
 }

@@ -264,6 +264,10 @@ fn source_root(src: &Path) -> Result<Entry> {
     Ok(entry_from_meta(Vec::new(), EntryKind::Dir, &meta))
 }
 
+/// Entries of listings back ahead of their turn above which the walk lists one folder at a
+/// time until the merge catches up (about 13 MB).
+const WAITING_MAX: usize = 64 * 1024;
+
 /// Walks `src` (an absolute folder), folders listed in parallel on the pool, and gives `emit`
 /// each entry below it in path byte order, with the paths found unreadable so far (sorted;
 /// every one at or before that entry is in). The result holds the rest: root, warnings and
@@ -280,6 +284,7 @@ pub fn walk(
 
     progress.phase("scan", None);
     let mut merge = order::InOrder::new();
+    let waiting = std::cell::Cell::new(0);
     let r = pool.run_queue(
         cancel,
         vec![Vec::new()],
@@ -288,8 +293,10 @@ pub fn walk(
         |l: Listing| {
             progress.advance(l.entries.len() as u64);
             merge.take(l, emit);
+            waiting.set(merge.waiting());
             Ok::<(), ()>(())
         },
+        &|| waiting.get() > WAITING_MAX,
     );
     crate::error::pool_done(r)?;
     let (warnings, failed) = merge
@@ -485,6 +492,7 @@ fn walk_new_dirs(
             add_listing(now, l);
             Ok::<(), ()>(())
         },
+        &|| false,
     );
     crate::error::pool_done(r)
 }

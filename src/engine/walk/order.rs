@@ -7,6 +7,12 @@
 //! Once `D` is given out, only `D`'s own listing can hold paths that sort before the smallest
 //! entry still waiting; so the merge waits for that listing (the pool lists folders depth
 //! first, so it is usually there or next) and then goes on.
+//!
+//! Memory: listings that come back ahead of their turn wait in `ready`. With folders listed
+//! smallest path first that is a handful. One folder far slower to list than the rest (a huge
+//! one, a slow mount) would let the other workers run ahead meanwhile, so once
+//! [`InOrder::waiting`] passes a limit the walk keeps one listing out at a time (the pool
+//! then lists the smallest pending folder, which is the one the merge waits for).
 
 use std::cmp::Ordering;
 use std::collections::binary_heap::PeekMut;
@@ -46,8 +52,10 @@ impl Ord for Cursor {
 /// The merge of the listings into one stream in path byte order.
 pub(super) struct InOrder {
     heap: BinaryHeap<Cursor>,
-    /// Listings that came back and are not merged yet, by folder.
+    /// Listings that came back and are not merged yet, by folder, and how many entries they
+    /// hold in all.
     ready: HashMap<Vec<u8>, Vec<Entry>>,
+    waiting: usize,
     /// Folders that are being listed and have not been given out yet.
     entered: HashSet<Vec<u8>>,
     /// The folder given out last whose listing must be merged before anything else goes.
@@ -63,6 +71,7 @@ impl InOrder {
         InOrder {
             heap: BinaryHeap::new(),
             ready: HashMap::new(),
+            waiting: 0,
             entered: HashSet::new(),
             awaiting: Some(Vec::new()),
             failed: Vec::new(),
@@ -80,8 +89,14 @@ impl InOrder {
         }
         self.warnings.extend(l.warnings);
         self.entered.extend(l.subdirs);
+        self.waiting += l.entries.len();
         self.ready.insert(l.dir, l.entries);
         self.give(emit);
+    }
+
+    /// Entries of listings that came back ahead of their turn.
+    pub(super) fn waiting(&self) -> usize {
+        self.waiting
     }
 
     fn give(&mut self, emit: &mut dyn FnMut(Entry, &[Vec<u8>])) {
@@ -90,6 +105,7 @@ impl InOrder {
                 let Some(v) = self.ready.remove(d) else {
                     return;
                 };
+                self.waiting -= v.len();
                 self.awaiting = None;
                 let mut rest = v.into_iter();
                 if let Some(head) = rest.next() {
@@ -207,6 +223,17 @@ mod tests {
         push(&mut m, listing("", &["a/", "b"]));
         push(&mut m, listing("a", &["x"]));
         assert_eq!(out, ["a", "a/x", "b"]);
+    }
+
+    #[test]
+    fn listings_ahead_of_their_turn_are_counted_until_merged() {
+        let mut m = InOrder::new();
+        m.take(listing("a", &["x", "y"]), &mut |_, _| {});
+        m.take(listing("b", &["z"]), &mut |_, _| {});
+        assert_eq!(m.waiting(), 3);
+        m.take(listing("", &["a/", "b/"]), &mut |_, _| {});
+        assert_eq!(m.waiting(), 0);
+        assert!(m.finish().is_some());
     }
 
     #[test]
