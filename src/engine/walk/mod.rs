@@ -7,7 +7,7 @@
 //! itself, when it lies inside the source) are not entered. Extended attributes are not read
 //! here (see `backup::xattrs`).
 //! The walk gives its entries out one at a time in path byte order (a folder before what it
-//! holds; see [`order`]).
+//! holds; see `order.rs`).
 
 mod order;
 
