@@ -82,8 +82,11 @@ pub(super) fn plan_files<'a>(
         let digest = e.digest.expect("validated");
         match repo.manifest.blob(snap.chain_seq, &digest)? {
             Some(loc) => {
-                let w = plan.by_archive.entry(loc.snap_seq).or_default();
-                w.add(loc.member, i, loc.size);
+                let w = plan
+                    .by_archive
+                    .entry(loc.snap_seq)
+                    .or_insert_with(|| Wants::new(&snap.source_name));
+                w.add(loc.member, i, &e.path, loc.size);
             }
             None => problems.push(Problem::failed(
                 e.path.clone(),
@@ -91,8 +94,8 @@ pub(super) fn plan_files<'a>(
             )),
         }
     }
+    plan.by_archive.values_mut().for_each(|w| w.seal(&files));
     plan.files = files;
-    plan.by_archive.values_mut().for_each(Wants::seal);
     Ok(plan)
 }
 
@@ -202,7 +205,7 @@ impl Writer<'_> {
             if wanted.is_empty() || self.cancel.is_cancelled() {
                 return Ok(Flow::Stop);
             }
-            let Some(w) = wanted.take(&m.name) else {
+            let Some(w) = wanted.take(&m.name, files) else {
                 return Ok(Flow::Continue); // not vouched for by the manifest: never used
             };
             let job = match self.member_job(m, w, archive, files, &mut dirs, &mut batch) {
