@@ -2,6 +2,7 @@
 //! whose stat data changed (and every path of a first backup). A path whose ctime is as before
 //! keeps its previous attributes, since setting one moves ctime: a no-change run reads none.
 
+use std::cell::RefCell;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -16,27 +17,22 @@ use crate::xattr::{self, Xattrs};
 const BATCH: usize = 256;
 
 /// Reads the attributes of every item that needs them; returns the paths whose attributes
-/// could not be read (they keep the previous ones).
+/// could not be read (they keep the previous ones). The paths go to the pool a batch at a time
+/// as the pool takes them: copying every path first (a full backup reads them all) was the
+/// peak of a full backup's memory.
 pub(super) fn read_unread(
     src: &Path,
     plan: &mut Plan,
     pool: &Pool,
     cancel: &CancelToken,
 ) -> Result<Vec<Problem>> {
-    let todo: Vec<(usize, Vec<u8>)> = plan
-        .items
-        .iter()
-        .enumerate()
-        .filter(|(_, it)| it.xattrs_unread)
-        .map(|(i, it)| (i, it.entry.path.clone()))
-        .collect();
-    let batches: Vec<Vec<(usize, Vec<u8>)>> = todo.chunks(BATCH).map(<[_]>::to_vec).collect();
+    // The feed reads paths and the sink writes attributes, both on this thread, never at once.
+    let items = RefCell::new(&mut plan.items);
     let mut problems = Vec::new();
-    let r = pool.map_unordered(
+    let r = pool.map_fed(
         cancel,
-        batches,
         || (),
-        |_, batch| {
+        |_, batch: Vec<(usize, Vec<u8>)>| {
             batch
                 .into_iter()
                 .map(|(i, rel)| {
@@ -48,14 +44,38 @@ pub(super) fn read_unread(
                 .collect::<Vec<_>>()
         },
         |results| {
+            let mut items = items.borrow_mut();
             for (i, r) in results {
-                apply(&mut plan.items[i], r, &mut problems);
+                apply(&mut items[i], r, &mut problems);
             }
             Ok::<(), ()>(())
+        },
+        |push| {
+            let mut next = 0;
+            loop {
+                let batch = next_batch(&items.borrow(), &mut next);
+                if batch.is_empty() || !push(batch) {
+                    break;
+                }
+            }
         },
     );
     crate::error::pool_done(r)?;
     Ok(problems)
+}
+
+/// The next (up to) [`BATCH`] items from `*next` on whose attributes are unread, with their
+/// paths; moves `*next` past them.
+fn next_batch(items: &[Item], next: &mut usize) -> Vec<(usize, Vec<u8>)> {
+    let mut batch = Vec::new();
+    while *next < items.len() && batch.len() < BATCH {
+        let it = &items[*next];
+        if it.xattrs_unread {
+            batch.push((*next, it.entry.path.clone()));
+        }
+        *next += 1;
+    }
+    batch
 }
 
 /// Takes one path's attributes into its item; a change makes the item a visible change.
