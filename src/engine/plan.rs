@@ -34,12 +34,10 @@ pub enum Prev {
     /// Nothing (a new path).
     None,
     /// Something. `meta_same`: type, mode, owner, mtime and (for symlinks) target are as they
-    /// were; `exact`: the stat cache too. `digest`: the previous content digest (files).
-    Was {
-        digest: Option<Digest>,
-        meta_same: bool,
-        exact: bool,
-    },
+    /// were; `exact`: the stat cache too. The previous content digest (files) is the item's
+    /// `entry.digest` until the file is read: a full plan holds a million items, and a second
+    /// digest in each was 32 MB.
+    Was { meta_same: bool, exact: bool },
 }
 
 /// One walked path and what to do with it.
@@ -55,17 +53,14 @@ pub struct Item {
     pub xattrs_unread: bool,
 }
 
-/// Once an item's file is read (or not), with `now` its content digest: does the manifest need
-/// a new row, and is it a user-visible change?
-pub fn outcome(prev: Prev, now: Option<Digest>) -> (bool, bool) {
+/// Once an item's file is read (or not), with `was` its previous content digest (the planned
+/// entry's) and `now` the one it has: does the manifest need a new row, and is it a
+/// user-visible change?
+pub fn outcome(prev: Prev, was: Option<Digest>, now: Option<Digest>) -> (bool, bool) {
     match prev {
         Prev::None => (true, true),
-        Prev::Was {
-            digest,
-            meta_same,
-            exact,
-        } => {
-            let content_same = digest == now;
+        Prev::Was { meta_same, exact } => {
+            let content_same = was == now;
             let visible = !meta_same || !content_same;
             let row = visible || !exact;
             (row, visible)
@@ -190,7 +185,6 @@ impl<P: Iterator<Item = Entry>> Planner<P> {
         let prev = match &old {
             None => Prev::None,
             Some(o) => Prev::Was {
-                digest: o.digest,
                 meta_same: meta_same(o, &entry),
                 exact: *o == entry,
             },
@@ -199,6 +193,11 @@ impl<P: Iterator<Item = Entry>> Planner<P> {
         if kind == Kind::Incremental && read == ReadReason::No && exact {
             self.out.unchanged += 1;
             return;
+        }
+        // A file to read keeps its previous digest in the entry until the read gives the new
+        // one (`exact` above was decided without it, as before).
+        if read != ReadReason::No {
+            entry.digest = old.as_ref().and_then(|o| o.digest);
         }
         self.out.items.push(Item {
             entry,

@@ -41,7 +41,7 @@ fn judge(it: &Item, fate: Option<&Option<Fate>>, kind: Kind) -> Judged {
         Some(Some(Fate::Fresh(e))) => e.digest,
         Some(None) => it.entry.digest,
     };
-    let (row, visible) = plan::outcome(it.prev, digest);
+    let (row, visible) = plan::outcome(it.prev, it.entry.digest, digest);
     let count = match it.prev {
         Prev::None => Count::New,
         Prev::Was { .. } if visible => Count::Changed,
