@@ -114,6 +114,26 @@ pub struct StatCache {
 }
 
 impl Entry {
+    /// A test entry: `path` of `kind`, mode 0644, owned by root, everything else zero or none.
+    #[cfg(test)]
+    pub fn bare(path: &str, kind: EntryKind) -> Entry {
+        Entry {
+            path: path.as_bytes().to_vec(),
+            kind,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            size: 0,
+            mtime_ns: 0,
+            digest: None,
+            target: None,
+            rdev: 0,
+            xattrs: None,
+            sparse: false,
+            stat: StatCache::default(),
+        }
+    }
+
     pub fn path(&self) -> &Path {
         Path::new(OsStr::from_bytes(&self.path))
     }

@@ -277,24 +277,15 @@ mod tests {
 
     fn file(p: &str, size: u64, mtime: i64) -> Entry {
         Entry {
-            path: p.as_bytes().to_vec(),
-            kind: EntryKind::File,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
             size,
             mtime_ns: mtime,
-            digest: None,
-            target: None,
-            rdev: 0,
-            xattrs: None,
-            sparse: false,
             stat: StatCache {
                 ctime_ns: mtime,
                 ino: 1,
                 dev: 1,
                 nlink: 1,
             },
+            ..Entry::bare(p, EntryKind::File)
         }
     }
 

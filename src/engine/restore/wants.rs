@@ -174,19 +174,8 @@ mod tests {
 
     fn file(path: &str) -> Entry {
         Entry {
-            path: path.as_bytes().to_vec(),
-            kind: EntryKind::File,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
             size: 1,
-            mtime_ns: 0,
-            digest: None,
-            target: None,
-            rdev: 0,
-            xattrs: None,
-            sparse: false,
-            stat: Default::default(),
+            ..Entry::bare(path, EntryKind::File)
         }
     }
 

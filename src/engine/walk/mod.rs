@@ -93,6 +93,18 @@ struct Listing {
     failed: Vec<Vec<u8>>,
 }
 
+impl Listing {
+    /// The folder `dir` could not be listed (whole, or past some point): a warning, and the
+    /// plan keeps what the previous snapshot had below it.
+    fn broke_off(&mut self, dir: &[u8], e: &io::Error) {
+        self.warnings.push(Problem::failed(
+            dir.to_vec(),
+            format!("cannot list folder: {e}"),
+        ));
+        self.failed.push(dir.to_vec());
+    }
+}
+
 /// Lists one folder (`dir`, relative to `src`): an lstat per child, sorted by path;
 /// sub-folders to enter are pushed to `more` (the pool lists the smallest path first, about
 /// the order in which the merge wants them).
@@ -114,11 +126,7 @@ fn read_dir_sorted(src: &Path, dir: &[u8], opts: &WalkOptions) -> Listing {
     let rd = match fs::read_dir(&abs) {
         Ok(rd) => rd,
         Err(e) => {
-            out.warnings.push(Problem::failed(
-                dir.to_vec(),
-                format!("cannot list folder: {e}"),
-            ));
-            out.failed.push(dir.to_vec());
+            out.broke_off(dir, &e);
             return out;
         }
     };
@@ -128,11 +136,7 @@ fn read_dir_sorted(src: &Path, dir: &[u8], opts: &WalkOptions) -> Listing {
         let de = match de {
             Ok(de) => de,
             Err(e) => {
-                out.warnings.push(Problem::failed(
-                    dir.to_vec(),
-                    format!("cannot list folder: {e}"),
-                ));
-                out.failed.push(dir.to_vec());
+                out.broke_off(dir, &e);
                 break;
             }
         };

@@ -143,24 +143,6 @@ impl InOrder {
 mod tests {
     use super::*;
 
-    fn entry(path: &str, kind: EntryKind) -> Entry {
-        Entry {
-            path: path.as_bytes().to_vec(),
-            kind,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            size: 0,
-            mtime_ns: 0,
-            digest: None,
-            target: None,
-            rdev: 0,
-            xattrs: None,
-            sparse: false,
-            stat: Default::default(),
-        }
-    }
-
     /// A listing of `dir` whose children are `names` (a trailing '/' marks a folder entered).
     fn listing(dir: &str, names: &[&str]) -> Listing {
         let mut l = Listing {
@@ -180,7 +162,7 @@ mod tests {
             } else {
                 EntryKind::File
             };
-            l.entries.push(entry(&p, kind));
+            l.entries.push(Entry::bare(&p, kind));
         }
         l.entries.sort_by(|a, b| a.path.cmp(&b.path));
         l
