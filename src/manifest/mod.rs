@@ -19,6 +19,8 @@ use std::path::{Path, PathBuf};
 use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, Transaction};
 
+use thin_vec::ThinVec;
+
 use crate::hash::{Digest, HashAlgo};
 use crate::tree::{Entry, EntryKind, StatCache};
 use crate::xattr::Xattrs;
@@ -871,7 +873,7 @@ fn apply_entry_changes(
                     en.stat.dev as i64,
                     en.stat.nlink as i64,
                     en.digest.as_ref().map(|d| d.as_bytes()),
-                    &en.target,
+                    en.target.as_deref(),
                     en.rdev as i64,
                     en.xattrs.as_ref().map(|x| x.encode()),
                     en.sparse as i64,
@@ -1077,7 +1079,7 @@ fn entry_row(r: &Row<'_>) -> rusqlite::Result<Entry> {
             nlink: r.get::<_, i64>(10)? as u64,
         },
         digest,
-        target: r.get(12)?,
+        target: r.get::<_, Option<Vec<u8>>>(12)?.map(ThinVec::from),
         rdev: r.get::<_, i64>(13)? as u64,
         xattrs: match r.get::<_, Option<Vec<u8>>>(14)? {
             None => None,

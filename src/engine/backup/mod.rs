@@ -15,6 +15,7 @@
 //! what to read, `read` reads on the pool, the `sink` writes the archive on this thread,
 //! `record` counts and the manifest commits.
 
+mod outcome;
 mod policy;
 mod read;
 mod record;
@@ -460,7 +461,7 @@ impl Run<'_> {
             Some(w) => Some(w.finish()?),
             None => None,
         };
-        let outcomes = std::mem::take(&mut sink.outcomes);
+        let outcomes = std::mem::replace(&mut sink.outcomes, outcome::Outcomes::new(0));
         let stored =
             std::mem::take(&mut sink.stored).into_sorted(&|i| sink::stored_digest(&outcomes, i));
         let (bytes_read, mut problems) = (sink.bytes_read, std::mem::take(&mut sink.problems));
@@ -504,11 +505,11 @@ impl Run<'_> {
         repo: &mut Repository,
         snap: &NewSnapshot,
         plan: &Plan,
-        outcomes: &[Option<read::Fate>],
-        stored: &[usize],
+        outcomes: &outcome::Outcomes,
+        stored: &[u32],
     ) -> Result<()> {
         let mut changes = record::changes(plan, self.kind, outcomes);
-        let mut blobs = stored.iter().map(|&i| NewBlob {
+        let mut blobs = stored.iter().map(|&i| i as usize).map(|i| NewBlob {
             digest: sink::stored_digest(outcomes, i),
             member: paths::member(&self.name, &plan.items[i].entry.path),
             size: sink::stored_size(plan, outcomes, i),
@@ -554,8 +555,10 @@ impl Run<'_> {
                 plan.reads().count() as u64,
             )?,
             writer: None,
-            stored: stored::Stored::with_capacity(plan.reads().count()),
-            outcomes: (0..plan.items.len()).map(|_| None).collect(),
+            // Room for half the reads: a table sized for all of them has twice the slots it
+            // needs once an eighth of the contents are duplicates; it doubles if need be.
+            stored: stored::Stored::with_capacity(plan.reads().count() / 2),
+            outcomes: outcome::Outcomes::new(plan.items.len()),
             bytes_read: 0,
             problems: Vec::new(),
         };

@@ -44,17 +44,6 @@ pub(super) enum Content {
     Failed(String),
 }
 
-/// The final state of a read file.
-#[derive(Debug)]
-pub(super) enum Fate {
-    /// Read as walked: only the digest (and whether it was stored sparse) is new (the common
-    /// case, kept small).
-    Digest(Digest, bool),
-    /// The file changed between the walk and the read: its fresh stat data and digest.
-    Fresh(Box<Entry>),
-    Failed,
-}
-
 /// What a reading worker keeps between files: its read buffer, and within one batch the folder
 /// of the file it read last, open, so that files are opened relative to it (`openat`): a batch
 /// of small files from one folder costs one path walk instead of one a file. The folder is let
@@ -241,38 +230,41 @@ pub(super) fn read_one(
     }
 }
 
-/// The plan's items in the order they go into the archive, in batches for the pool. A full
-/// has every item, each folder's contents right after the folder (GNU tar needs that to
+/// The plan's items in the order they go into the archive, in batches for the pool, made as
+/// the pool takes them (a full of a million files would otherwise hold every batch at once). A
+/// full has every item, each folder's contents right after the folder (GNU tar needs that to
 /// restore folder times), which is not quite path byte order; an incremental only what is read.
-pub(super) fn batches(plan: &Plan, kind: Kind) -> Vec<Vec<usize>> {
-    let indices: Vec<usize> = if kind == Kind::Full {
-        let mut v: Vec<usize> = (0..plan.items.len()).collect();
+pub(super) fn batches(plan: &Plan, kind: Kind) -> impl Iterator<Item = Vec<usize>> + '_ {
+    let index = |i: usize| u32::try_from(i).expect("a plan holds fewer than 2^32 items");
+    let indices: Vec<u32> = if kind == Kind::Full {
+        let mut v: Vec<u32> = (0..plan.items.len()).map(index).collect();
         v.sort_by(|&a, &b| {
-            crate::tree::path_cmp(&plan.items[a].entry.path, &plan.items[b].entry.path)
+            let (a, b) = (&plan.items[a as usize], &plan.items[b as usize]);
+            crate::tree::path_cmp(&a.entry.path, &b.entry.path)
         });
         v
     } else {
         (0..plan.items.len())
             .filter(|&i| plan.items[i].read != ReadReason::No)
+            .map(index)
             .collect()
     };
-    let mut out = Vec::new();
+    let mut indices = indices.into_iter();
     let mut batch = Batcher::default();
-    for idx in indices {
-        let it = &plan.items[idx];
-        let bytes = if it.read != ReadReason::No {
-            it.entry.size
-        } else {
-            0
-        };
-        if let Some(b) = batch.add(idx, bytes) {
-            out.push(b);
+    std::iter::from_fn(move || {
+        for idx in indices.by_ref() {
+            let it = &plan.items[idx as usize];
+            let bytes = if it.read != ReadReason::No {
+                it.entry.size
+            } else {
+                0
+            };
+            if let Some(b) = batch.add(idx as usize, bytes) {
+                return Some(b);
+            }
         }
-    }
-    if !batch.is_empty() {
-        out.push(batch.take());
-    }
-    out
+        (!batch.is_empty()).then(|| batch.take())
+    })
 }
 
 #[cfg(test)]

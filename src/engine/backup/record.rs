@@ -2,7 +2,7 @@
 //! the manifest changes, made one at a time as the commit takes them so that the tree is never
 //! held twice.
 
-use super::read::Fate;
+use super::outcome::{Fate, Outcomes};
 use super::BackupStats;
 use crate::engine::plan::{self, Item, Plan, Prev, ReadReason};
 use crate::manifest::{EntryChange, Kind};
@@ -33,11 +33,11 @@ struct Judged {
 }
 
 /// Judges one item; `fate` is None for a dry run (what the plan expects).
-fn judge(it: &Item, fate: Option<&Option<Fate>>, kind: Kind) -> Judged {
+fn judge(it: &Item, fate: Option<Option<Fate<'_>>>, kind: Kind) -> Judged {
     let digest = match fate {
         None => return planned(it),
         Some(Some(Fate::Failed)) => return failed(it.prev, kind),
-        Some(Some(Fate::Digest(d, _))) => Some(*d),
+        Some(Some(Fate::Digest(d, _))) => Some(d),
         Some(Some(Fate::Fresh(e))) => e.digest,
         Some(None) => it.entry.digest,
     };
@@ -86,10 +86,10 @@ fn failed(prev: Prev, kind: Kind) -> Judged {
 }
 
 /// Counts a plan's items. `outcomes` is None for a dry run.
-pub(super) fn count(plan: &Plan, kind: Kind, outcomes: Option<&[Option<Fate>]>) -> BackupStats {
+pub(super) fn count(plan: &Plan, kind: Kind, outcomes: Option<&Outcomes>) -> BackupStats {
     let mut stats = BackupStats::default();
     for (idx, it) in plan.items.iter().enumerate() {
-        let j = judge(it, outcomes.map(|o| &o[idx]), kind);
+        let j = judge(it, outcomes.map(|o| o.get(idx)), kind);
         if let Some(c) = j.count {
             stats.files += 1;
             match c {
@@ -110,26 +110,23 @@ pub(super) fn count(plan: &Plan, kind: Kind, outcomes: Option<&[Option<Fate>]>) 
 pub(super) fn changes<'p>(
     plan: &'p Plan,
     kind: Kind,
-    outcomes: &'p [Option<Fate>],
+    outcomes: &'p Outcomes,
 ) -> impl Iterator<Item = EntryChange> + 'p {
-    let per_item = plan
-        .items
-        .iter()
-        .zip(outcomes)
-        .filter_map(move |(it, fate)| {
-            let j = judge(it, Some(fate), kind);
-            match (j.row, fate) {
-                (Row::Keep, _) => None,
-                (Row::Remove, _) => Some(EntryChange::Remove(it.entry.path.clone())),
-                (Row::Put, Some(Fate::Fresh(e))) => Some(EntryChange::Put((**e).clone())),
-                (Row::Put, Some(Fate::Digest(d, sparse))) => {
-                    let mut entry = it.entry.clone();
-                    (entry.digest, entry.sparse) = (Some(*d), *sparse);
-                    Some(EntryChange::Put(entry))
-                }
-                (Row::Put, _) => Some(EntryChange::Put(it.entry.clone())),
+    let per_item = plan.items.iter().enumerate().filter_map(move |(idx, it)| {
+        let fate = outcomes.get(idx);
+        let j = judge(it, Some(fate.clone()), kind);
+        match (j.row, fate) {
+            (Row::Keep, _) => None,
+            (Row::Remove, _) => Some(EntryChange::Remove(it.entry.path.clone())),
+            (Row::Put, Some(Fate::Fresh(e))) => Some(EntryChange::Put(e.clone())),
+            (Row::Put, Some(Fate::Digest(d, sparse))) => {
+                let mut entry = it.entry.clone();
+                (entry.digest, entry.sparse) = (Some(d), sparse);
+                Some(EntryChange::Put(entry))
             }
-        });
+            (Row::Put, _) => Some(EntryChange::Put(it.entry.clone())),
+        }
+    });
     let gone = plan.removed.iter().chain(&plan.dropped).cloned();
     per_item.chain(gone.map(EntryChange::Remove))
 }

@@ -6,7 +6,8 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use super::read::{fresh_entry, open_nofollow, sparse_map, stat_moved, Content, Fate};
+use super::outcome::{Fate, Outcomes};
+use super::read::{fresh_entry, open_nofollow, sparse_map, stat_moved, Content};
 use super::stored::Stored;
 use crate::archive::{ArchiveWriter, Compression, MemberMeta};
 use crate::engine::paths;
@@ -67,24 +68,24 @@ pub(super) struct Sink<'a> {
     pub writer: Option<ArchiveWriter>,
     /// Contents stored in this archive, each with the item that is its member.
     pub stored: Stored,
-    /// By plan index: what became of the item (None: as planned, nothing read).
-    pub outcomes: Vec<Option<Fate>>,
+    /// By plan index: what became of the item.
+    pub outcomes: Outcomes,
     pub bytes_read: u64,
     pub problems: Vec<Problem>,
 }
 
 /// The digest a stored item ended with (its outcome's).
-pub(super) fn stored_digest(outcomes: &[Option<Fate>], item: usize) -> Digest {
-    match &outcomes[item] {
-        Some(Fate::Digest(d, _)) => *d,
+pub(super) fn stored_digest(outcomes: &Outcomes, item: usize) -> Digest {
+    match outcomes.get(item) {
+        Some(Fate::Digest(d, _)) => d,
         Some(Fate::Fresh(e)) => e.digest.expect("a stored file has its digest"),
         _ => unreachable!("a stored file has an outcome with its digest"),
     }
 }
 
 /// The size a stored item ended with.
-pub(super) fn stored_size(plan: &Plan, outcomes: &[Option<Fate>], item: usize) -> u64 {
-    match &outcomes[item] {
+pub(super) fn stored_size(plan: &Plan, outcomes: &Outcomes, item: usize) -> u64 {
+    match outcomes.get(item) {
         Some(Fate::Fresh(e)) => e.size,
         _ => plan.items[item].entry.size,
     }
@@ -115,7 +116,7 @@ impl Sink<'_> {
     fn failed(&mut self, idx: usize, why: impl ToString) {
         let path = self.plan.items[idx].entry.path.clone();
         self.problems.push(Problem::failed(path, why));
-        self.outcomes[idx] = Some(Fate::Failed);
+        self.outcomes.set_failed(idx);
     }
 
     /// Takes one item's read result.
@@ -285,9 +286,9 @@ impl Sink<'_> {
         (inc.fresh.digest, inc.fresh.sparse) = (it.entry.digest, it.entry.sparse);
         let as_walked = inc.fresh == it.entry;
         (inc.fresh.digest, inc.fresh.sparse) = (digest, sparse);
-        self.outcomes[idx] = Some(match inc.digest {
-            Some(d) if as_walked => Fate::Digest(d, sparse),
-            _ => Fate::Fresh(Box::new(inc.fresh)),
-        });
+        match inc.digest {
+            Some(d) if as_walked => self.outcomes.set_digest(idx, d, sparse),
+            _ => self.outcomes.set_fresh(idx, inc.fresh),
+        }
     }
 }

@@ -17,7 +17,8 @@ pub(super) type DigestOf<'a> = &'a dyn Fn(usize) -> Digest;
 /// The items whose content this archive stores, indexed by digest.
 #[derive(Default)]
 pub(super) struct Stored {
-    index: HashTable<usize>,
+    /// Item numbers, 4 bytes each: the table has room for twice the contents it may hold.
+    index: HashTable<u32>,
 }
 
 impl Stored {
@@ -30,7 +31,9 @@ impl Stored {
 
     /// The item stored with this digest, if this archive stores it.
     pub fn get(&self, d: &Digest, digest_of: DigestOf<'_>) -> Option<usize> {
-        self.index.find(prefix(d), |&i| digest_of(i) == *d).copied()
+        self.index
+            .find(prefix(d), |&i| digest_of(i as usize) == *d)
+            .map(|&i| i as usize)
     }
 
     /// Notes that `item` is stored with digest `d` (the first item stored under a digest
@@ -38,18 +41,18 @@ impl Stored {
     pub fn insert(&mut self, item: usize, d: &Digest, digest_of: DigestOf<'_>) {
         let found = self.index.entry(
             prefix(d),
-            |&i| digest_of(i) == *d,
-            |&i| prefix(&digest_of(i)),
+            |&i| digest_of(i as usize) == *d,
+            |&i| prefix(&digest_of(i as usize)),
         );
         if let Entry::Vacant(v) = found {
-            v.insert(item);
+            v.insert(u32::try_from(item).expect("a plan holds fewer than 2^32 items"));
         }
     }
 
     /// The stored items in digest order (the manifest's key order), the index dropped.
-    pub fn into_sorted(self, digest_of: DigestOf<'_>) -> Vec<usize> {
-        let mut items: Vec<usize> = self.index.into_iter().collect();
-        items.sort_unstable_by_key(|&i| prefix(&digest_of(i)));
+    pub fn into_sorted(self, digest_of: DigestOf<'_>) -> Vec<u32> {
+        let mut items: Vec<u32> = self.index.into_iter().collect();
+        items.sort_unstable_by_key(|&i| prefix(&digest_of(i as usize)));
         items
     }
 }
@@ -85,6 +88,6 @@ mod tests {
         assert_eq!(items.len(), 3);
         assert!(items
             .windows(2)
-            .all(|w| prefix(&of(w[0])) <= prefix(&of(w[1]))));
+            .all(|w| prefix(&of(w[0] as usize)) <= prefix(&of(w[1] as usize))));
     }
 }

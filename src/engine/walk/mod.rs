@@ -20,6 +20,8 @@ use std::path::Path;
 
 use globset::GlobSet;
 
+use thin_vec::ThinVec;
+
 use crate::engine::paths::{self, join, parent_of};
 use crate::engine::problem::Problem;
 use crate::engine::select::Selection;
@@ -244,7 +246,7 @@ fn complete_entry(de: &fs::DirEntry, e: &mut Entry) -> std::result::Result<(), S
         let t = fs::read_link(de.path()).map_err(|err| format!("cannot read symlink: {err}"))?;
         let t = t.into_os_string().into_vec();
         e.size = t.len() as u64;
-        e.target = Some(t);
+        e.target = Some(ThinVec::from(t));
     }
     Ok(())
 }
