@@ -4,20 +4,23 @@
 //! Promises:
 //! - The schema is versioned ([`schema::SCHEMA_VERSION`]) and migrated forward on open; a newer
 //!   schema is refused with [`ManifestError::TooNew`].
-//! - A snapshot is recorded by one transaction ([`Manifest::commit_snapshot`]), so it is either
-//!   wholly present or absent.
+//! - A snapshot is recorded by one transaction ([`Manifest::begin_snapshot`] to
+//!   [`Recording::commit`]), so it is either wholly present or absent.
 //! - Unchanged paths cost no row per snapshot: a row of `entries` spans every snapshot from the
 //!   one that introduced that version to the one that replaced or deleted it.
 //! - Paths and digests are stored as bytes.
 
 pub mod hosts;
+mod record;
 pub mod schema;
+
+pub use record::Recording;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use rusqlite::types::ValueRef;
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, Transaction};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 
 use thin_vec::ThinVec;
 
@@ -710,209 +713,6 @@ impl Manifest {
         tx.commit().map_err(e)?;
         Ok(())
     }
-
-    /// Records a snapshot, its tree changes and its stored contents in one transaction and
-    /// returns its seq. Nothing is recorded if any step fails.
-    pub fn commit_snapshot(
-        &mut self,
-        source_path: &[u8],
-        source_name: &[u8],
-        snap: &NewSnapshot,
-        changes: &mut dyn Iterator<Item = EntryChange>,
-        blobs: &mut dyn Iterator<Item = NewBlob>,
-    ) -> Result<i64, ManifestError> {
-        let path = self.path.clone();
-        let e = |e| sql(&path, e);
-        let tx = self.conn.transaction().map_err(e)?;
-        let source_id = source_id_or_insert(&tx, &path, source_path, source_name)?;
-        if snap.source_id != 0 && snap.source_id != source_id {
-            return Err(ManifestError::Damaged {
-                path: path.clone(),
-                what: "source id mismatch".into(),
-            });
-        }
-        let seq = insert_snapshot_row(&tx, &path, snap, source_id)?;
-        let chain_seq = snap.chain_seq.unwrap_or(seq);
-        tx.execute(
-            "UPDATE snapshots SET chain_seq = ?1 WHERE seq = ?2",
-            params![chain_seq, seq],
-        )
-        .map_err(e)?;
-        apply_entry_changes(&tx, &path, source_id, seq, changes)?;
-        insert_blobs(&tx, &path, chain_seq, seq, blobs)?;
-        tx.commit().map_err(e)?;
-        Ok(seq)
-    }
-}
-
-/// The id of the source at `source_path`, recording it first when it is new (within `tx`).
-fn source_id_or_insert(
-    tx: &Transaction<'_>,
-    path: &Path,
-    source_path: &[u8],
-    source_name: &[u8],
-) -> Result<i64, ManifestError> {
-    let e = |e| sql(path, e);
-    let source_id: i64 = match tx
-        .query_row(
-            "SELECT id FROM sources WHERE path = ?1",
-            [source_path],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(e)?
-    {
-        Some(id) => id,
-        None => {
-            tx.execute(
-                "INSERT INTO sources (path, name) VALUES (?1, ?2)",
-                params![source_path, source_name],
-            )
-            .map_err(e)?;
-            tx.last_insert_rowid()
-        }
-    };
-    Ok(source_id)
-}
-
-/// Inserts the snapshot's row (with a placeholder chain_seq of 0) and returns its seq.
-fn insert_snapshot_row(
-    tx: &Transaction<'_>,
-    path: &Path,
-    snap: &NewSnapshot,
-    source_id: i64,
-) -> Result<i64, ManifestError> {
-    tx.execute(
-        "INSERT INTO snapshots (id, source_id, kind, parent_seq, chain_seq, time_ns, hash, \
-         compression, archive, archive_size, archive_blake3, files, new, changed, deleted, \
-         unchanged, bytes_read, warnings, duration_ms, root_mode, root_uid, root_gid, \
-         root_mtime_ns) VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, \
-         ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
-        params![
-            snap.id,
-            source_id,
-            snap.kind.name(),
-            snap.parent_seq,
-            snap.time_ns,
-            snap.hash.name(),
-            snap.compression,
-            snap.archive,
-            snap.archive_size.map(|s| s as i64),
-            snap.archive_blake3,
-            snap.stats.files as i64,
-            snap.stats.new as i64,
-            snap.stats.changed as i64,
-            snap.stats.deleted as i64,
-            snap.stats.unchanged as i64,
-            snap.stats.bytes_read as i64,
-            snap.stats.warnings as i64,
-            snap.stats.duration_ms as i64,
-            snap.root.map(|r| r.mode as i64),
-            snap.root.map(|r| r.uid as i64),
-            snap.root.map(|r| r.gid as i64),
-            snap.root.map(|r| r.mtime_ns),
-        ],
-    )
-    .map_err(|e| sql(path, e))?;
-    Ok(tx.last_insert_rowid())
-}
-
-/// Applies the snapshot's tree changes: closes each changed or removed path's live row at
-/// `seq` and inserts the new versions (within `tx`).
-fn apply_entry_changes(
-    tx: &Transaction<'_>,
-    path: &Path,
-    source_id: i64,
-    seq: i64,
-    changes: &mut dyn Iterator<Item = EntryChange>,
-) -> Result<(), ManifestError> {
-    let e = |e| sql(path, e);
-    // A source's first snapshot has no live rows to close: skip a b-tree search per path.
-    let any_live: bool = tx
-        .query_row(
-            "SELECT EXISTS (SELECT 1 FROM entries WHERE source_id = ?1 AND to_seq IS NULL)",
-            [source_id],
-            |r| r.get(0),
-        )
-        .map_err(e)?;
-    let mut close = tx
-        .prepare_cached(
-            "UPDATE entries SET to_seq = ?1 WHERE source_id = ?2 AND path = ?3 AND to_seq IS NULL",
-        )
-        .map_err(e)?;
-    let mut put = tx
-        .prepare_cached(&format!(
-            "INSERT INTO entries (source_id, from_seq, {ENTRY_COLUMNS}) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
-             ?18)"
-        ))
-        .map_err(e)?;
-    for c in changes {
-        match c {
-            EntryChange::Remove(p) => {
-                close.execute(params![seq, source_id, &p]).map_err(e)?;
-            }
-            EntryChange::Put(en) => {
-                if any_live {
-                    close
-                        .execute(params![seq, source_id, &en.path])
-                        .map_err(e)?;
-                }
-                put.execute(params![
-                    source_id,
-                    seq,
-                    &en.path,
-                    en.kind.code(),
-                    en.mode as i64,
-                    en.uid as i64,
-                    en.gid as i64,
-                    en.size as i64,
-                    en.mtime_ns,
-                    en.stat.ctime_ns,
-                    en.stat.ino as i64,
-                    en.stat.dev as i64,
-                    en.stat.nlink as i64,
-                    en.digest.as_ref().map(|d| d.as_bytes()),
-                    en.target.as_deref(),
-                    en.rdev as i64,
-                    en.xattrs.as_ref().map(|x| x.encode()),
-                    en.sparse as i64,
-                ])
-                .map_err(e)?;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Records where the snapshot's archive stores each content (within `tx`). They should come
-/// in digest order: random digests would scatter the inserts over the whole b-tree, each a
-/// page read once the tree outgrows SQLite's page cache.
-fn insert_blobs(
-    tx: &Transaction<'_>,
-    path: &Path,
-    chain_seq: i64,
-    seq: i64,
-    blobs: &mut dyn Iterator<Item = NewBlob>,
-) -> Result<(), ManifestError> {
-    let e = |e| sql(path, e);
-    let mut blob = tx
-        .prepare_cached(
-            "INSERT OR IGNORE INTO blobs (chain_seq, digest, snap_seq, member, size) \
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-        )
-        .map_err(e)?;
-    for b in blobs {
-        blob.execute(params![
-            chain_seq,
-            b.digest.as_bytes(),
-            seq,
-            b.member,
-            b.size as i64
-        ])
-        .map_err(e)?;
-    }
-    Ok(())
 }
 
 /// Refuses a file shorter than its SQLite header says it is (cut short by a copy, a full disk

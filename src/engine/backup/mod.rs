@@ -42,7 +42,7 @@ use crate::engine::select::Selection;
 use crate::engine::walk::{self, Walk, WalkOptions};
 use crate::error::{Error, Result};
 use crate::hash::HashAlgo;
-use crate::manifest::{Kind, NewBlob, NewSnapshot, SnapshotStats};
+use crate::manifest::{Kind, NewBlob, NewSnapshot, Recording, SnapshotStats};
 use crate::pool::{CancelToken, Pool};
 use crate::progress::Progress;
 use crate::text::display_path;
@@ -456,7 +456,14 @@ impl Run<'_> {
         }
         let id = new_snapshot_id();
         let archive_name = self.archive_name(&id);
-        let mut sink = self.archive(&repo, scan, &plan, &archive_name)?;
+        // The snapshot's transaction is open while the archive is written (its rows go in as
+        // the paths are archived); it commits after the archive is complete, or rolls back.
+        let stats = BackupStats::default();
+        let provisional = self.snapshot_row(&id, scan, &stats, 0, None, &archive_name);
+        let mut rec = repo
+            .manifest
+            .begin_snapshot(&self.src_bytes, &self.name, &provisional)?;
+        let mut sink = self.archive(&repo, scan, &plan, &archive_name, &mut rec)?;
         let finished = match sink.writer.take() {
             Some(w) => Some(w.finish()?),
             None => None,
@@ -479,8 +486,7 @@ impl Run<'_> {
             finished.as_ref(),
             &archive_name,
         );
-        let mut repo = repo;
-        if let Err(e) = self.commit(&mut repo, &snap, &plan, &outcomes, &stored) {
+        if let Err(e) = self.commit(rec, &snap, &plan, &outcomes, &stored) {
             // Not recorded: the archive must not outlive the failed commit.
             if let Some(f) = &finished {
                 let _ = fs::remove_file(&f.path);
@@ -498,29 +504,24 @@ impl Run<'_> {
         Ok(report)
     }
 
-    /// Records the snapshot: its row, its tree changes (made one at a time from the plan) and
-    /// where its archive stores each content.
+    /// Commits the snapshot: its final row, the tree changes not made while archiving (made
+    /// one at a time from the plan) and where its archive stores each content.
     fn commit(
         &self,
-        repo: &mut Repository,
+        rec: Recording<'_>,
         snap: &NewSnapshot,
         plan: &Plan,
         outcomes: &outcome::Outcomes,
         stored: &[u32],
     ) -> Result<()> {
-        let mut changes = record::changes(plan, self.kind, outcomes);
+        let kind = self.kind;
+        let mut changes = record::rest(plan, kind, outcomes, move |it| read::archived(it, kind));
         let mut blobs = stored.iter().map(|&i| i as usize).map(|i| NewBlob {
             digest: sink::stored_digest(outcomes, i),
             member: paths::member(&self.name, &plan.items[i].entry.path),
             size: sink::stored_size(plan, outcomes, i),
         });
-        repo.manifest.commit_snapshot(
-            &self.src_bytes,
-            &self.name,
-            snap,
-            &mut changes,
-            &mut blobs,
-        )?;
+        rec.commit(snap, &mut changes, &mut blobs)?;
         Ok(())
     }
 
@@ -531,6 +532,7 @@ impl Run<'_> {
         scan: &'s Walk,
         plan: &'s Plan,
         archive_name: &str,
+        rec: &mut Recording<'_>,
     ) -> Result<sink::Sink<'s>> {
         let opts = self.opts;
         let level = opts
@@ -575,12 +577,19 @@ impl Run<'_> {
                 .expect("just set")
                 .add_dir(&self.name, &sink::meta_of(&scan.root))?;
         }
-        self.read_into(plan, algo, &mut sink)?;
+        self.read_into(plan, algo, &mut sink, rec)?;
         Ok(sink)
     }
 
-    /// The pool reads batches of files; the sink takes them in archive order.
-    fn read_into(&self, plan: &Plan, algo: HashAlgo, sink: &mut sink::Sink<'_>) -> Result<()> {
+    /// The pool reads batches of files; the sink takes them in archive order, and each item's
+    /// manifest row is written as soon as the sink has taken it.
+    fn read_into(
+        &self,
+        plan: &Plan,
+        algo: HashAlgo,
+        sink: &mut sink::Sink<'_>,
+        rec: &mut Recording<'_>,
+    ) -> Result<()> {
         // Large files of equal size may be duplicates: hash those before archiving them.
         let mut large_sizes: std::collections::HashMap<u64, u32> = Default::default();
         for it in plan.reads().filter(|it| it.entry.size > INLINE_MAX) {
@@ -609,6 +618,10 @@ impl Run<'_> {
             |done: Vec<(usize, read::Content)>| -> Result<()> {
                 for (idx, content) in done {
                     sink.take(idx, content)?;
+                    let it = &plan.items[idx];
+                    if let Some(c) = record::row(it, sink.outcomes.get(idx), self.kind) {
+                        rec.change(&c)?;
+                    }
                 }
                 Ok(())
             },

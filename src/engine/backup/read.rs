@@ -230,6 +230,12 @@ pub(super) fn read_one(
     }
 }
 
+/// Whether an item goes to the archive's sink (in one of the [`batches`]): every item of a
+/// full, the files to read of an incremental.
+pub(super) fn archived(it: &plan::Item, kind: Kind) -> bool {
+    kind == Kind::Full || it.read != ReadReason::No
+}
+
 /// The plan's items in the order they go into the archive, in batches for the pool, made as
 /// the pool takes them (a full of a million files would otherwise hold every batch at once). A
 /// full has every item, each folder's contents right after the folder (GNU tar needs that to
@@ -238,6 +244,7 @@ pub(super) fn batches(plan: &Plan, kind: Kind) -> impl Iterator<Item = Vec<usize
     let index = |i: usize| u32::try_from(i).expect("a plan holds fewer than 2^32 items");
     let indices: Vec<u32> = if kind == Kind::Full {
         let mut v: Vec<u32> = (0..plan.items.len()).map(index).collect();
+        debug_assert!(plan.items.iter().all(|it| archived(it, kind)));
         v.sort_by(|&a, &b| {
             let (a, b) = (&plan.items[a as usize], &plan.items[b as usize]);
             crate::tree::path_cmp(&a.entry.path, &b.entry.path)
@@ -245,7 +252,7 @@ pub(super) fn batches(plan: &Plan, kind: Kind) -> impl Iterator<Item = Vec<usize
         v
     } else {
         (0..plan.items.len())
-            .filter(|&i| plan.items[i].read != ReadReason::No)
+            .filter(|&i| archived(&plan.items[i], kind))
             .map(index)
             .collect()
     };

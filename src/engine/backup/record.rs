@@ -105,28 +105,39 @@ pub(super) fn count(plan: &Plan, kind: Kind, outcomes: Option<&Outcomes>) -> Bac
     stats
 }
 
-/// The manifest changes of a real run, in path order, made one at a time as the commit takes
-/// them (each entry is copied just before its row is written and dropped just after).
-pub(super) fn changes<'p>(
+/// The manifest change of one item of a real run once the sink took it (None: its live row
+/// stands).
+pub(super) fn row(it: &Item, fate: Option<Fate<'_>>, kind: Kind) -> Option<EntryChange> {
+    let j = judge(it, Some(fate.clone()), kind);
+    match (j.row, fate) {
+        (Row::Keep, _) => None,
+        (Row::Remove, _) => Some(EntryChange::Remove(it.entry.path.clone())),
+        (Row::Put, Some(Fate::Fresh(e))) => Some(EntryChange::Put(e.clone())),
+        (Row::Put, Some(Fate::Digest(d, sparse))) => {
+            let mut entry = it.entry.clone();
+            (entry.digest, entry.sparse) = (Some(d), sparse);
+            Some(EntryChange::Put(entry))
+        }
+        (Row::Put, _) => Some(EntryChange::Put(it.entry.clone())),
+    }
+}
+
+/// The manifest changes of a real run that were not made as the archive was written: the
+/// items that never went to the archive (`archived` false), then the paths that are gone.
+/// Made one at a time as the commit takes them (each entry is copied just before its row is
+/// written and dropped just after).
+pub(super) fn rest<'p>(
     plan: &'p Plan,
     kind: Kind,
     outcomes: &'p Outcomes,
+    archived: impl Fn(&Item) -> bool + 'p,
 ) -> impl Iterator<Item = EntryChange> + 'p {
-    let per_item = plan.items.iter().enumerate().filter_map(move |(idx, it)| {
-        let fate = outcomes.get(idx);
-        let j = judge(it, Some(fate.clone()), kind);
-        match (j.row, fate) {
-            (Row::Keep, _) => None,
-            (Row::Remove, _) => Some(EntryChange::Remove(it.entry.path.clone())),
-            (Row::Put, Some(Fate::Fresh(e))) => Some(EntryChange::Put(e.clone())),
-            (Row::Put, Some(Fate::Digest(d, sparse))) => {
-                let mut entry = it.entry.clone();
-                (entry.digest, entry.sparse) = (Some(d), sparse);
-                Some(EntryChange::Put(entry))
-            }
-            (Row::Put, _) => Some(EntryChange::Put(it.entry.clone())),
-        }
-    });
+    let per_item = plan
+        .items
+        .iter()
+        .enumerate()
+        .filter(move |(_, it)| !archived(it))
+        .filter_map(move |(idx, it)| row(it, outcomes.get(idx), kind));
     let gone = plan.removed.iter().chain(&plan.dropped).cloned();
     per_item.chain(gone.map(EntryChange::Remove))
 }
