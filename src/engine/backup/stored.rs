@@ -50,10 +50,31 @@ impl Stored {
     }
 
     /// The stored items in digest order (the manifest's key order), the index dropped.
+    ///
+    /// A counting sort on the digests' first two bytes, then a sort of each (small) bucket:
+    /// `digest_of` is a random access into a large table, and a comparison sort called it
+    /// twenty times an item.
     pub fn into_sorted(self, digest_of: DigestOf<'_>) -> Vec<u32> {
-        let mut items: Vec<u32> = self.index.into_iter().collect();
-        items.sort_unstable_by_key(|&i| prefix(&digest_of(i as usize)));
-        items
+        let bucket = |i: u32| (prefix(&digest_of(i as usize)) >> 48) as usize;
+        let mut starts = vec![0usize; (1 << 16) + 1];
+        for &i in self.index.iter() {
+            starts[bucket(i) + 1] += 1;
+        }
+        for b in 1..starts.len() {
+            starts[b] += starts[b - 1];
+        }
+        let mut next = starts.clone();
+        let mut out = vec![0u32; self.index.len()];
+        for &i in self.index.iter() {
+            let b = bucket(i);
+            out[next[b]] = i;
+            next[b] += 1;
+        }
+        drop(self.index);
+        for w in starts.windows(2) {
+            out[w[0]..w[1]].sort_unstable_by_key(|&i| prefix(&digest_of(i as usize)));
+        }
+        out
     }
 }
 
@@ -89,5 +110,24 @@ mod tests {
         assert!(items
             .windows(2)
             .all(|w| prefix(&of(w[0] as usize)) <= prefix(&of(w[1] as usize))));
+    }
+
+    #[test]
+    fn many_contents_come_out_once_each_in_key_order() {
+        let digests: Vec<Digest> = (0..20_000u32)
+            .map(|i| HashAlgo::Blake3.digest(&i.to_le_bytes()))
+            .collect();
+        let of = |i: usize| digests[i];
+        let mut s = Stored::with_capacity(16);
+        for (i, d) in digests.iter().enumerate() {
+            s.insert(i, d, &of);
+        }
+        let items = s.into_sorted(&of);
+        let mut seen = items.clone();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..20_000u32).collect::<Vec<_>>());
+        assert!(items
+            .windows(2)
+            .all(|w| of(w[0] as usize) <= of(w[1] as usize)));
     }
 }
