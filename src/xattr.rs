@@ -5,7 +5,7 @@
 //! Every namespace the running user may read is kept (`user.*`, `trusted.*` as root,
 //! `security.*`, `system.posix_acl_*`). Names are raw bytes (no NUL); values are raw bytes.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
@@ -138,9 +138,69 @@ fn sized(mut call: impl FnMut(*mut libc::c_void, usize) -> isize) -> io::Result<
 /// in between is left out.
 pub fn read_path(path: &Path) -> io::Result<Option<Xattrs>> {
     let c = cpath(path)?;
-    // SAFETY: valid C string; the buffer pointer and length come from `sized`.
-    let names = sized(|p, n| unsafe { libc::llistxattr(c.as_ptr(), p.cast(), n) });
-    let names = match names {
+    read_with(
+        // SAFETY: valid C string; the buffer pointer and length come from `sized`.
+        |p, n| unsafe { libc::llistxattr(c.as_ptr(), p.cast(), n) },
+        // SAFETY: valid C strings; buffer from `sized`.
+        |attr, p, n| unsafe { libc::lgetxattr(c.as_ptr(), attr.as_ptr(), p, n) },
+    )
+}
+
+/// `listxattrat` and `getxattrat` (Linux 6.13; one number on every architecture since).
+const SYS_GETXATTRAT: libc::c_long = 464;
+const SYS_LISTXATTRAT: libc::c_long = 465;
+
+/// `struct xattr_args` of `getxattrat`.
+#[repr(C)]
+struct XattrArgs {
+    value: u64,
+    size: u32,
+    flags: u32,
+}
+
+/// As [`read_path`], for `name` in the open folder `dir`: the kernel looks up one name, not
+/// the whole path again. Fails with `ENOSYS` before Linux 6.13 (the caller then reads by
+/// path).
+pub fn read_at(dir: RawFd, name: &CStr) -> io::Result<Option<Xattrs>> {
+    let nofollow = libc::AT_SYMLINK_NOFOLLOW as libc::c_uint;
+    read_with(
+        // SAFETY: an open folder, a valid C string; buffer pointer and length from `sized`.
+        |p, n| unsafe {
+            libc::syscall(SYS_LISTXATTRAT, dir, name.as_ptr(), nofollow, p, n) as isize
+        },
+        |attr, p, n| {
+            let mut args = XattrArgs {
+                value: p as u64,
+                size: u32::try_from(n).unwrap_or(u32::MAX),
+                flags: 0,
+            };
+            let (a, len) = (
+                &mut args as *mut XattrArgs,
+                std::mem::size_of::<XattrArgs>(),
+            );
+            // SAFETY: as above; `args` points at the buffer from `sized` and lives across the
+            // call, `len` is its size.
+            unsafe {
+                libc::syscall(
+                    SYS_GETXATTRAT,
+                    dir,
+                    name.as_ptr(),
+                    nofollow,
+                    attr.as_ptr(),
+                    a,
+                    len,
+                ) as isize
+            }
+        },
+    )
+}
+
+/// Lists the names with `list`, then reads each value with `get`.
+fn read_with(
+    list: impl FnMut(*mut libc::c_void, usize) -> isize,
+    mut get: impl FnMut(&CStr, *mut libc::c_void, usize) -> isize,
+) -> io::Result<Option<Xattrs>> {
+    let names = match sized(list) {
         Ok(n) if n.is_empty() => return Ok(None),
         Ok(n) => n,
         Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTSUP)) => return Ok(None),
@@ -149,9 +209,7 @@ pub fn read_path(path: &Path) -> io::Result<Option<Xattrs>> {
     let mut out = Vec::new();
     for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
         let cn = CString::new(name).expect("split on NUL");
-        // SAFETY: valid C strings; buffer from `sized`.
-        let v = sized(|p, n| unsafe { libc::lgetxattr(c.as_ptr(), cn.as_ptr(), p, n) });
-        match v {
+        match sized(|p, n| get(&cn, p, n)) {
             Ok(v) => out.push((name.to_vec(), v)),
             Err(e) if e.raw_os_error() == Some(libc::ENODATA) => {}
             Err(e) => return Err(e),
@@ -207,6 +265,30 @@ pub fn set_at(dir: RawFd, name: &[u8], x: &Xattrs) -> Vec<SetError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reading_from_the_folder_gives_what_reading_by_path_gives() {
+        use std::os::fd::AsRawFd;
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("f"), b"x").unwrap();
+        std::fs::write(d.path().join("none"), b"x").unwrap();
+        let x = Xattrs(vec![
+            (b"user.a".to_vec(), b"1".to_vec()),
+            (b"user.big".to_vec(), vec![7; 1000]),
+        ]);
+        let dir = std::fs::File::open(d.path()).unwrap();
+        assert!(set_at(dir.as_raw_fd(), b"f", &x).is_empty());
+        for name in ["f", "none"] {
+            let by_path = read_path(&d.path().join(name)).unwrap();
+            let c = CString::new(name).unwrap();
+            match read_at(dir.as_raw_fd(), &c) {
+                Ok(at) => assert_eq!(at, by_path),
+                // A kernel before 6.13: the caller reads by path instead.
+                Err(e) => assert_eq!(e.raw_os_error(), Some(libc::ENOSYS)),
+            }
+        }
+        assert_eq!(read_path(&d.path().join("f")).unwrap(), Some(x));
+    }
 
     #[test]
     fn encoding_round_trips_and_rejects_damage() {

@@ -6,6 +6,7 @@ use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use crate::xattr::{self, Xattrs};
@@ -328,5 +329,43 @@ pub fn resolve_path(p: &Path) -> std::path::PathBuf {
     match (abs.parent(), abs.file_name()) {
         (Some(parent), Some(name)) if parent != abs => resolve_path(parent).join(name),
         _ => abs,
+    }
+}
+
+/// The folder of the path handled last, kept open so that the names that follow in it are
+/// looked up from it (`openat` and its kind): a run of paths in one folder costs one path walk
+/// instead of one a path. Callers forget it at each batch, so that a folder renamed (or
+/// swapped) meanwhile is looked up afresh within moments, as a path per file would be.
+#[derive(Debug, Default)]
+pub struct FolderCache {
+    dir: Vec<u8>,
+    fd: Option<OwnedFd>,
+}
+
+impl FolderCache {
+    /// The open folder `dir` (relative to `root`, `/`-separated; empty: `root` itself).
+    pub fn open(&mut self, root: &Path, dir: &[u8]) -> io::Result<RawFd> {
+        match &self.fd {
+            Some(fd) if self.dir == dir => Ok(fd.as_raw_fd()),
+            _ => {
+                self.fd = None;
+                let abs = if dir.is_empty() {
+                    root.to_path_buf()
+                } else {
+                    root.join(std::ffi::OsStr::from_bytes(dir))
+                };
+                let d = std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+                    .open(abs)?;
+                self.dir = dir.to_vec();
+                Ok(self.fd.insert(OwnedFd::from(d)).as_raw_fd())
+            }
+        }
+    }
+
+    /// Lets the open folder go.
+    pub fn forget(&mut self) {
+        self.fd = None;
     }
 }

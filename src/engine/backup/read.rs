@@ -1,11 +1,8 @@
 //! Reading on the pool: each worker opens, stats and reads (or hashes) a batch of planned
 //! files; the thread that owns the archive gets the contents back in archive order.
 
-use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
@@ -45,52 +42,31 @@ pub(super) enum Content {
 }
 
 /// What a reading worker keeps between files: its read buffer, and within one batch the folder
-/// of the file it read last, open, so that files are opened relative to it (`openat`): a batch
-/// of small files from one folder costs one path walk instead of one a file. The folder is let
-/// go at the end of each batch, so that one renamed (or swapped) during the backup is looked up
-/// afresh within moments, as a path per file would be.
+/// of the file it read last, open ([`fsx::FolderCache`]).
 pub(super) struct Worker {
     pub(super) buf: Vec<u8>,
-    dir: Vec<u8>,
-    dir_fd: Option<OwnedFd>,
+    folder: fsx::FolderCache,
 }
 
 impl Worker {
     pub(super) fn new() -> Worker {
         Worker {
             buf: vec![0u8; 256 * 1024],
-            dir: Vec::new(),
-            dir_fd: None,
+            folder: fsx::FolderCache::default(),
         }
     }
 
     /// Forgets the open folder (at the start of a batch).
     pub(super) fn start_batch(&mut self) {
-        self.dir_fd = None;
+        self.folder.forget();
     }
 
     /// Opens `rel` (relative to `src`) for reading, never through a symlink at its last
     /// component and never blocking on a FIFO swapped in under its name.
     fn open(&mut self, src: &Path, rel: &[u8]) -> io::Result<File> {
         let (dir, name) = split_parent(rel);
-        let fd = match &self.dir_fd {
-            Some(fd) if self.dir == dir => fd,
-            _ => {
-                self.dir_fd = None;
-                let abs = if dir.is_empty() {
-                    src.to_path_buf()
-                } else {
-                    src.join(OsStr::from_bytes(dir))
-                };
-                let d = OpenOptions::new()
-                    .read(true)
-                    .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
-                    .open(abs)?;
-                self.dir = dir.to_vec();
-                self.dir_fd.insert(OwnedFd::from(d))
-            }
-        };
-        fsx::open_nofollow_at(fd.as_raw_fd(), name)
+        let fd = self.folder.open(src, dir)?;
+        fsx::open_nofollow_at(fd, name)
     }
 }
 

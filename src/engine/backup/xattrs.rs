@@ -3,10 +3,13 @@
 //! keeps its previous attributes, since setting one moves ctime: a no-change run reads none.
 
 use std::cell::RefCell;
+use std::ffi::CString;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
+use crate::engine::fsx;
+use crate::engine::paths::split_parent;
 use crate::engine::plan::{Item, Plan, Prev};
 use crate::engine::problem::Problem;
 use crate::error::Result;
@@ -31,16 +34,12 @@ pub(super) fn read_unread(
     let mut problems = Vec::new();
     let r = pool.map_fed(
         cancel,
-        || (),
-        |_, batch: Vec<(usize, Vec<u8>)>| {
+        Reader::default,
+        |reader, batch: Vec<(usize, Vec<u8>)>| {
+            reader.folder.forget();
             batch
                 .into_iter()
-                .map(|(i, rel)| {
-                    (
-                        i,
-                        xattr::read_path(&src.join(std::ffi::OsStr::from_bytes(&rel))),
-                    )
-                })
+                .map(|(i, rel)| (i, reader.read(src, &rel)))
                 .collect::<Vec<_>>()
         },
         |results| {
@@ -62,6 +61,33 @@ pub(super) fn read_unread(
     );
     crate::error::pool_done(r)?;
     Ok(problems)
+}
+
+/// A worker's state: the folder of the path it read last, open, while the kernel has the
+/// `*xattrat` calls to look a name up from it.
+#[derive(Default)]
+struct Reader {
+    folder: fsx::FolderCache,
+    /// `listxattrat` answered `ENOSYS` (Linux before 6.13): read by path from then on.
+    by_path: bool,
+}
+
+impl Reader {
+    fn read(&mut self, src: &Path, rel: &[u8]) -> io::Result<Option<Xattrs>> {
+        if !self.by_path {
+            let (dir, name) = split_parent(rel);
+            let name = CString::new(name).map_err(|_| io::ErrorKind::InvalidInput)?;
+            let got = self
+                .folder
+                .open(src, dir)
+                .and_then(|fd| xattr::read_at(fd, &name));
+            match got {
+                Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => self.by_path = true,
+                got => return got,
+            }
+        }
+        xattr::read_path(&src.join(std::ffi::OsStr::from_bytes(rel)))
+    }
 }
 
 /// The next (up to) [`BATCH`] items from `*next` on whose attributes are unread, with their
