@@ -31,10 +31,37 @@ fn unsafe_path(snap: &SnapshotRow, path: &[u8], why: &str) -> Error {
     ))
 }
 
+/// The kind of the entry at a path of the tree, if it has one.
+enum Kinds<'a> {
+    /// The tree in strict path order (as the manifest gives it): binary search, no copy.
+    Sorted(&'a [Entry]),
+    /// Anything else: a map of every path (50 MB for a million paths).
+    Map(HashMap<&'a [u8], EntryKind>),
+}
+
+impl<'a> Kinds<'a> {
+    fn of(tree: &'a [Entry]) -> Kinds<'a> {
+        if tree.windows(2).all(|w| w[0].path < w[1].path) {
+            Kinds::Sorted(tree)
+        } else {
+            Kinds::Map(tree.iter().map(|e| (e.path.as_slice(), e.kind)).collect())
+        }
+    }
+
+    fn get(&self, path: &[u8]) -> Option<EntryKind> {
+        match self {
+            Kinds::Sorted(t) => t
+                .binary_search_by(|e| e.path.as_slice().cmp(path))
+                .ok()
+                .map(|i| t[i].kind),
+            Kinds::Map(m) => m.get(path).copied(),
+        }
+    }
+}
+
 /// Checks every path of a tree and that each one lies below a folder of the tree.
 pub(super) fn validate_tree(snap: &SnapshotRow, tree: &[Entry]) -> Result<()> {
-    let kinds: HashMap<&[u8], EntryKind> =
-        tree.iter().map(|e| (e.path.as_slice(), e.kind)).collect();
+    let kinds = Kinds::of(tree);
     for e in tree {
         let parts = safe_components(&e.path).ok_or_else(|| {
             unsafe_path(
@@ -95,6 +122,24 @@ pub(super) fn filter_include(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kinds_are_found_in_a_sorted_tree_and_in_one_out_of_order() {
+        let sorted = vec![
+            Entry::bare("a", EntryKind::Dir),
+            Entry::bare("a-b", EntryKind::File),
+            Entry::bare("a/x", EntryKind::File),
+        ];
+        let mut shuffled = sorted.clone();
+        shuffled.swap(0, 2);
+        for tree in [&sorted, &shuffled] {
+            let k = Kinds::of(tree);
+            assert_eq!(matches!(k, Kinds::Sorted(_)), std::ptr::eq(tree, &sorted));
+            assert_eq!(k.get(b"a"), Some(EntryKind::Dir));
+            assert_eq!(k.get(b"a/x"), Some(EntryKind::File));
+            assert_eq!(k.get(b"a/y"), None);
+        }
+    }
 
     #[test]
     fn unsafe_paths_are_refused() {

@@ -9,7 +9,14 @@
 //! the restore holds anyway; only the others keep a name of their own. One destination, the
 //! common case, needs no allocation either.
 
+use thin_vec::ThinVec;
+
 use crate::tree::Entry;
+
+/// A file's number in the restore's file list, as a slot keeps it.
+fn file_number(i: usize) -> u32 {
+    u32::try_from(i).expect("a restore holds fewer than 2^32 files")
+}
 
 /// A needed content: where it goes.
 #[derive(Debug)]
@@ -20,14 +27,15 @@ pub(super) struct Wanted {
     pub size: u64,
 }
 
-/// One wanted member, not taken yet or taken.
+/// One wanted member, not taken yet or taken: 32 bytes (thin vectors, which hold nothing
+/// on the heap while empty; file numbers as u32).
 #[derive(Debug)]
 struct Slot {
     /// The member's name after `TOP/` when it is not the path of file `first`.
-    own: Option<Box<[u8]>>,
-    first: usize,
+    own: Option<ThinVec<u8>>,
+    first: u32,
     /// Further destinations, in the order they were added.
-    more: Vec<usize>,
+    more: ThinVec<u32>,
     size: u64,
     taken: bool,
 }
@@ -35,7 +43,9 @@ struct Slot {
 impl Slot {
     /// The name after `TOP/`.
     fn key<'a>(&'a self, files: &'a [&Entry]) -> &'a [u8] {
-        self.own.as_deref().unwrap_or(&files[self.first].path)
+        self.own
+            .as_deref()
+            .unwrap_or(&files[self.first as usize].path)
     }
 
     fn take(&mut self) -> Option<Wanted> {
@@ -44,8 +54,8 @@ impl Slot {
         }
         self.taken = true;
         let mut dests = Vec::with_capacity(1 + self.more.len());
-        dests.push(self.first);
-        dests.append(&mut self.more);
+        dests.push(self.first as usize);
+        dests.extend(self.more.drain(..).map(|d| d as usize));
         Some(Wanted {
             dests,
             size: self.size,
@@ -84,15 +94,15 @@ impl Wants {
     pub fn add(&mut self, member: Vec<u8>, dest: usize, path: &[u8], size: u64) {
         let mut slot = Slot {
             own: None,
-            first: dest,
-            more: Vec::new(),
+            first: file_number(dest),
+            more: ThinVec::new(),
             size,
             taken: false,
         };
         match member.strip_prefix(self.prefix.as_slice()) {
             Some(rest) if rest == path => self.list.push(slot),
             Some(rest) => {
-                slot.own = Some(rest.into());
+                slot.own = Some(ThinVec::from(rest));
                 self.list.push(slot);
             }
             None => self.other.push((member.into_boxed_slice(), slot)),
@@ -164,6 +174,7 @@ impl Wants {
             .chain(others)
             .filter(|s| !s.taken)
             .flat_map(|s| std::iter::once(s.first).chain(s.more.iter().copied()))
+            .map(|d| d as usize)
     }
 }
 
@@ -181,6 +192,7 @@ mod tests {
 
     #[test]
     fn members_merge_by_name_and_are_taken_once() {
+        assert_eq!(std::mem::size_of::<Slot>(), 32);
         let owned: Vec<Entry> = (0..10).map(|i| file(&format!("f{i}"))).collect();
         let files: Vec<&Entry> = owned.iter().collect();
         let mut w = Wants::new(b"src");
