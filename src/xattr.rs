@@ -146,6 +146,16 @@ pub fn read_path(path: &Path) -> io::Result<Option<Xattrs>> {
     )
 }
 
+/// As [`read_path`], for an open file: no lookup at all.
+pub fn read_fd(fd: RawFd) -> io::Result<Option<Xattrs>> {
+    read_with(
+        // SAFETY: an open descriptor; the buffer pointer and length come from `sized`.
+        |p, n| unsafe { libc::flistxattr(fd, p.cast(), n) },
+        // SAFETY: as above, and a valid C string.
+        |attr, p, n| unsafe { libc::fgetxattr(fd, attr.as_ptr(), p, n) },
+    )
+}
+
 /// `listxattrat` and `getxattrat` (Linux 6.13; one number on every architecture since).
 const SYS_GETXATTRAT: libc::c_long = 464;
 const SYS_LISTXATTRAT: libc::c_long = 465;

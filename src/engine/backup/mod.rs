@@ -619,7 +619,7 @@ impl Run<'_> {
                 for (idx, content) in done {
                     sink.take(idx, content)?;
                     let it = &plan.items[idx];
-                    if let Some(c) = record::row(it, sink.outcomes.get(idx), self.kind) {
+                    if let Some(c) = record::row(it, idx, &sink.outcomes, self.kind) {
                         rec.change(&c)?;
                     }
                 }

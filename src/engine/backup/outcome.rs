@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use crate::hash::Digest;
 use crate::tree::Entry;
+use crate::xattr::Xattrs;
 
 /// What became of one item.
 #[derive(Clone, Debug, PartialEq)]
@@ -45,6 +46,9 @@ struct Slot {
 pub(super) struct Outcomes {
     slots: Vec<Slot>,
     fresh: HashMap<usize, Box<Entry>>,
+    /// Extended attributes read with the file (the plan left them unread) that are not the
+    /// planned entry's.
+    xattrs: HashMap<usize, Option<Box<Xattrs>>>,
 }
 
 impl Outcomes {
@@ -57,6 +61,7 @@ impl Outcomes {
         Outcomes {
             slots: vec![planned; n],
             fresh: HashMap::new(),
+            xattrs: HashMap::new(),
         }
     }
 
@@ -98,9 +103,21 @@ impl Outcomes {
         self.fresh.insert(idx, Box::new(e));
     }
 
+    /// Item `idx` was read with these extended attributes, not the planned entry's.
+    pub fn set_xattrs(&mut self, idx: usize, x: Option<Box<Xattrs>>) {
+        self.xattrs.insert(idx, x);
+    }
+
+    /// The extended attributes item `idx` was read with when they are not the planned
+    /// entry's.
+    pub fn new_xattrs(&self, idx: usize) -> Option<&Option<Box<Xattrs>>> {
+        self.xattrs.get(&idx)
+    }
+
     /// Item `idx` could not be read.
     pub fn set_failed(&mut self, idx: usize) {
         self.fresh.remove(&idx);
+        self.xattrs.remove(&idx);
         self.slots[idx].state = State::Failed;
     }
 }

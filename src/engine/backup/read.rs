@@ -3,6 +3,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
@@ -78,14 +79,22 @@ pub(super) fn open_nofollow(p: &Path) -> io::Result<File> {
 }
 
 /// `fstat` of an open file as a fresh entry for `item`; refuses anything but a regular file.
-pub(super) fn fresh_entry(f: &File, item: &Entry) -> io::Result<Entry> {
+/// Its extended attributes are read from the open file when the plan left them unread (a file
+/// to read skips the attribute pass: no path lookup for them); otherwise they are the planned
+/// ones (a change since moved ctime, so the next backup sees it).
+pub(super) fn fresh_entry(f: &File, item: &plan::Item) -> io::Result<Entry> {
     let m = f.metadata()?;
     if !m.is_file() {
         return Err(io::Error::other("is no longer a regular file"));
     }
-    let mut e = entry_from_meta(item.path.clone(), EntryKind::File, &m);
-    // Attributes were read by the walk; a change since moved ctime, so the next backup sees it.
-    e.xattrs = item.xattrs.clone();
+    let mut e = entry_from_meta(item.entry.path.clone(), EntryKind::File, &m);
+    e.xattrs = if item.xattrs_unread {
+        let read = crate::xattr::read_fd(f.as_raw_fd())
+            .map_err(|err| io::Error::new(err.kind(), format!("extended attributes: {err}")))?;
+        read.map(Box::new)
+    } else {
+        item.entry.xattrs.clone()
+    };
     Ok(e)
 }
 
@@ -170,7 +179,7 @@ pub(super) fn read_one(
     let mut run = || -> io::Result<Content> {
         let f = w.open(src, &item.entry.path)?;
         let buf = &mut w.buf;
-        let fresh = fresh_entry(&f, &item.entry)?;
+        let fresh = fresh_entry(&f, item)?;
         if fresh.size <= INLINE_MAX {
             let data = read_small(&f, fresh.size)?;
             let changed = data.len() as u64 != fresh.size || stat_moved(&f, &fresh);

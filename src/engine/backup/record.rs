@@ -32,8 +32,9 @@ struct Judged {
     row: Row,
 }
 
-/// Judges one item; `fate` is None for a dry run (what the plan expects).
-fn judge(it: &Item, fate: Option<Option<Fate<'_>>>, kind: Kind) -> Judged {
+/// Judges one item; `fate` is None for a dry run (what the plan expects). `xattrs_changed`:
+/// the file was read with extended attributes other than the planned ones.
+fn judge(it: &Item, fate: Option<Option<Fate<'_>>>, kind: Kind, xattrs_changed: bool) -> Judged {
     let digest = match fate {
         None => return planned(it),
         Some(Some(Fate::Failed)) => return failed(it.prev, kind),
@@ -42,6 +43,7 @@ fn judge(it: &Item, fate: Option<Option<Fate<'_>>>, kind: Kind) -> Judged {
         Some(None) => it.entry.digest,
     };
     let (row, visible) = plan::outcome(it.prev, it.entry.digest, digest);
+    let (row, visible) = (row || xattrs_changed, visible || xattrs_changed);
     let count = match it.prev {
         Prev::None => Count::New,
         Prev::Was { .. } if visible => Count::Changed,
@@ -89,7 +91,8 @@ fn failed(prev: Prev, kind: Kind) -> Judged {
 pub(super) fn count(plan: &Plan, kind: Kind, outcomes: Option<&Outcomes>) -> BackupStats {
     let mut stats = BackupStats::default();
     for (idx, it) in plan.items.iter().enumerate() {
-        let j = judge(it, outcomes.map(|o| o.get(idx)), kind);
+        let xattrs_changed = outcomes.is_some_and(|o| o.new_xattrs(idx).is_some());
+        let j = judge(it, outcomes.map(|o| o.get(idx)), kind, xattrs_changed);
         if let Some(c) = j.count {
             stats.files += 1;
             match c {
@@ -105,11 +108,12 @@ pub(super) fn count(plan: &Plan, kind: Kind, outcomes: Option<&Outcomes>) -> Bac
     stats
 }
 
-/// The manifest change of one item of a real run once the sink took it (None: its live row
+/// The manifest change of item `idx` of a real run once the sink took it (None: its live row
 /// stands).
-pub(super) fn row(it: &Item, fate: Option<Fate<'_>>, kind: Kind) -> Option<EntryChange> {
-    let j = judge(it, Some(fate.clone()), kind);
-    match (j.row, fate) {
+pub(super) fn row(it: &Item, idx: usize, outcomes: &Outcomes, kind: Kind) -> Option<EntryChange> {
+    let (fate, new_xattrs) = (outcomes.get(idx), outcomes.new_xattrs(idx));
+    let j = judge(it, Some(fate.clone()), kind, new_xattrs.is_some());
+    let mut change = match (j.row, fate) {
         (Row::Keep, _) => None,
         (Row::Remove, _) => Some(EntryChange::Remove(it.entry.path.clone())),
         (Row::Put, Some(Fate::Fresh(e))) => Some(EntryChange::Put(e.clone())),
@@ -119,7 +123,11 @@ pub(super) fn row(it: &Item, fate: Option<Fate<'_>>, kind: Kind) -> Option<Entry
             Some(EntryChange::Put(entry))
         }
         (Row::Put, _) => Some(EntryChange::Put(it.entry.clone())),
+    };
+    if let (Some(EntryChange::Put(e)), Some(x)) = (&mut change, new_xattrs) {
+        e.xattrs = x.clone();
     }
+    change
 }
 
 /// The manifest changes of a real run that were not made as the archive was written: the
@@ -137,7 +145,7 @@ pub(super) fn rest<'p>(
         .iter()
         .enumerate()
         .filter(move |(_, it)| !archived(it))
-        .filter_map(move |(idx, it)| row(it, outcomes.get(idx), kind));
+        .filter_map(move |(idx, it)| row(it, idx, outcomes, kind));
     let gone = plan.removed.iter().chain(&plan.dropped).cloned();
     per_item.chain(gone.map(EntryChange::Remove))
 }

@@ -230,9 +230,9 @@ impl Sink<'_> {
 
     /// Streams a large file into the archive on this thread, hashing it as it goes.
     fn stream(&mut self, idx: usize, member: &[u8], inc: &mut Incoming) -> Result<Option<Digest>> {
-        let entry = &self.plan.items[idx].entry;
-        let opened = open_nofollow(&self.src.join(entry.path()))
-            .and_then(|f| fresh_entry(&f, entry).map(|e| (f, e)));
+        let item = &self.plan.items[idx];
+        let opened = open_nofollow(&self.src.join(item.entry.path()))
+            .and_then(|f| fresh_entry(&f, item).map(|e| (f, e)));
         let mut f = match opened {
             Ok((f, e)) => {
                 if inc.digest.is_none() {
@@ -272,9 +272,13 @@ impl Sink<'_> {
         }
     }
 
-    /// Records what the file is now: only its digest when it was read as walked.
+    /// Records what the file is now: only its digest when it was read as walked (and its
+    /// attributes, when the plan left them unread and they are not the planned ones).
     fn finish_file(&mut self, idx: usize, mut inc: Incoming) {
         let it = &self.plan.items[idx];
+        let xattrs = it
+            .xattrs_unread
+            .then(|| std::mem::replace(&mut inc.fresh.xattrs, it.entry.xattrs.clone()));
         if inc.changed {
             self.problems.push(Problem::failed(
                 it.entry.path.clone(),
@@ -289,6 +293,10 @@ impl Sink<'_> {
         match inc.digest {
             Some(d) if as_walked => self.outcomes.set_digest(idx, d, sparse),
             _ => self.outcomes.set_fresh(idx, inc.fresh),
+        }
+        match xattrs {
+            Some(x) if x != it.entry.xattrs => self.outcomes.set_xattrs(idx, x),
+            _ => {}
         }
     }
 }

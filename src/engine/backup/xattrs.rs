@@ -1,6 +1,7 @@
 //! Extended attributes of the planned paths: read on the pool, after the plan, for the paths
 //! whose stat data changed (and every path of a first backup). A path whose ctime is as before
-//! keeps its previous attributes, since setting one moves ctime: a no-change run reads none.
+//! keeps its previous attributes, since setting one moves ctime: a no-change run reads none. A
+//! file that will be read is left to its reader, which reads them from the open file.
 
 use std::cell::RefCell;
 use std::ffi::CString;
@@ -10,10 +11,11 @@ use std::path::Path;
 
 use crate::engine::fsx;
 use crate::engine::paths::split_parent;
-use crate::engine::plan::{Item, Plan, Prev};
+use crate::engine::plan::{Item, Plan, Prev, ReadReason};
 use crate::engine::problem::Problem;
 use crate::error::Result;
 use crate::pool::{CancelToken, Pool};
+use crate::tree::EntryKind;
 use crate::xattr::{self, Xattrs};
 
 /// Paths handed to a worker at once.
@@ -63,6 +65,12 @@ pub(super) fn read_unread(
     Ok(problems)
 }
 
+/// A file that will be read: its attributes are read from the open file then
+/// (`read::fresh_entry`), so this pass leaves them unread.
+fn read_later(it: &Item) -> bool {
+    it.entry.kind == EntryKind::File && it.read != ReadReason::No
+}
+
 /// A worker's state: the folder of the path it read last, open, while the kernel has the
 /// `*xattrat` calls to look a name up from it.
 #[derive(Default)]
@@ -96,7 +104,7 @@ fn next_batch(items: &[Item], next: &mut usize) -> Vec<(usize, Vec<u8>)> {
     let mut batch = Vec::new();
     while *next < items.len() && batch.len() < BATCH {
         let it = &items[*next];
-        if it.xattrs_unread {
+        if it.xattrs_unread && !read_later(it) {
             batch.push((*next, it.entry.path.clone()));
         }
         *next += 1;
