@@ -283,24 +283,43 @@ fn insert_blobs(
     blobs: &mut dyn Iterator<Item = NewBlob>,
 ) -> Result<(), ManifestError> {
     let e = |e| sql(path, e);
-    let mut blob = conn
-        .prepare_cached(
-            "INSERT OR IGNORE INTO blobs (chain_seq, digest, snap_seq, member, size) \
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+    let sql_for = |rows: usize| {
+        let one = "(?, ?, ?, ?, ?)";
+        format!(
+            "INSERT OR IGNORE INTO blobs (chain_seq, digest, snap_seq, member, size) VALUES {}",
+            vec![one; rows].join(", ")
         )
-        .map_err(e)?;
+    };
+    // Rows go in BLOB_ROWS to a statement: one statement a row cost as much as the insert.
+    let mut many = conn.prepare_cached(&sql_for(BLOB_ROWS)).map_err(e)?;
+    let mut one = conn.prepare_cached(&sql_for(1)).map_err(e)?;
+    let mut batch: Vec<NewBlob> = Vec::with_capacity(BLOB_ROWS);
+    let bind = |st: &mut CachedStatement<'_>, rows: &[NewBlob]| -> rusqlite::Result<()> {
+        for (r, b) in rows.iter().enumerate() {
+            let i = r * 5;
+            st.raw_bind_parameter(i + 1, chain_seq)?;
+            st.raw_bind_parameter(i + 2, b.digest.as_bytes())?;
+            st.raw_bind_parameter(i + 3, seq)?;
+            st.raw_bind_parameter(i + 4, &b.member)?;
+            st.raw_bind_parameter(i + 5, b.size as i64)?;
+        }
+        st.raw_execute().map(drop)
+    };
     for b in blobs {
-        blob.execute(params![
-            chain_seq,
-            b.digest.as_bytes(),
-            seq,
-            b.member,
-            b.size as i64
-        ])
-        .map_err(e)?;
+        batch.push(b);
+        if batch.len() == BLOB_ROWS {
+            bind(&mut many, &batch).map_err(e)?;
+            batch.clear();
+        }
+    }
+    for b in batch.chunks(1) {
+        bind(&mut one, b).map_err(e)?;
     }
     Ok(())
 }
+
+/// Blob rows a multi-row insert takes (5 parameters each, far below SQLite's limit).
+const BLOB_ROWS: usize = 64;
 
 #[cfg(test)]
 mod tests {
@@ -359,5 +378,28 @@ mod tests {
         let id = rows[0].source_id;
         assert!(m.live_entry(id, b"a").unwrap().is_some());
         assert!(m.live_entry(id, b"a/b").unwrap().is_some());
+    }
+
+    #[test]
+    fn blob_rows_in_full_statements_and_the_tail_all_go_in() {
+        let d = tempfile::tempdir().unwrap();
+        let m = Manifest::create(&d.path().join("vault.db")).unwrap();
+        let n = 2 * BLOB_ROWS + 3;
+        let digest = |i: usize| HashAlgo::Blake3.digest(&i.to_le_bytes());
+        let mut blobs = (0..n).map(|i| NewBlob {
+            digest: digest(i),
+            member: format!("src/f{i}").into_bytes(),
+            size: i as u64,
+        });
+        let rec = m.begin_snapshot(b"/src", b"src", &snap("s", 0)).unwrap();
+        let seq = rec
+            .commit(&snap("s", 0), &mut std::iter::empty(), &mut blobs)
+            .unwrap();
+        for i in 0..n {
+            let loc = m.blob(seq, &digest(i)).unwrap().unwrap();
+            assert_eq!((loc.snap_seq, loc.size), (seq, i as u64));
+            assert_eq!(loc.member, format!("src/f{i}").into_bytes());
+        }
+        assert!(m.blob(seq, &digest(n)).unwrap().is_none());
     }
 }
