@@ -514,8 +514,7 @@ impl Run<'_> {
         outcomes: &outcome::Outcomes,
         stored: &[u32],
     ) -> Result<()> {
-        let kind = self.kind;
-        let mut changes = record::rest(plan, kind, outcomes, move |it| read::archived(it, kind));
+        let mut changes = record::rest(plan, self.kind, outcomes);
         let mut blobs = stored.iter().map(|&i| i as usize).map(|i| NewBlob {
             digest: sink::stored_digest(outcomes, i),
             member: paths::member(&self.name, &plan.items[i].entry.path),

@@ -93,7 +93,7 @@ impl Outcomes {
             (Digest::Md5(_), false) => State::Md5,
             (Digest::Md5(_), true) => State::Md5Sparse,
         };
-        self.fresh.remove(&idx);
+        self.forget_fresh(idx);
         self.slots[idx] = Slot { state, bytes };
     }
 
@@ -111,13 +111,26 @@ impl Outcomes {
     /// The extended attributes item `idx` was read with when they are not the planned
     /// entry's.
     pub fn new_xattrs(&self, idx: usize) -> Option<&Option<Box<Xattrs>>> {
+        // Nearly always empty: no hashing per item then (this is asked for every item).
+        if self.xattrs.is_empty() {
+            return None;
+        }
         self.xattrs.get(&idx)
+    }
+
+    /// Drops the side-table entry of a slot that held a fresh entry (only such a slot has one).
+    fn forget_fresh(&mut self, idx: usize) {
+        if self.slots[idx].state == State::Fresh {
+            self.fresh.remove(&idx);
+        }
     }
 
     /// Item `idx` could not be read.
     pub fn set_failed(&mut self, idx: usize) {
-        self.fresh.remove(&idx);
-        self.xattrs.remove(&idx);
+        self.forget_fresh(idx);
+        if !self.xattrs.is_empty() {
+            self.xattrs.remove(&idx);
+        }
         self.slots[idx].state = State::Failed;
     }
 }

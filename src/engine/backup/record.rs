@@ -3,6 +3,7 @@
 //! held twice.
 
 use super::outcome::{Fate, Outcomes};
+use super::read;
 use super::BackupStats;
 use crate::engine::plan::{self, Item, Plan, Prev, ReadReason};
 use crate::manifest::{EntryChange, Kind};
@@ -131,20 +132,19 @@ pub(super) fn row(it: &Item, idx: usize, outcomes: &Outcomes, kind: Kind) -> Opt
 }
 
 /// The manifest changes of a real run that were not made as the archive was written: the
-/// items that never went to the archive (`archived` false), then the paths that are gone.
+/// items that never went to the archive (see [`read::archived`]), then the paths that are gone.
 /// Made one at a time as the commit takes them (each entry is copied just before its row is
 /// written and dropped just after).
 pub(super) fn rest<'p>(
     plan: &'p Plan,
     kind: Kind,
     outcomes: &'p Outcomes,
-    archived: impl Fn(&Item) -> bool + 'p,
 ) -> impl Iterator<Item = EntryChange> + 'p {
     let per_item = plan
         .items
         .iter()
         .enumerate()
-        .filter(move |(_, it)| !archived(it))
+        .filter(move |(_, it)| !read::archived(it, kind))
         .filter_map(move |(idx, it)| row(it, idx, outcomes, kind));
     let gone = plan.removed.iter().chain(&plan.dropped).cloned();
     per_item.chain(gone.map(EntryChange::Remove))
