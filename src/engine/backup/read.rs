@@ -173,7 +173,7 @@ pub(super) fn read_one(
     prehash: bool,
     w: &mut Worker,
 ) -> Content {
-    if item.entry.kind != EntryKind::File || item.read == ReadReason::No {
+    if !reads(item) {
         return Content::Skip;
     }
     let mut run = || -> io::Result<Content> {
@@ -213,6 +213,11 @@ pub(super) fn read_one(
         }
         Err(e) => Content::Failed(format!("cannot read: {e}")),
     }
+}
+
+/// Whether the pool reads an item's content: a file the plan reads.
+pub(super) fn reads(it: &plan::Item) -> bool {
+    it.entry.kind == EntryKind::File && it.read != ReadReason::No
 }
 
 /// Whether an item goes to the archive's sink (in one of the [`batches`]): every item of a

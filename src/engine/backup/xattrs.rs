@@ -11,11 +11,10 @@ use std::path::Path;
 
 use crate::engine::fsx;
 use crate::engine::paths::split_parent;
-use crate::engine::plan::{Item, Plan, Prev, ReadReason};
+use crate::engine::plan::{Item, Plan, Prev};
 use crate::engine::problem::Problem;
 use crate::error::Result;
 use crate::pool::{CancelToken, Pool};
-use crate::tree::EntryKind;
 use crate::xattr::{self, Xattrs};
 
 /// Paths handed to a worker at once.
@@ -65,12 +64,6 @@ pub(super) fn read_unread(
     Ok(problems)
 }
 
-/// A file that will be read: its attributes are read from the open file then
-/// (`read::fresh_entry`), so this pass leaves them unread.
-fn read_later(it: &Item) -> bool {
-    it.entry.kind == EntryKind::File && it.read != ReadReason::No
-}
-
 /// A worker's state: the folder of the path it read last, open, while the kernel has the
 /// `*xattrat` calls to look a name up from it.
 #[derive(Default)]
@@ -104,7 +97,8 @@ fn next_batch(items: &[Item], next: &mut usize) -> Vec<(usize, Vec<u8>)> {
     let mut batch = Vec::new();
     while *next < items.len() && batch.len() < BATCH {
         let it = &items[*next];
-        if it.xattrs_unread && !read_later(it) {
+        // A file to read gets them from the open file (`read::fresh_entry`).
+        if it.xattrs_unread && !super::read::reads(it) {
             batch.push((*next, it.entry.path.clone()));
         }
         *next += 1;
