@@ -32,6 +32,8 @@ pub struct Member<'a> {
     pub stored: u64,
     /// A PAX `GNU.sparse` 1.0 member: `data` starts with the map block (see `sparse`).
     pub sparse: bool,
+    /// The header's modification time, whole seconds.
+    pub mtime: u64,
     pub data: &'a mut dyn Read,
 }
 
@@ -198,13 +200,24 @@ fn member_kind(t: tar::EntryType) -> MemberKind {
 pub fn for_each_member<E>(
     path: &Path,
     compression: Compression,
+    f: impl FnMut(Member<'_>) -> Result<Flow, E>,
+) -> Result<(), Result<E, ReadError>> {
+    let r = decoder(path, compression).map_err(Err)?;
+    for_each_member_in(r, path, f)
+}
+
+/// Streams every member of the uncompressed tar stream `r` through `f`, as
+/// [`for_each_member`] does; `path` names the stream in errors.
+pub fn for_each_member_in<E>(
+    r: impl Read,
+    path: &Path,
     mut f: impl FnMut(Member<'_>) -> Result<Flow, E>,
 ) -> Result<(), Result<E, ReadError>> {
     let damaged = |e: io::Error| ReadError::Damaged {
         path: path.to_path_buf(),
         source: e,
     };
-    let mut archive = tar::Archive::new(decoder(path, compression).map_err(Err)?);
+    let mut archive = tar::Archive::new(r);
     // Raw: extension headers are read here, with a PAX parser that takes any value bytes.
     let entries = archive.entries().map_err(|e| Err(damaged(e)))?.raw(true);
     let mut pending = Pending::default();
@@ -232,12 +245,14 @@ pub fn for_each_member<E>(
         let header_name = entry.header().path_bytes().into_owned();
         let resolved = std::mem::take(&mut pending).resolve(&header_name, stored);
         let (name, size, sparse) = resolved.map_err(|e| Err(damaged(e)))?;
+        let mtime = entry.header().mtime().unwrap_or(0);
         let flow = f(Member {
             name,
             kind,
             size,
             stored,
             sparse,
+            mtime,
             data: &mut entry,
         })
         .map_err(Ok)?;

@@ -361,9 +361,22 @@ pub struct WatchArgs {
 
 #[derive(Debug, Args)]
 pub struct BackupArgs {
-    /// The folder to back up (or take it from --job, or use --stdin).
-    #[arg(required_unless_present_any = ["job", "stdin"])]
+    /// The folder to back up: a local path, or ssh://[user@]host[:port]/path on a host that
+    /// has OpenSSH and GNU find and tar (or take it from --job, or use --stdin, or --host).
+    #[arg(required_unless_present_any = ["job", "stdin", "host", "hosts_file"])]
     pub src: Option<PathBuf>,
+    /// Back up --path on this host over SSH ([user@]host[:port]; repeatable): a fleet run.
+    #[arg(long, value_name = "TARGET", conflicts_with_all = ["src", "stdin"])]
+    pub host: Vec<String>,
+    /// Read more --host targets from FILE, one per line (# starts a comment).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["src", "stdin"])]
+    pub hosts_file: Option<PathBuf>,
+    /// With --host/--hosts-file: the absolute folder to back up on every host (repeatable).
+    #[arg(long, value_name = "PATH")]
+    pub path: Vec<String>,
+    /// With --host/--hosts-file: how many hosts to connect, list and fetch at a time.
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
+    pub parallel: u16,
     /// Run the job NAME of the config file ([job.NAME]: source, repo, excludes, …).
     #[arg(long, value_name = "NAME")]
     pub job: Option<String>,
@@ -434,4 +447,54 @@ pub struct BackupArgs {
     pub alert_to: Vec<String>,
     #[command(flatten)]
     pub mail: MailFlags,
+    #[command(flatten)]
+    pub ssh: SourceSshFlags,
+}
+
+/// SSH flags of a remote source (`ssh://…`): those of `vault ssh`, with the password flags
+/// named apart from the SMTP ones.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Remote source (SRC is ssh://[user@]host[:port]/path)")]
+pub struct SourceSshFlags {
+    /// Private key file to try (repeatable).
+    #[arg(short = 'i', long = "identity", value_name = "KEY")]
+    pub identity: Vec<PathBuf>,
+    /// Read the key passphrase from environment variable VAR.
+    #[arg(long, value_name = "VAR")]
+    pub passphrase_env: Option<String>,
+    /// Read the SSH password from environment variable VAR.
+    #[arg(long, value_name = "VAR")]
+    pub ssh_password_env: Option<String>,
+    /// Read the SSH password from the first line of FILE.
+    #[arg(long, value_name = "FILE")]
+    pub ssh_password_file: Option<PathBuf>,
+    /// Do not use the SSH agent.
+    #[arg(long)]
+    pub no_agent: bool,
+    /// The known_hosts file (default ~/.ssh/known_hosts; hashed entries are understood).
+    #[arg(long, value_name = "FILE")]
+    pub known_hosts: Option<PathBuf>,
+    /// Trust and record the keys of hosts not yet in known_hosts. A changed key is still refused.
+    #[arg(long)]
+    pub accept_new: bool,
+    /// Give up on a host that sends nothing for DUR (connecting, listing, fetching).
+    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = vault::time::parse_duration)]
+    pub ssh_timeout: Duration,
+}
+
+impl SourceSshFlags {
+    /// The same settings as `vault ssh`'s flags.
+    pub fn as_ssh_flags(&self) -> SshFlags {
+        SshFlags {
+            identity: self.identity.clone(),
+            passphrase_env: self.passphrase_env.clone(),
+            password_env: self.ssh_password_env.clone(),
+            password_file: self.ssh_password_file.clone(),
+            ask_password: false,
+            no_agent: self.no_agent,
+            known_hosts: self.known_hosts.clone(),
+            accept_new: self.accept_new,
+            timeout: self.ssh_timeout,
+        }
+    }
 }

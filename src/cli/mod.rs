@@ -136,6 +136,7 @@ fn network_lane(cli: &Cli) -> usize {
     match &cli.command {
         Command::Ssh(a) => usize::from(a.parallel),
         Command::Scan(a) => a.parallel.map_or(0, usize::from),
+        Command::Backup(b) => usize::from(b.parallel),
         _ => 0,
     }
 }
@@ -163,6 +164,9 @@ fn dispatch(
 ) -> Result<Outcome, Error> {
     match &cli.command {
         Command::Init => cmd::repo::init(cli, out),
+        Command::Backup(b) if !b.host.is_empty() || b.hosts_file.is_some() => {
+            cmd::fleet::fleet(cli, b, out, pool, cancel)
+        }
         Command::Backup(b) => cmd::backup::backup(cli, b, out, pool, cancel),
         Command::Watch(w) => cmd::backup::watch(cli, w, out, pool, cancel, abort),
         Command::Completions { shell } => cmd::docs::completions(*shell),

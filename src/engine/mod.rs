@@ -16,4 +16,5 @@ pub mod query;
 pub mod repo;
 pub mod restore;
 pub mod select;
+pub mod shell;
 pub mod walk;

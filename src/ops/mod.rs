@@ -2,10 +2,12 @@
 //! ICMP and TCP probes, host state), `ssh` (with `ssh_guard`), `remote` (push and pull), `mail`
 //! and `watch`. They reach the manifest only through its narrow stores and never touch archives.
 
+pub mod fleet;
 pub mod mail;
 pub mod remote;
 pub mod ssh;
 pub mod ssh_guard;
+pub mod ssh_shell;
 pub mod sweep;
 pub mod watch;
 

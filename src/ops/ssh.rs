@@ -517,7 +517,7 @@ fn drain_closed(ch: &mut ssh2::Channel, out: &mut CommandOutput) -> Result<(), S
 }
 
 /// Waits until the session's socket is readable (or `max` passes).
-fn wait_socket(s: &Session, max: Duration) {
+pub(crate) fn wait_socket(s: &Session, max: Duration) {
     use std::os::fd::AsRawFd;
     let mut p = libc::pollfd {
         fd: s.as_raw_fd(),

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 
-fn postfix_ready() -> bool {
+pub(crate) fn postfix_ready() -> bool {
     if TcpStream::connect("127.0.0.1:25").is_ok() {
         return true;
     }
@@ -33,7 +33,7 @@ fn postfix_ready() -> bool {
 }
 
 /// Creates a local user (once) and empties its mailbox.
-fn fresh_mailbox(user: &str) {
+pub(crate) fn fresh_mailbox(user: &str) {
     let exists = Command::new("id")
         .arg(user)
         .output()
@@ -47,7 +47,7 @@ fn fresh_mailbox(user: &str) {
 }
 
 /// The messages in /var/mail/USER, decoded: (subject, body, from, to). Waits for `n`.
-fn mailbox(user: &str, n: usize) -> Vec<serde_json::Value> {
+pub(crate) fn mailbox(user: &str, n: usize) -> Vec<serde_json::Value> {
     let script = r#"
 import json, mailbox, sys
 from email.header import decode_header, make_header

@@ -15,6 +15,8 @@ pub struct Sshd {
     pub dir: tempfile::TempDir,
     pub port: u16,
     child: Child,
+    addr: String,
+    bind: Option<(PathBuf, PathBuf)>,
 }
 
 fn free_port() -> u16 {
@@ -54,43 +56,88 @@ fn ensure_password_user() {
 }
 
 impl Sshd {
-    /// Starts sshd; the client key `id` is authorised for root.
+    /// Starts sshd on 127.0.0.1 and 127.0.0.2; the client key `id` is authorised for root.
     pub fn start() -> Sshd {
+        let dir = Sshd::keys();
+        fs::copy(
+            dir.path().join("id.pub"),
+            dir.path().join("authorized_keys"),
+        )
+        .unwrap();
+        ensure_password_user();
+        let listen = "ListenAddress 127.0.0.1\nListenAddress 127.0.0.2\n";
+        Sshd::spawn(dir, listen, "127.0.0.1", None)
+    }
+
+    /// A fleet host: sshd on `addr` only, authorising the client key `client_pub`. With
+    /// `bind` (`(tree, mount point)`), it runs in a mount namespace of its own where `tree` is
+    /// bind-mounted on the mount point: each host serves a different tree at the same path.
+    pub fn start_host(addr: &str, client_pub: &Path, bind: Option<(&Path, &Path)>) -> Sshd {
+        let dir = Sshd::keys();
+        fs::copy(client_pub, dir.path().join("authorized_keys")).unwrap();
+        Sshd::spawn(dir, &format!("ListenAddress {addr}\n"), addr, bind)
+    }
+
+    fn keys() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
         fs::create_dir_all("/run/sshd").unwrap();
         for k in ["hostkey", "id", "otherkey"] {
             run(Command::new("ssh-keygen")
                 .args(["-q", "-t", "ed25519", "-N", "", "-C", k, "-f"])
-                .arg(d.join(k)));
+                .arg(dir.path().join(k)));
         }
-        fs::copy(d.join("id.pub"), d.join("authorized_keys")).unwrap();
-        ensure_password_user();
+        dir
+    }
+
+    fn spawn(
+        dir: tempfile::TempDir,
+        listen: &str,
+        addr: &str,
+        bind: Option<(&Path, &Path)>,
+    ) -> Sshd {
+        let d = dir.path();
         let port = free_port();
         let config = format!(
-            "Port {port}\nListenAddress 127.0.0.1\nListenAddress 127.0.0.2\nHostKey {d}/hostkey\n\
+            "Port {port}\n{listen}HostKey {d}/hostkey\n\
              PidFile {d}/sshd.pid\nAuthorizedKeysFile {d}/authorized_keys\nStrictModes no\n\
              PermitRootLogin yes\nPasswordAuthentication yes\nKbdInteractiveAuthentication no\n\
              UsePAM no\nMaxStartups 200\nMaxSessions 200\nLogLevel ERROR\nSubsystem sftp internal-sftp\n",
             d = d.display()
         );
         fs::write(d.join("sshd_config"), config).unwrap();
-        let child = Command::new("/usr/sbin/sshd")
-            .args(["-D", "-e", "-f"])
-            .arg(d.join("sshd_config"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start sshd");
-        let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "sshd did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        let bind = bind.map(|(t, m)| (t.to_path_buf(), m.to_path_buf()));
+        let child = launch(d, bind.as_ref(), (addr, port));
+        Sshd {
+            dir,
+            port,
+            child,
+            addr: addr.to_string(),
+            bind,
         }
-        Sshd { dir, port, child }
+    }
+
+    /// Starts this server again (after [`Sshd::kill_all`]): same address, port and host key.
+    pub fn restart(&mut self) {
+        self.child = launch(self.dir.path(), self.bind.as_ref(), (&self.addr, self.port));
+    }
+
+    /// Kills sshd and every process of its sessions (all of its mount namespace: a host
+    /// started with `bind` only), as a host that dies does.
+    pub fn kill_all(&mut self) {
+        let ns = |pid: &str| fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
+        let mine = ns(&self.child.id().to_string());
+        let own = ns("self");
+        if mine.is_some() && mine != own {
+            for e in fs::read_dir("/proc").unwrap().flatten() {
+                let pid = e.file_name().to_string_lossy().into_owned();
+                if pid.bytes().all(|b| b.is_ascii_digit()) && ns(&pid) == mine {
+                    // SAFETY: kill has no memory preconditions.
+                    unsafe { libc::kill(pid.parse().unwrap(), libc::SIGKILL) };
+                }
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -103,16 +150,55 @@ impl Sshd {
 
     /// A known_hosts file holding this server's key for 127.0.0.1 and 127.0.0.2.
     pub fn known_hosts(&self, into: &Path) {
+        fs::write(
+            into,
+            self.known_line("127.0.0.1") + &self.known_line("127.0.0.2"),
+        )
+        .unwrap();
+    }
+
+    /// This server's known_hosts line for `host` (on its port).
+    pub fn known_line(&self, host: &str) -> String {
         let key = fs::read_to_string(self.path("hostkey.pub")).unwrap();
         let key: Vec<&str> = key.split_whitespace().take(2).collect();
-        let line = |h: &str| format!("[{h}]:{} {} {}\n", self.port, key[0], key[1]);
-        fs::write(into, line("127.0.0.1") + &line("127.0.0.2")).unwrap();
+        format!("[{host}]:{} {} {}\n", self.port, key[0], key[1])
     }
+}
+
+/// Runs sshd with the config in `d` (in a mount namespace of its own with `bind`) and waits
+/// until it answers on `addr`.
+fn launch(d: &Path, bind: Option<&(PathBuf, PathBuf)>, addr: (&str, u16)) -> Child {
+    let mut cmd = match bind {
+        None => Command::new("/usr/sbin/sshd"),
+        Some((tree, mnt)) => {
+            let mut c = Command::new("unshare");
+            c.args(["-m", "--propagation", "private", "sh", "-c"])
+                .arg(r#"mount --bind "$0" "$1" && shift && exec /usr/sbin/sshd "$@""#)
+                .arg(tree)
+                .arg(mnt);
+            c
+        }
+    };
+    let child = cmd
+        .args(["-D", "-e", "-f"])
+        .arg(d.join("sshd_config"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start sshd");
+    let start = Instant::now();
+    while TcpStream::connect(addr).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "sshd did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
 }
 
 impl Drop for Sshd {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill_all();
     }
 }

@@ -6,12 +6,30 @@ use std::path::PathBuf;
 
 /// The library's backup options from `vault backup`'s (or `vault watch`'s) flags.
 pub(in crate::cli) fn backup_options(cli: &Cli, b: &BackupArgs) -> Result<BackupOptions, Error> {
+    let fleet = !b.host.is_empty() || b.hosts_file.is_some();
     let src = match (&b.src, b.stdin) {
         (Some(s), _) => s.clone(),
         (None, true) => PathBuf::from("-"),
+        (None, false) if fleet => PathBuf::new(),
         (None, false) => return Err(Error::Usage("give SRC, --job NAME or --stdin".into())),
     };
+    if !b.path.is_empty() && !fleet {
+        return Err(Error::Usage(
+            "--path needs --host or --hosts-file (for one host, give ssh://host/path as SRC)"
+                .into(),
+        ));
+    }
     let mut opts = BackupOptions::new(&src, repo_arg(cli)?);
+    if let Some(url) = src.to_str().filter(|s| s.starts_with("ssh://")) {
+        use vault::ops::ssh_shell::{connect_source, parse_source};
+        let parsed = parse_source(url).map_err(Error::Usage)?;
+        let (auth, ssh) = ssh_settings(&b.ssh.as_ssh_flags())?;
+        let remote = connect_source(parsed, &auth, &ssh, None).map_err(|e| Error::Remote {
+            remote: url.to_string(),
+            what: e.to_string(),
+        })?;
+        opts.remote = Some(remote);
+    }
     if b.stdin {
         if std::io::stdin().is_terminal() {
             return Err(Error::Usage(
@@ -57,6 +75,14 @@ pub(in crate::cli) fn watch(
     use vault::ops::watch::{watch, WatchEvent, WatchOptions};
     if w.backup.stdin {
         return Err(Error::Usage("vault watch cannot watch --stdin".into()));
+    }
+    let remote = |s: &PathBuf| s.to_str().is_some_and(|s| s.starts_with("ssh://"));
+    let fleet = !w.backup.host.is_empty() || w.backup.hosts_file.is_some();
+    if w.backup.src.as_ref().is_some_and(remote) || fleet || !w.backup.path.is_empty() {
+        return Err(Error::Usage(
+            "vault watch cannot watch remote (ssh://, --host) sources; run vault backup on a schedule"
+                .into(),
+        ));
     }
     let opts = WatchOptions {
         backup: backup_options(cli, &w.backup)?,

@@ -2,6 +2,7 @@
 
 pub(super) mod backup;
 pub(super) mod docs;
+pub(super) mod fleet;
 pub(super) mod mail;
 pub(super) mod remote;
 pub(super) mod repo;

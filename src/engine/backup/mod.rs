@@ -15,10 +15,12 @@
 //! what to read, `read` reads on the pool, the `sink` writes the archive on this thread,
 //! `record` counts and the manifest commits.
 
+mod origin;
 mod outcome;
 mod policy;
 mod read;
 mod record;
+mod remote;
 mod sink;
 mod stdin;
 mod stored;
@@ -49,6 +51,7 @@ use crate::text::display_path;
 
 pub use policy::FullDay;
 use policy::Prior;
+pub use remote::RemoteSource;
 use stdin::Staged;
 pub use stdin::StdinSource;
 
@@ -85,6 +88,8 @@ pub struct BackupOptions {
     pub skip_unchanged: bool,
     /// How long to wait for another writer to release the repository.
     pub lock_wait: std::time::Duration,
+    /// Back up a folder on another host instead of `source` (`ssh://host/path`).
+    pub remote: Option<RemoteSource>,
 }
 
 impl BackupOptions {
@@ -109,6 +114,7 @@ impl BackupOptions {
             hint: None,
             skip_unchanged: false,
             lock_wait: std::time::Duration::ZERO,
+            remote: None,
         }
     }
 }
@@ -127,6 +133,22 @@ pub struct BackupStats {
     /// The archive's size on disk.
     pub bytes_stored: u64,
     pub duration_s: f64,
+    /// A remote source only: what came over the connection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote: Option<RemoteStats>,
+}
+
+/// What a remote backup received from the host.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct RemoteStats {
+    /// Bytes received for the listing of the tree.
+    pub listing_bytes: u64,
+    /// Files fetched (the ones the plan read).
+    pub fetched_files: u64,
+    /// Their content bytes.
+    pub fetched_bytes: u64,
+    /// Bytes received for the fetch (content, tar headers and padding).
+    pub received_bytes: u64,
 }
 
 /// A file the dry run would read.
@@ -220,6 +242,27 @@ fn source_folder(source: &Path) -> Result<PathBuf> {
     Ok(src)
 }
 
+/// Options a remote source cannot take: the selections that read files on the source side,
+/// `--stdin`, and a watch hint.
+fn remote_checks(opts: &BackupOptions) -> Result<()> {
+    if opts.remote.is_none() {
+        return Ok(());
+    }
+    let bad = [
+        (opts.stdin.is_some(), "--stdin"),
+        (opts.exclude_caches, "--exclude-caches"),
+        (!opts.exclude_if_present.is_empty(), "--exclude-if-present"),
+        (!opts.exclude_file.is_empty(), "--exclude-file"),
+        (opts.hint.is_some(), "vault watch"),
+    ];
+    match bad.iter().find(|(on, _)| *on) {
+        Some((_, what)) => Err(Error::Usage(format!(
+            "{what} does not work with a remote (ssh://) source; use --exclude"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// The repository (created if need be); a dry run never creates or locks it.
 fn open_repo(opts: &BackupOptions) -> Result<(Option<Repository>, bool)> {
     if !opts.dry_run {
@@ -241,16 +284,10 @@ pub fn backup(
     progress: &dyn Progress,
 ) -> Result<BackupReport> {
     let started = Instant::now();
-    if let Some(l) = opts.level {
-        opts.compression.check_level(l).map_err(Error::Usage)?;
-    }
-    let excludes = build_excludes(&opts.exclude)?;
-    if opts.stdin.is_some() && opts.dry_run {
-        return Err(Error::Usage("--stdin cannot be a dry run".into()));
-    }
-    let src = match &opts.stdin {
-        None => Some(source_folder(&opts.source)?),
-        Some(_) => None,
+    let excludes = checks(opts)?;
+    let src = match (&opts.stdin, &opts.remote) {
+        (None, None) => Some(source_folder(&opts.source)?),
+        _ => None,
     };
     let (repo, created) = open_repo(opts)?;
     // --stdin: the data is staged in the repository and backed up as source `stdin:NAME`.
@@ -258,16 +295,97 @@ pub fn backup(
         (Some(s), Some(r)) => Some(Staged::take(r.root(), s, &mut std::io::stdin().lock())?),
         _ => None,
     };
-    let (src, src_bytes, name) = match (&opts.stdin, &staged, src) {
+    let id = match (&opts.stdin, &staged, src) {
         (Some(s), Some(st), _) => (st.dir.clone(), s.key(), s.source_name.as_bytes().to_vec()),
         (_, _, Some(src)) => {
             let b = src.as_os_str().as_bytes().to_vec();
             let n = source_name(&src);
             (src, b, n)
         }
-        _ => unreachable!("a stdin backup always has a repository"),
+        _ => match &opts.remote {
+            Some(r) => (PathBuf::from(&r.path), r.key(), r.name()),
+            None => unreachable!("a stdin backup always has a repository"),
+        },
     };
-    let prior = Prior::load(repo.as_ref(), &src_bytes)?;
+    let env = (pool, cancel, progress);
+    let prepared = prepare(opts, env, repo.as_ref(), id, (excludes, started))?;
+    let mut report = match repo {
+        Some(repo) if !opts.dry_run => {
+            let r = prepared.store(&repo);
+            // Closing the manifest checkpoints its write-ahead log: part of the run's time.
+            drop(repo);
+            r?
+        }
+        _ => prepared.dry_run(),
+    };
+    report.created_repository = created && !opts.dry_run;
+    report.stats.duration_s = started.elapsed().as_secs_f64();
+    drop(staged);
+    Ok(report)
+}
+
+/// The checks of a backup's options that need no file; gives the exclude matcher.
+fn checks(opts: &BackupOptions) -> Result<GlobSet> {
+    if let Some(l) = opts.level {
+        opts.compression.check_level(l).map_err(Error::Usage)?;
+    }
+    let excludes = build_excludes(&opts.exclude)?;
+    if opts.stdin.is_some() && opts.dry_run {
+        return Err(Error::Usage("--stdin cannot be a dry run".into()));
+    }
+    remote_checks(opts)?;
+    Ok(excludes)
+}
+
+/// A backup walked (or listed) and planned, with a remote source's files fetched: what is
+/// left is to archive and record it ([`Prepared::store`]), or to report the dry run.
+pub struct Prepared<'a> {
+    run: Run<'a>,
+    scan: Walk,
+    plan: Plan,
+    report: BackupReport,
+    staging: Option<remote::Staging>,
+}
+
+impl std::fmt::Debug for Prepared<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("source", &self.report.source)
+            .field("kind", &self.report.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The pool, the cancellation token and the progress sink a backup runs with.
+pub type Env<'a> = (&'a Pool, &'a CancelToken, &'a dyn Progress);
+
+/// Prepares the backup of a remote source (`opts.remote`) into `repo`, which it only reads:
+/// several hosts can be prepared at once, each with its own connection to the manifest, and
+/// stored one after the other by the holder of the repository's lock.
+pub fn prepare_remote<'a>(
+    opts: &BackupOptions,
+    env: Env<'a>,
+    repo: &Repository,
+) -> Result<Prepared<'a>> {
+    let started = Instant::now();
+    let excludes = checks(opts)?;
+    let r = opts
+        .remote
+        .as_ref()
+        .ok_or_else(|| Error::Usage("no remote source".into()))?;
+    let id = (PathBuf::from(&r.path), r.key(), r.name());
+    prepare(opts, env, Some(repo), id, (excludes, started))
+}
+
+/// Decides the kind, walks and plans, and fetches a remote source's files.
+fn prepare<'a>(
+    opts: &BackupOptions,
+    (pool, cancel, progress): Env<'a>,
+    repo: Option<&Repository>,
+    (src, src_bytes, name): (PathBuf, Vec<u8>, Vec<u8>),
+    (excludes, started): (GlobSet, Instant),
+) -> Result<Prepared<'a>> {
+    let prior = Prior::load(repo, &src_bytes)?;
     let now_ns = crate::time::now_ns();
     let (kind, reason) = policy::decide(
         opts,
@@ -276,11 +394,11 @@ pub fn backup(
         prior.chain_len,
         now_ns,
     )?;
-    if let (Kind::Incremental, Some(r), Some(l)) = (kind, &repo, &prior.last) {
+    if let (Kind::Incremental, Some(r), Some(l)) = (kind, repo, &prior.last) {
         policy::check_chain_archives(r, &prior.history, l.chain_seq)?;
     }
     let run = Run {
-        opts,
+        opts: opts.clone(),
         pool,
         cancel,
         progress,
@@ -291,8 +409,15 @@ pub fn backup(
         now_ns,
         started,
         prior,
+        listing_bytes: std::cell::Cell::new(0),
     };
-    let (scan, plan) = run.walk_and_plan(excludes, repo.as_ref())?;
+    let (scan, plan) = run.walk_and_plan(excludes, repo)?;
+    // A remote source's files are fetched before anything is written: a transfer that breaks
+    // leaves nothing.
+    let staging = match (&opts.remote, repo) {
+        (Some(r), Some(repo)) if !opts.dry_run => Some(run.fetch(r, repo, &plan)?),
+        _ => None,
+    };
     let report = BackupReport {
         snapshot: None,
         kind: kind.name(),
@@ -302,19 +427,41 @@ pub fn backup(
         stats: BackupStats::default(),
         warnings: scan.warnings.clone(),
         dry_run: opts.dry_run,
-        created_repository: created,
+        created_repository: false,
         would_read: None,
         would_delete: None,
     };
-    match repo {
-        Some(repo) if !opts.dry_run => run.store(repo, &scan, plan, report),
-        _ => Ok(run.dry_run(plan, report)),
+    Ok(Prepared {
+        run,
+        scan,
+        plan,
+        report,
+        staging,
+    })
+}
+
+impl Prepared<'_> {
+    /// Archives and records the snapshot in `repo` (whose lock the caller holds).
+    pub fn store(self, repo: &Repository) -> Result<BackupReport> {
+        let Prepared {
+            run,
+            scan,
+            plan,
+            report,
+            staging,
+        } = self;
+        run.store(repo, &scan, plan, report, staging.as_ref())
+    }
+
+    /// What a dry run reports.
+    pub fn dry_run(self) -> BackupReport {
+        self.run.dry_run(self.plan, self.report)
     }
 }
 
 /// One backup past its checks.
 struct Run<'a> {
-    opts: &'a BackupOptions,
+    opts: BackupOptions,
     pool: &'a Pool,
     cancel: &'a CancelToken,
     progress: &'a dyn Progress,
@@ -326,12 +473,17 @@ struct Run<'a> {
     now_ns: i64,
     started: Instant,
     prior: Prior,
+    /// A remote source: the bytes its listing took.
+    listing_bytes: std::cell::Cell<u64>,
 }
 
 impl Run<'_> {
     /// Walks the source (only the touched folders under `vault watch`) and plans the work.
     fn walk_and_plan(&self, exclude: GlobSet, repo: Option<&Repository>) -> Result<(Walk, Plan)> {
-        let opts = self.opts;
+        let opts = &self.opts;
+        if let Some(r) = &opts.remote {
+            return self.list_and_plan(r, &exclude, repo);
+        }
         let skip_dir = fs::metadata(&opts.repo).ok().map(|m| (m.dev(), m.ino()));
         let select = Selection {
             device: opts
@@ -390,6 +542,32 @@ impl Run<'_> {
         Ok((scan, plan))
     }
 
+    /// Lists a remote source on its host and plans against the previous tree. The listing has
+    /// no extended attributes: none are read or recorded.
+    fn list_and_plan(
+        &self,
+        r: &RemoteSource,
+        exclude: &GlobSet,
+        repo: Option<&Repository>,
+    ) -> Result<(Walk, Plan)> {
+        self.progress.phase("list", None);
+        let (mut scan, received) = r.list(exclude, self.opts.one_file_system)?;
+        self.listing_bytes.set(received);
+        let entries = std::mem::take(&mut scan.entries);
+        let (kind, rehash, failed) = (self.kind, self.opts.rehash, &scan.failed);
+        let mut plan = match (repo, self.prior.source_id) {
+            (Some(repo), Some(id)) => repo
+                .manifest
+                .with_live_entries(id, |rows| plan::plan(rows, entries, failed, kind, rehash))?,
+            _ => plan::plan(std::iter::empty(), entries, failed, kind, rehash),
+        };
+        for it in &mut plan.items {
+            it.xattrs_unread = false;
+            it.entry.xattrs = None;
+        }
+        Ok((scan, plan))
+    }
+
     /// Walks the whole source and plans against `prev` (the previous tree, in path order) as
     /// the walk goes.
     fn walk_planned(
@@ -441,10 +619,11 @@ impl Run<'_> {
     /// Reads and archives what the plan says, then commits the snapshot.
     fn store(
         &self,
-        repo: Repository,
+        repo: &Repository,
         scan: &Walk,
         plan: Plan,
         mut report: BackupReport,
+        staging: Option<&remote::Staging>,
     ) -> Result<BackupReport> {
         let nothing = plan.items.is_empty() && plan.removed.is_empty() && plan.dropped.is_empty();
         if self.opts.skip_unchanged && self.kind == Kind::Incremental && nothing {
@@ -456,6 +635,10 @@ impl Run<'_> {
         }
         let id = new_snapshot_id();
         let archive_name = self.archive_name(&id);
+        let origin = match staging {
+            Some(s) => origin::Origin::Staged(s),
+            None => origin::Origin::Local(&self.src),
+        };
         // The snapshot's transaction is open while the archive is written (its rows go in as
         // the paths are archived); it commits after the archive is complete, or rolls back.
         let stats = BackupStats::default();
@@ -463,7 +646,7 @@ impl Run<'_> {
         let mut rec = repo
             .manifest
             .begin_snapshot(&self.src_bytes, &self.name, &provisional)?;
-        let mut sink = self.archive(&repo, scan, &plan, &archive_name, &mut rec)?;
+        let mut sink = self.archive((repo, origin), scan, &plan, &archive_name, &mut rec)?;
         let finished = match sink.writer.take() {
             Some(w) => Some(w.finish()?),
             None => None,
@@ -477,6 +660,16 @@ impl Run<'_> {
         stats.bytes_read = bytes_read;
         stats.bytes_stored = finished.as_ref().map_or(0, |f| f.size);
         stats.duration_s = self.started.elapsed().as_secs_f64();
+        // A remote source's content is read from the host once, by the fetch.
+        if let Some(s) = staging {
+            stats.bytes_read = s.bytes;
+        }
+        stats.remote = staging.map(|s| RemoteStats {
+            listing_bytes: self.listing_bytes.get(),
+            fetched_files: s.files,
+            fetched_bytes: s.bytes,
+            received_bytes: s.received,
+        });
         report.warnings.append(&mut problems);
         let snap = self.snapshot_row(
             &id,
@@ -494,8 +687,7 @@ impl Run<'_> {
             return Err(e);
         }
         repo.ensure_reserve();
-        // Closing the manifest checkpoints its write-ahead log: part of the run's time.
-        drop((repo, plan, outcomes, stored));
+        drop((plan, outcomes, stored));
         self.progress.finish();
         report.snapshot = Some(id);
         report.archive = finished.map(|_| Repository::archive_name(&archive_name));
@@ -524,23 +716,47 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// Fetches the files the plan reads from a remote source's host into a staging folder.
+    fn fetch(&self, r: &RemoteSource, repo: &Repository, plan: &Plan) -> Result<remote::Staging> {
+        let mut staging = remote::Staging::create(repo.root())?;
+        let label = String::from_utf8_lossy(&r.key()).into_owned();
+        let index = |i: usize| u32::try_from(i).expect("a plan holds fewer than 2^32 items");
+        let want = remote::Wanted {
+            label: &label,
+            root: &r.path,
+            plan,
+            items: (0..plan.items.len())
+                .filter(|&i| read::reads(&plan.items[i]))
+                .map(index)
+                .collect(),
+        };
+        remote::fetch(
+            r.shell.as_ref(),
+            &want,
+            &mut staging,
+            self.cancel,
+            self.progress,
+        )?;
+        Ok(staging)
+    }
+
     /// Runs the reads on the pool and the archive on this thread.
     fn archive<'s>(
         &'s self,
-        repo: &'s Repository,
+        (repo, origin): (&'s Repository, origin::Origin<'s>),
         scan: &'s Walk,
         plan: &'s Plan,
         archive_name: &str,
         rec: &mut Recording<'_>,
     ) -> Result<sink::Sink<'s>> {
-        let opts = self.opts;
+        let opts = &self.opts;
         let level = opts
             .level
             .unwrap_or_else(|| opts.compression.default_level());
         let algo = self.prior.algo(opts, self.kind);
         let mut sink = sink::Sink {
             plan,
-            src: &self.src,
+            origin,
             top: &self.name,
             algo,
             spec: sink::ArchiveSpec {
@@ -598,7 +814,7 @@ impl Run<'_> {
         let prehash = |size: u64| incremental || large_sizes.get(&size) > Some(&1);
         let total_bytes: u64 = plan.reads().map(|i| i.entry.size).sum();
         self.progress.phase("read", Some(total_bytes));
-        let src: &Path = &self.src;
+        let origin = sink.origin;
         self.pool.map_ordered(
             self.cancel,
             read::batches(plan, self.kind),
@@ -609,7 +825,7 @@ impl Run<'_> {
                     let it = &plan.items[idx];
                     (
                         idx,
-                        read::read_one(src, it, algo, prehash(it.entry.size), w),
+                        read::read_one(&origin, (idx, it), algo, prehash(it.entry.size), w),
                     )
                 };
                 batch.into_iter().map(one).collect::<Vec<_>>()
@@ -649,7 +865,7 @@ impl Run<'_> {
                 Kind::Incremental => last.map(|l| l.chain_seq),
             },
             time_ns: self.now_ns,
-            hash: self.prior.algo(self.opts, self.kind),
+            hash: self.prior.algo(&self.opts, self.kind),
             compression: self.opts.compression.name().to_string(),
             archive: finished.map(|_| archive_name.to_string()),
             archive_size: finished.map(|f| f.size),

@@ -7,6 +7,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
+use super::origin::Origin;
 use crate::engine::batch::{Batcher, INLINE_MAX};
 use crate::engine::fsx;
 use crate::engine::paths::split_parent;
@@ -64,7 +65,7 @@ impl Worker {
 
     /// Opens `rel` (relative to `src`) for reading, never through a symlink at its last
     /// component and never blocking on a FIFO swapped in under its name.
-    fn open(&mut self, src: &Path, rel: &[u8]) -> io::Result<File> {
+    pub(super) fn open(&mut self, src: &Path, rel: &[u8]) -> io::Result<File> {
         let (dir, name) = split_parent(rel);
         let fd = self.folder.open(src, dir)?;
         fsx::open_nofollow_at(fd, name)
@@ -121,7 +122,7 @@ pub(super) fn sparse_map(f: &File, size: u64) -> Option<Map> {
 
 /// Hashes a sparse file as it would be stored (map block and data regions; holes unread).
 fn hash_sparse(
-    f: &File,
+    (f, idx, origin): (&File, usize, &Origin<'_>),
     mut fresh: Entry,
     map: &Map,
     algo: HashAlgo,
@@ -130,7 +131,7 @@ fn hash_sparse(
     let mut s = MemberStream::new(f, map);
     let (digest, _) = hash_reader(algo, &mut s, buf)?;
     fresh.sparse = true;
-    let changed = s.shrank || stat_moved(f, &fresh);
+    let changed = s.shrank || origin.moved(f, idx, &fresh);
     Ok(Content::Hashed {
         fresh,
         digest,
@@ -167,8 +168,8 @@ fn read_small(mut f: &File, size: u64) -> io::Result<Vec<u8>> {
 }
 
 pub(super) fn read_one(
-    src: &Path,
-    item: &plan::Item,
+    origin: &Origin<'_>,
+    (idx, item): (usize, &plan::Item),
     algo: HashAlgo,
     prehash: bool,
     w: &mut Worker,
@@ -177,12 +178,12 @@ pub(super) fn read_one(
         return Content::Skip;
     }
     let mut run = || -> io::Result<Content> {
-        let f = w.open(src, &item.entry.path)?;
+        let f = origin.open(w, idx, item)?;
         let buf = &mut w.buf;
-        let fresh = fresh_entry(&f, item)?;
+        let fresh = origin.fresh(&f, item)?;
         if fresh.size <= INLINE_MAX {
             let data = read_small(&f, fresh.size)?;
-            let changed = data.len() as u64 != fresh.size || stat_moved(&f, &fresh);
+            let changed = data.len() as u64 != fresh.size || origin.moved(&f, idx, &fresh);
             let digest = algo.digest(&data);
             Ok(Content::Inline {
                 fresh,
@@ -192,10 +193,10 @@ pub(super) fn read_one(
             })
         } else if prehash {
             if let Some(map) = sparse_map(&f, fresh.size) {
-                return hash_sparse(&f, fresh, &map, algo, buf);
+                return hash_sparse((&f, idx, origin), fresh, &map, algo, buf);
             }
             let (digest, read) = hash_reader(algo, &f, buf)?;
-            let changed = read != fresh.size || stat_moved(&f, &fresh);
+            let changed = read != fresh.size || origin.moved(&f, idx, &fresh);
             Ok(Content::Hashed {
                 fresh,
                 digest,

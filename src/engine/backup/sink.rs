@@ -4,10 +4,10 @@
 //! became of every item.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::outcome::{Fate, Outcomes};
-use super::read::{fresh_entry, open_nofollow, sparse_map, stat_moved, Content};
+use super::read::{sparse_map, Content};
 use super::stored::Stored;
 use crate::archive::{ArchiveWriter, Compression, MemberMeta};
 use crate::engine::paths;
@@ -58,7 +58,7 @@ pub(super) struct ArchiveSpec<'a> {
 pub(super) struct Sink<'a> {
     pub plan: &'a Plan,
     /// The source folder and the archive's top folder name.
-    pub src: &'a Path,
+    pub origin: super::origin::Origin<'a>,
     pub top: &'a [u8],
     pub algo: HashAlgo,
     pub spec: ArchiveSpec<'a>,
@@ -231,8 +231,10 @@ impl Sink<'_> {
     /// Streams a large file into the archive on this thread, hashing it as it goes.
     fn stream(&mut self, idx: usize, member: &[u8], inc: &mut Incoming) -> Result<Option<Digest>> {
         let item = &self.plan.items[idx];
-        let opened = open_nofollow(&self.src.join(item.entry.path()))
-            .and_then(|f| fresh_entry(&f, item).map(|e| (f, e)));
+        let origin = self.origin;
+        let opened = origin
+            .open_alone(idx, item)
+            .and_then(|f| origin.fresh(&f, item).map(|e| (f, e)));
         let mut f = match opened {
             Ok((f, e)) => {
                 if inc.digest.is_none() {
@@ -260,7 +262,7 @@ impl Sink<'_> {
             Ok(o) => {
                 self.bytes_read += o.bytes_read;
                 self.progress.advance(o.bytes_read);
-                let moved = o.shrank || o.grew || stat_moved(&f, &inc.fresh);
+                let moved = o.shrank || o.grew || origin.moved(&f, idx, &inc.fresh);
                 inc.changed |= moved || inc.digest.is_some_and(|d| d != o.digest);
                 Ok(Some(o.digest))
             }

@@ -1,0 +1,125 @@
+//! `vault backup --host/--hosts-file … --path …`: the fleet run, its report and its alert.
+
+use super::super::*;
+use vault::ops::fleet::{backup_fleet, FleetOptions, HostReport};
+
+pub(in crate::cli) fn fleet(
+    cli: &Cli,
+    b: &BackupArgs,
+    out: &Out,
+    pool: &Pool,
+    cancel: &CancelToken,
+) -> Result<Outcome, Error> {
+    use vault::ops::ssh::SshTarget;
+    if b.dry_run {
+        return Err(Error::Usage(
+            "a fleet run (--host/--hosts-file) cannot be a dry run".into(),
+        ));
+    }
+    let mut texts = b.host.clone();
+    if let Some(f) = &b.hosts_file {
+        texts.extend(vault::ops::sweep::targets::read_hosts_file(f).map_err(Error::Usage)?);
+    }
+    let hosts: Vec<SshTarget> = texts
+        .iter()
+        .map(|t| SshTarget::parse(t))
+        .collect::<Result<_, _>>()
+        .map_err(Error::Usage)?;
+    if hosts.is_empty() {
+        return Err(Error::Usage("no hosts to back up".into()));
+    }
+    if b.path.is_empty() {
+        return Err(Error::Usage(
+            "give the folder to back up on each host with --path".into(),
+        ));
+    }
+    let paths = b
+        .path
+        .iter()
+        .map(|p| vault::engine::backup::RemoteSource::folder(p))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(Error::Usage)?;
+    let (auth, ssh) = ssh_settings(&b.ssh.as_ssh_flags())?;
+    let alerts = notifier(&b.alert_to, &b.mail)?;
+    let opts = FleetOptions {
+        hosts,
+        paths,
+        auth,
+        ssh,
+        backup: super::backup::backup_options(cli, b)?,
+    };
+    let reports = backup_fleet(&opts, pool, cancel)?;
+    let events: Vec<vault::alert::Event> = reports.iter().filter_map(event).collect();
+    if !events.is_empty() {
+        if let Err(e) = alerts.notify(&events) {
+            eprintln!("vault: warning: alert mail not sent: {e}");
+        }
+    }
+    if out.json {
+        out.json(&serde_json::json!({ "hosts": reports }))?;
+    }
+    say(out, &reports);
+    Ok(if reports.iter().any(HostReport::trouble) {
+        Outcome::Partial
+    } else {
+        Outcome::Done
+    })
+}
+
+/// A failed host's alert, or a partial snapshot's.
+fn event(r: &HostReport) -> Option<vault::alert::Event> {
+    match (&r.error, &r.snapshot) {
+        (Some(e), _) => Some(vault::alert::Event::BackupFailed {
+            source: r.source.clone(),
+            error: e.clone(),
+        }),
+        (None, Some(id)) if r.trouble() => Some(vault::alert::Event::BackupDone {
+            source: r.source.clone(),
+            kind: r.kind.unwrap_or_default().to_string(),
+            snapshot: id.clone(),
+            partial: true,
+            report: serde_json::to_value(r).unwrap_or_default(),
+        }),
+        _ => None,
+    }
+}
+
+fn say(out: &Out, reports: &[HostReport]) {
+    for r in reports {
+        match (&r.error, &r.stats) {
+            (Some(e), _) => out.say(&format!("{}: FAILED: {e}", r.source)),
+            (None, Some(s)) => out.say(&format!(
+                "{}: {} snapshot {}: {} paths, {} new, {} changed, {} deleted; fetched {}, stored {}{}",
+                r.source,
+                r.kind.unwrap_or_default(),
+                r.snapshot.as_deref().unwrap_or("-"),
+                s.files,
+                s.new,
+                s.changed,
+                s.deleted,
+                human_bytes(s.remote.as_ref().map_or(0, |x| x.fetched_bytes)),
+                human_bytes(s.bytes_stored),
+                match r.warnings.len() {
+                    0 => String::new(),
+                    n => format!(", {n} warnings"),
+                }
+            )),
+            (None, None) => {}
+        }
+        if !out.quiet {
+            for w in &r.warnings {
+                let path = vault::text::display_path(&w.path);
+                eprintln!("vault: warning: {}: {path}: {}", r.source, w.error);
+            }
+        }
+    }
+    let failed = reports.iter().filter(|r| r.error.is_some()).count();
+    if !out.quiet {
+        eprintln!(
+            "{} sources, {} backed up, {} failed",
+            reports.len(),
+            reports.len() - failed,
+            failed
+        );
+    }
+}

@@ -1,0 +1,160 @@
+//! Fleet backups: `vault backup --hosts-file FILE --path P…` pulls a folder of every host over
+//! SSH into one repository. Hosts are connected, listed, planned and fetched in parallel on the
+//! pool's network lane (`--parallel`), each with its own read-only view of the manifest; the
+//! calling thread, which holds the repository's lock, archives and records each as it comes
+//! in, on the compute lane. One host that is down, refuses, or breaks off is reported and
+//! never stops the others.
+
+use crate::engine::backup::{prepare_remote, BackupOptions, BackupStats, Prepared};
+use crate::engine::problem::Problem;
+use crate::engine::repo::Repository;
+use crate::error::{Error, Result};
+use crate::ops::ssh::{SshAuth, SshOptions, SshTarget};
+use crate::ops::ssh_shell::connect_source;
+use crate::pool::{CancelToken, Pool};
+use crate::progress::NoProgress;
+
+/// A fleet run.
+#[derive(Debug)]
+pub struct FleetOptions {
+    pub hosts: Vec<SshTarget>,
+    /// Absolute folders to back up on every host.
+    pub paths: Vec<String>,
+    pub auth: SshAuth,
+    pub ssh: SshOptions,
+    /// Everything else (repository, policy, codec, excludes); its source is ignored.
+    pub backup: BackupOptions,
+}
+
+/// What became of one host's folder.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct HostReport {
+    /// The host as given (`[user@]host[:port]`).
+    pub host: String,
+    pub path: String,
+    /// The source key in the repository (`host:/path`).
+    pub source: String,
+    pub snapshot: Option<String>,
+    pub kind: Option<&'static str>,
+    pub archive: Option<String>,
+    pub stats: Option<BackupStats>,
+    pub warnings: Vec<Problem>,
+    /// Why there is no snapshot (unreachable, refused, broke off).
+    pub error: Option<String>,
+}
+
+impl HostReport {
+    fn failed(host: &SshTarget, path: &str, error: String) -> HostReport {
+        HostReport {
+            host: host.to_string(),
+            path: path.to_string(),
+            source: source_key(host, path),
+            snapshot: None,
+            kind: None,
+            archive: None,
+            stats: None,
+            warnings: Vec::new(),
+            error: Some(error),
+        }
+    }
+
+    /// No snapshot, or one with files it could not back up.
+    pub fn trouble(&self) -> bool {
+        self.error.is_some() || self.warnings.iter().any(|w| w.failed)
+    }
+}
+
+fn source_key(t: &SshTarget, path: &str) -> String {
+    match t.port {
+        22 => format!("{}:{path}", t.host),
+        p => format!("{}:{p}:{path}", t.host),
+    }
+}
+
+/// Backs up every (host, path) pair; the reports come in the order the hosts finish.
+pub fn backup_fleet(
+    o: &FleetOptions,
+    pool: &Pool,
+    cancel: &CancelToken,
+) -> Result<Vec<HostReport>> {
+    let (repo, _) = Repository::open_or_create(&o.backup.repo, o.backup.lock_wait)?;
+    let mut jobs: Vec<(&SshTarget, &str)> = Vec::new();
+    for h in &o.hosts {
+        for p in &o.paths {
+            if !jobs
+                .iter()
+                .any(|(jh, jp)| source_key(jh, jp) == source_key(h, p))
+            {
+                jobs.push((h, p));
+            }
+        }
+    }
+    let root = repo.root().to_path_buf();
+    let mut reports = Vec::with_capacity(jobs.len());
+    let env = (pool, cancel, &NoProgress as &dyn crate::progress::Progress);
+    let r = pool.network().map_unordered(
+        cancel,
+        jobs.clone(),
+        || None::<Repository>,
+        |view, (host, path)| {
+            let prepared = prepare_one(o, (host, path), env, (view, &root));
+            (host, path, prepared)
+        },
+        |(host, path, prepared)| {
+            let report = match prepared {
+                Ok(p) => store_one(p, &repo, host, path),
+                Err(e) => HostReport::failed(host, path, e),
+            };
+            reports.push(report);
+            Ok::<(), ()>(())
+        },
+    );
+    crate::error::pool_done(r)?;
+    if cancel.is_cancelled() {
+        return Err(Error::Cancelled);
+    }
+    reports.sort_by_key(|r| jobs.iter().position(|(h, p)| source_key(h, p) == r.source));
+    Ok(reports)
+}
+
+/// Connects to the host and prepares its backup, reading the manifest through the worker's
+/// own connection (`view`, opened on first use).
+fn prepare_one<'a>(
+    o: &FleetOptions,
+    (host, path): (&SshTarget, &str),
+    env: crate::engine::backup::Env<'a>,
+    (view, root): (&mut Option<Repository>, &std::path::Path),
+) -> std::result::Result<Prepared<'a>, String> {
+    let (_, cancel, _) = env;
+    let remote = connect_source(
+        (host.clone(), path.to_string()),
+        &o.auth,
+        &o.ssh,
+        Some(cancel),
+    )
+    .map_err(|e| e.to_string())?;
+    if view.is_none() {
+        *view = Some(Repository::open(root).map_err(|e| e.to_string())?);
+    }
+    let repo = view.as_ref().expect("just opened");
+    let mut opts = o.backup.clone();
+    opts.remote = Some(remote);
+    prepare_remote(&opts, env, repo).map_err(|e| e.to_string())
+}
+
+fn store_one(p: Prepared<'_>, repo: &Repository, host: &SshTarget, path: &str) -> HostReport {
+    match p.store(repo) {
+        Ok(r) => HostReport {
+            host: host.to_string(),
+            path: path.to_string(),
+            source: r.source,
+            snapshot: r.snapshot,
+            kind: Some(r.kind),
+            archive: r.archive,
+            stats: Some(r.stats),
+            warnings: r.warnings,
+            error: None,
+        },
+        Err(e) => HostReport::failed(host, path, e.to_string()),
+    }
+}

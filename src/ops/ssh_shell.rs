@@ -1,0 +1,246 @@
+//! The engine's [`Shell`] over one SSH session: the commands a remote backup runs on its host
+//! (the listing and the fetch), `ssh://[user@]host[:port]/path` parsed into a
+//! [`RemoteSource`].
+//!
+//! A command's standard input is written while its output is read, on one thread, with the
+//! session non-blocking: a `tar -T -` that answers before it has read all its names cannot
+//! deadlock against us. Its standard error is read as it comes (the first 64 KiB kept), so a
+//! talkative command never stalls its output either. A host that sends nothing for the
+//! `--timeout` is given up on.
+
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::engine::backup::RemoteSource;
+use crate::engine::shell::{Finished, Running, Shell, STDERR_KEPT};
+use crate::ops::ssh::{self, Connected, SshAuth, SshError, SshOptions, SshTarget};
+
+/// One authenticated session to a host.
+#[derive(Debug)]
+pub struct SshShell {
+    conn: Connected,
+    idle: Duration,
+}
+
+impl SshShell {
+    /// Connects and authenticates as `vault ssh` does (same host key policy). The connect
+    /// deadline covers only the connection: transfers may last longer.
+    pub fn connect(
+        t: &SshTarget,
+        auth: &SshAuth,
+        opts: &SshOptions,
+        cancel: Option<&crate::pool::CancelToken>,
+    ) -> Result<SshShell, SshError> {
+        let conn = ssh::connect(t, auth, opts, cancel)?;
+        conn.guard.disarm();
+        Ok(SshShell {
+            conn,
+            idle: opts.timeout,
+        })
+    }
+}
+
+fn ssh_io(e: ssh2::Error) -> io::Error {
+    io::Error::other(e.message().to_string())
+}
+
+impl Shell for SshShell {
+    fn start(&self, command: &str, input: Vec<u8>) -> io::Result<Box<dyn Running + '_>> {
+        let s = &self.conn.session;
+        s.set_blocking(true);
+        s.set_timeout(self.idle.as_millis().clamp(1, u128::from(u32::MAX)) as u32);
+        let mut ch = s.channel_session().map_err(ssh_io)?;
+        ch.exec(command).map_err(ssh_io)?;
+        s.set_blocking(false);
+        Ok(Box::new(SshRun {
+            shell: self,
+            ch,
+            input,
+            sent: 0,
+            eof_sent: false,
+            stderr: Vec::new(),
+            received: 0,
+            last: Instant::now(),
+        }))
+    }
+}
+
+/// A command running on the session.
+struct SshRun<'a> {
+    shell: &'a SshShell,
+    ch: ssh2::Channel,
+    input: Vec<u8>,
+    sent: usize,
+    eof_sent: bool,
+    stderr: Vec<u8>,
+    received: u64,
+    /// When the host last sent or took something.
+    last: Instant,
+}
+
+fn would_block(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock
+}
+
+impl SshRun<'_> {
+    /// Writes what the channel takes of the input; sends its end once all is written.
+    fn pump_input(&mut self) -> io::Result<bool> {
+        if self.sent < self.input.len() {
+            return match self.ch.write(&self.input[self.sent..]) {
+                Ok(n) => {
+                    self.sent += n;
+                    Ok(n > 0)
+                }
+                Err(e) if would_block(&e) => Ok(false),
+                Err(e) => Err(e),
+            };
+        }
+        if !self.eof_sent {
+            match self.ch.send_eof() {
+                Ok(()) => self.eof_sent = true,
+                Err(e) if e.code() == ssh2::ErrorCode::Session(-37) => {}
+                Err(e) => return Err(ssh_io(e)),
+            }
+        }
+        Ok(false)
+    }
+
+    /// Reads what standard error has, keeping its start.
+    fn pump_stderr(&mut self) -> io::Result<bool> {
+        let mut buf = [0u8; 8192];
+        match self.ch.stderr().read(&mut buf) {
+            Ok(n) => {
+                self.keep_stderr(&buf[..n]);
+                Ok(n > 0)
+            }
+            Err(e) if would_block(&e) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn keep_stderr(&mut self, data: &[u8]) {
+        self.received += data.len() as u64;
+        let room = STDERR_KEPT.saturating_sub(self.stderr.len());
+        self.stderr.extend_from_slice(&data[..data.len().min(room)]);
+    }
+
+    fn idle_check(&mut self, progress: bool) -> io::Result<()> {
+        if progress {
+            self.last = Instant::now();
+        } else if self.last.elapsed() > self.shell.idle {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("the host sent nothing for {:?}", self.shell.idle),
+            ));
+        } else {
+            ssh::wait_socket(&self.shell.conn.session, Duration::from_millis(20));
+        }
+        Ok(())
+    }
+}
+
+impl Read for SshRun<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let mut progress = self.pump_input()?;
+            match self.ch.read(buf) {
+                Ok(0) if self.ch.eof() => return Ok(0),
+                Ok(0) => {}
+                Ok(n) => {
+                    self.received += n as u64;
+                    self.last = Instant::now();
+                    return Ok(n);
+                }
+                Err(e) if would_block(&e) => {}
+                Err(e) => return Err(e),
+            }
+            progress |= self.pump_stderr()?;
+            self.idle_check(progress)?;
+        }
+    }
+}
+
+impl Running for SshRun<'_> {
+    fn finish(mut self: Box<Self>) -> io::Result<Finished> {
+        let s = &self.shell.conn.session;
+        s.set_blocking(true);
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = self.ch.stderr().read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            self.keep_stderr(&buf[..n]);
+        }
+        self.ch.wait_close().map_err(ssh_io)?;
+        let status = self.ch.exit_status().map_err(ssh_io)?;
+        Ok(Finished {
+            status,
+            stderr: std::mem::take(&mut self.stderr),
+            received: self.received,
+        })
+    }
+
+    fn received(&self) -> u64 {
+        self.received
+    }
+}
+
+impl Drop for SshRun<'_> {
+    fn drop(&mut self) {
+        self.shell.conn.session.set_blocking(true);
+    }
+}
+
+/// Parses `ssh://[user@]host[:port]/path` into the target and the folder.
+pub fn parse_source(s: &str) -> Result<(SshTarget, String), String> {
+    let rest = s.strip_prefix("ssh://").ok_or_else(|| {
+        format!("bad remote source '{s}': expected ssh://[user@]host[:port]/path")
+    })?;
+    let Some(i) = rest.find('/') else {
+        return Err(format!(
+            "bad remote source '{s}': ssh://[user@]host[:port]/path needs a path"
+        ));
+    };
+    let target = SshTarget::parse(&rest[..i])?;
+    let path = RemoteSource::folder(&rest[i..])?;
+    Ok((target, path))
+}
+
+/// Connects to `target` and gives the remote source of its folder `path` that a backup takes.
+pub fn connect_source(
+    (target, path): (SshTarget, String),
+    auth: &SshAuth,
+    opts: &SshOptions,
+    cancel: Option<&crate::pool::CancelToken>,
+) -> Result<RemoteSource, SshError> {
+    let shell = SshShell::connect(&target, auth, opts, cancel)?;
+    let host = match target.port {
+        22 => target.host.clone(),
+        p => format!("{}:{p}", target.host),
+    };
+    Ok(RemoteSource {
+        host,
+        path,
+        shell: Arc::new(shell),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_sources_parse() {
+        let (t, p) = parse_source("ssh://root@127.0.0.2:2222/etc/").unwrap();
+        assert_eq!(
+            (t.user.as_deref(), t.host.as_str(), t.port),
+            (Some("root"), "127.0.0.2", 2222)
+        );
+        assert_eq!(p, "/etc");
+        assert!(parse_source("ssh://host").is_err());
+        assert!(parse_source("ssh://host/a/../b").is_err());
+        assert!(parse_source("sftp://host/a").is_err());
+    }
+}
