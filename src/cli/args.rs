@@ -320,7 +320,8 @@ pub struct RestoreArgs {
     /// `YYYY-MM-DD[ HH:MM[:SS]]` local time).
     #[arg(long, value_name = "TIME", value_parser = vault::time::parse_time)]
     pub at: Option<i64>,
-    /// The folder to restore into; it ends up holding the source tree as it was.
+    /// The folder to restore into; it ends up holding the source tree as it was. Or
+    /// ssh://[user@]host[:port]/path: a missing or empty folder on a host with GNU tar.
     #[arg(long, value_name = "DIR")]
     pub target: PathBuf,
     /// The source `latest`/--at refers to, when the repository holds several.
@@ -345,6 +346,12 @@ pub struct RestoreArgs {
     /// Accepted for old scripts: exact modes are now the default for root.
     #[arg(long, hide = true, conflicts_with = "no_setid")]
     pub preserve_setid: bool,
+    /// For an ssh:// target: how to connect (as `vault ssh`).
+    #[command(
+        flatten,
+        next_help_heading = "Restore to a host (--target ssh://[user@]host[:port]/path)"
+    )]
+    pub ssh: SshFlags,
 }
 
 #[derive(Debug, Args)]

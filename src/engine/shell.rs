@@ -6,10 +6,15 @@ use std::io::{self, Read};
 
 /// Runs commands on one host.
 pub trait Shell: Send + Sync {
-    /// Starts `command` (a POSIX shell command line) with `input` as its standard input.
-    /// Reading the result gives its standard output as it arrives, while the input is still
-    /// being written: the command may read and write at once without either side waiting.
-    fn start(&self, command: &str, input: Vec<u8>) -> io::Result<Box<dyn Running + '_>>;
+    /// Starts `command` (a POSIX shell command line) with what `input` gives as its standard
+    /// input. Reading the result gives its standard output as it arrives, while the input is
+    /// still being written: the command may read and write at once without either side
+    /// waiting.
+    fn start<'s>(
+        &'s self,
+        command: &str,
+        input: Box<dyn Read + Send + 's>,
+    ) -> io::Result<Box<dyn Running + 's>>;
 }
 
 /// A command that is running; reading it reads its standard output.
@@ -44,7 +49,7 @@ pub fn run_to_end(
     command: &str,
     input: Vec<u8>,
 ) -> io::Result<(Vec<u8>, Finished)> {
-    let mut r = shell.start(command, input)?;
+    let mut r = shell.start(command, Box::new(io::Cursor::new(input)))?;
     let mut out = Vec::new();
     r.read_to_end(&mut out)?;
     Ok((out, r.finish()?))

@@ -3,6 +3,7 @@
 //! and `watch`. They reach the manifest only through its narrow stores and never touch archives.
 
 pub mod fleet;
+pub mod host_restore;
 pub mod mail;
 pub mod remote;
 pub mod ssh;

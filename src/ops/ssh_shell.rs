@@ -46,7 +46,11 @@ fn ssh_io(e: ssh2::Error) -> io::Error {
 }
 
 impl Shell for SshShell {
-    fn start(&self, command: &str, input: Vec<u8>) -> io::Result<Box<dyn Running + '_>> {
+    fn start<'s>(
+        &'s self,
+        command: &str,
+        input: Box<dyn Read + Send + 's>,
+    ) -> io::Result<Box<dyn Running + 's>> {
         let s = &self.conn.session;
         s.set_blocking(true);
         s.set_timeout(self.idle.as_millis().clamp(1, u128::from(u32::MAX)) as u32);
@@ -57,7 +61,9 @@ impl Shell for SshShell {
             shell: self,
             ch,
             input,
+            pending: Vec::new(),
             sent: 0,
+            input_done: false,
             eof_sent: false,
             stderr: Vec::new(),
             received: 0,
@@ -70,8 +76,11 @@ impl Shell for SshShell {
 struct SshRun<'a> {
     shell: &'a SshShell,
     ch: ssh2::Channel,
-    input: Vec<u8>,
+    input: Box<dyn Read + Send + 'a>,
+    /// Input read but not yet taken by the channel, from `sent` on.
+    pending: Vec<u8>,
     sent: usize,
+    input_done: bool,
     eof_sent: bool,
     stderr: Vec<u8>,
     received: u64,
@@ -84,10 +93,23 @@ fn would_block(e: &io::Error) -> bool {
 }
 
 impl SshRun<'_> {
-    /// Writes what the channel takes of the input; sends its end once all is written.
+    /// Writes what the channel takes of the input (reading more of it when all read so far
+    /// is taken); sends its end once all is written.
     fn pump_input(&mut self) -> io::Result<bool> {
-        if self.sent < self.input.len() {
-            return match self.ch.write(&self.input[self.sent..]) {
+        if self.sent == self.pending.len() && !self.input_done {
+            self.pending.resize(64 * 1024, 0);
+            let n = loop {
+                match self.input.read(&mut self.pending) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    r => break r?,
+                }
+            };
+            self.pending.truncate(n);
+            self.sent = 0;
+            self.input_done = n == 0;
+        }
+        if self.sent < self.pending.len() {
+            return match self.ch.write(&self.pending[self.sent..]) {
                 Ok(n) => {
                     self.sent += n;
                     Ok(n > 0)

@@ -156,6 +156,8 @@ pub fn shape(root: &Path) -> TreeShape {
                 )
             } else if m.is_dir() {
                 ('d', Vec::new())
+            } else if std::os::unix::fs::FileTypeExt::is_fifo(&m.file_type()) {
+                ('p', Vec::new())
             } else {
                 ('f', fs::read(&path).unwrap())
             };

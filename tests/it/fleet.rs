@@ -104,6 +104,7 @@ impl Fleet {
 
 /// `files` files in 20 folders, contents that differ per host.
 fn make_tree(dir: &Path, host: usize, files: usize) {
+    fs::create_dir_all(dir).unwrap();
     for i in 0..files {
         let body = format!("host {host} file {i}\n").repeat(i % 7 + 1);
         write(dir.join(format!("d{:02}/f{i:04}.txt", i % 20)), body);
@@ -351,4 +352,70 @@ fn unknown_and_changed_host_keys_are_refused_before_anything_is_written() {
         let err = try_with(&wrong, extra);
         assert!(err.contains("HOST KEY CHANGED"), "{err}");
     }
+}
+
+#[test]
+fn restore_to_an_ssh_target_writes_the_tree_on_the_host_and_refuses_a_full_folder() {
+    use std::os::unix::fs::{chown, MetadataExt};
+    if !require_root("sshd in mount namespaces") {
+        return;
+    }
+    let f = Fleet::start(1, 51, 0);
+    let tree = &f.trees[0];
+    rich_tree(tree);
+    fs::hard_link(tree.join("top.txt"), tree.join("nested/hard.txt")).unwrap();
+    let fifo = std::ffi::CString::new(p(&tree.join("pipe"))).unwrap();
+    // SAFETY: a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o640) }, 0);
+    chown(tree.join("exec.sh"), Some(1234), Some(2345)).unwrap();
+    let suid = tree.join("suid");
+    write(&suid, "x");
+    fs::set_permissions(&suid, fs::Permissions::from_mode(0o4750)).unwrap();
+    let url = format!("ssh://{}{}", f.target(0), f.mnt.display());
+    let (id, kh, repo) = (f.path("id"), f.path("kh"), f.path("repo"));
+    let ssh = ["-i", p(&id), "--known-hosts", p(&kh), "--no-agent"];
+    let mut a = vec!["backup", &url, "--repo", p(&repo), "-q"];
+    a.extend_from_slice(&ssh);
+    vault_ok(&a, 0);
+    // The host writes the tree into a folder of its own file system.
+    let back = f.path("restored-on-host");
+    let to = format!("ssh://{}{}", f.target(0), back.display());
+    let mut a = vec![
+        "restore",
+        "latest",
+        "--repo",
+        p(&repo),
+        "--target",
+        &to,
+        "--json",
+    ];
+    a.extend_from_slice(&ssh);
+    let r = vault_ok(&a, 0);
+    assert_eq!(r.json()["target"], to.as_str());
+    assert_same_tree(tree, &back);
+    let (m, orig) = (
+        fs::metadata(back.join("exec.sh")).unwrap(),
+        fs::metadata(tree.join("exec.sh")).unwrap(),
+    );
+    assert_eq!((m.uid(), m.gid()), (1234, 2345));
+    assert_eq!(m.mtime_nsec(), orig.mtime_nsec());
+    assert_eq!(
+        fs::metadata(back.join("suid")).unwrap().mode() & 0o7777,
+        0o4750
+    );
+    let (a1, a2) = (
+        fs::metadata(back.join("top.txt")).unwrap(),
+        fs::metadata(back.join("nested/hard.txt")).unwrap(),
+    );
+    assert_eq!(a1.ino(), a2.ino());
+    use std::os::unix::fs::FileTypeExt;
+    assert!(fs::symlink_metadata(back.join("pipe"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    // A folder that holds something is never written into.
+    let mut a = vec!["restore", "latest", "--repo", p(&repo), "--target", &to];
+    a.extend_from_slice(&ssh);
+    let r = vault_ok(&a, 1);
+    assert!(r.stderr.contains("not an empty folder"), "{}", r.stderr);
 }

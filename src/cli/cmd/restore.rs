@@ -31,7 +31,21 @@ pub(in crate::cli) fn restore(
         no_setid: r.no_setid,
     };
     let bar = progress::Bar::new(!out.quiet);
-    let report = vault::engine::restore::restore(&opts, pool, cancel, &bar);
+    let report = match r.target.to_str().filter(|t| t.starts_with("ssh://")) {
+        Some(url) => {
+            use vault::ops::host_restore::{restore_to_host, HostTarget};
+            let (target, path) = vault::ops::ssh_shell::parse_source(url).map_err(Error::Usage)?;
+            let (auth, ssh) = ssh_settings(&r.ssh)?;
+            let host = HostTarget {
+                target,
+                path,
+                auth,
+                ssh,
+            };
+            restore_to_host(&opts, &host, (pool, cancel, &bar))
+        }
+        None => vault::engine::restore::restore(&opts, pool, cancel, &bar),
+    };
     vault::Progress::finish(&bar);
     let report = report?;
     if out.json {

@@ -187,7 +187,7 @@ pub(in crate::engine::backup) fn fetch(
         quote(want.root)
     );
     let mut run = shell
-        .start(&command, list)
+        .start(&command, Box::new(io::Cursor::new(list)))
         .map_err(|e| remote(format!("cannot start tar: {e}")))?;
     let mut next = 0usize;
     let mut skipped: Vec<u32> = Vec::new();
