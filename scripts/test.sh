@@ -71,5 +71,6 @@ benches/compare.sh --synthetic 300 --no-install
 benches/scaling.sh 300 600
 benches/scan.sh --runs 1 --no-install
 benches/ssh.sh --targets 5 --no-install
+benches/fleet.sh --hosts 2 --files 200 --no-install
 benches/watch.sh --files 2000 --runs 1
 benches/load.sh --files 500 --snapshots 4 --early 2 --runs 1

@@ -283,10 +283,12 @@ fn a_host_killed_mid_transfer_leaves_nothing_and_the_next_run_succeeds() {
         .spawn()
         .unwrap();
     let start = Instant::now();
-    // The first files are staged once the fetch has begun.
-    while !fs::read_dir(&repo).unwrap().flatten().any(|e| {
-        e.file_name().to_string_lossy().starts_with(".fetch-") && e.path().join("0").is_dir()
-    }) {
+    // The small files are staged (in the staging folder's pack) once the fetch has begun.
+    let staged = |e: &fs::DirEntry| {
+        let pack = fs::metadata(e.path().join("pack"));
+        e.file_name().to_string_lossy().starts_with(".fetch-") && pack.is_ok_and(|m| m.len() > 0)
+    };
+    while !fs::read_dir(&repo).unwrap().flatten().any(|e| staged(&e)) {
         assert!(
             start.elapsed() < Duration::from_secs(30),
             "the fetch never started"

@@ -5,9 +5,10 @@ use std::fs::File;
 use std::io;
 use std::path::Path;
 
-use super::read::{fresh_entry, open_nofollow, stat_moved, Worker};
+use super::read::{fresh_entry, open_nofollow, stat_moved, Content, Worker};
 use super::remote::Staging;
 use crate::engine::plan::Item;
+use crate::hash::HashAlgo;
 use crate::tree::Entry;
 
 /// The files' origin.
@@ -34,6 +35,26 @@ impl Origin<'_> {
             Origin::Local(src) => open_nofollow(&src.join(item.entry.path())),
             Origin::Staged(s) => staged(s, idx),
         }
+    }
+
+    /// A staged small file's content, read from the staging pack without opening a file.
+    pub(super) fn small(&self, idx: usize, item: &Item, algo: HashAlgo) -> Option<Content> {
+        let Origin::Staged(s) = self else {
+            return None;
+        };
+        Some(match s.small(idx)? {
+            Ok(data) => {
+                let mut fresh = item.entry.clone();
+                (fresh.size, fresh.digest) = (data.len() as u64, None);
+                Content::Inline {
+                    fresh,
+                    digest: algo.digest(&data),
+                    data,
+                    changed: s.moved(idx),
+                }
+            }
+            Err(e) => Content::Failed(format!("cannot read the staged copy: {e}")),
+        })
     }
 
     /// What the open file is now. A staged copy is what the host listed, with the size it came

@@ -177,6 +177,9 @@ pub(super) fn read_one(
     if !reads(item) {
         return Content::Skip;
     }
+    if let Some(c) = origin.small(idx, item, algo) {
+        return c;
+    }
     let mut run = || -> io::Result<Content> {
         let f = origin.open(w, idx, item)?;
         let buf = &mut w.buf;

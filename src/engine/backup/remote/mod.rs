@@ -6,12 +6,14 @@
 
 mod fetch;
 mod listing;
+mod staging;
 
 use std::sync::Arc;
 
 use globset::GlobSet;
 
-pub(super) use fetch::{fetch, Staging, Wanted};
+pub(super) use fetch::{fetch, Wanted};
+pub(super) use staging::Staging;
 
 use crate::engine::shell::{run_to_end, Shell};
 use crate::engine::walk::Walk;
