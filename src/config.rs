@@ -114,6 +114,26 @@ pub struct SshSettings {
     pub passphrase_env: Option<String>,
 }
 
+/// `[fleet]`: the hosts and folders `vault backup --fleet` pulls over SSH.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetSettings {
+    /// `[user@]host[:port]` targets.
+    pub hosts: Option<Vec<String>>,
+    pub hosts_file: Option<PathBuf>,
+    /// Blocks to sweep for answering SSH ports (`[user@]CIDR[:port]`).
+    pub sweep: Option<Vec<String>>,
+    /// Absolute folders to back up on every host.
+    pub paths: Option<Vec<String>>,
+    pub exclude: Option<Vec<String>>,
+    pub parallel: Option<std::num::NonZeroU16>,
+    pub up_from_scan: Option<bool>,
+    pub identity: Option<Vec<PathBuf>>,
+    pub known_hosts: Option<PathBuf>,
+    pub repo: Option<PathBuf>,
+    pub alert_to: Option<Vec<String>>,
+}
+
 /// The whole file.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -130,6 +150,8 @@ pub struct Config {
     pub scan: ScanSettings,
     #[serde(default)]
     pub ssh: SshSettings,
+    #[serde(default)]
+    pub fleet: FleetSettings,
 }
 
 /// Parses config text; errors name `path`, the line and the key, on one line.

@@ -370,7 +370,7 @@ pub struct WatchArgs {
 pub struct BackupArgs {
     /// The folder to back up: a local path, or ssh://[user@]host[:port]/path on a host that
     /// has OpenSSH and GNU find and tar (or take it from --job, or use --stdin, or --host).
-    #[arg(required_unless_present_any = ["job", "stdin", "host", "hosts_file"])]
+    #[arg(required_unless_present_any = ["job", "stdin", "host", "hosts_file", "sweep", "fleet"])]
     pub src: Option<PathBuf>,
     /// Back up --path on this host over SSH ([user@]host[:port]; repeatable): a fleet run.
     #[arg(long, value_name = "TARGET", conflicts_with_all = ["src", "stdin"])]
@@ -378,6 +378,17 @@ pub struct BackupArgs {
     /// Read more --host targets from FILE, one per line (# starts a comment).
     #[arg(long, value_name = "FILE", conflicts_with_all = ["src", "stdin"])]
     pub hosts_file: Option<PathBuf>,
+    /// Back up the hosts and folders of the config file's [fleet] (a fleet run).
+    #[arg(long, conflicts_with_all = ["src", "stdin", "job"])]
+    pub fleet: bool,
+    /// Sweep [user@]CIDR[:port] (e.g. root@127.0.0.0/28:22) and back up every address whose
+    /// SSH port answers (repeatable). A fleet run, as --host.
+    #[arg(long, value_name = "TARGET", conflicts_with_all = ["src", "stdin"])]
+    pub sweep: Vec<String>,
+    /// With --host/--hosts-file: first probe each host's SSH port and back up only the hosts
+    /// that answer (the others are listed as down, not failed).
+    #[arg(long)]
+    pub up_from_scan: bool,
     /// With --host/--hosts-file: the absolute folder to back up on every host (repeatable).
     #[arg(long, value_name = "PATH")]
     pub path: Vec<String>,

@@ -106,6 +106,49 @@ fn cli_repo(slot: &mut Option<PathBuf>, given: bool) -> Option<&mut Option<PathB
     (!given).then_some(slot)
 }
 
+/// `vault backup --fleet`: hosts, folders and their SSH settings from `[fleet]` (the command
+/// line wins; `[backup]` still gives the policy and the codec).
+fn apply_fleet(
+    b: &mut BackupArgs,
+    sub: &ArgMatches,
+    path: &Path,
+    cfg: &Config,
+) -> Result<(), Error> {
+    let f = &cfg.fleet;
+    if b.host.is_empty() && b.hosts_file.is_none() && b.sweep.is_empty() {
+        b.host = f.hosts.clone().unwrap_or_default();
+        b.hosts_file = f.hosts_file.clone();
+        b.sweep = f.sweep.clone().unwrap_or_default();
+    }
+    if b.host.is_empty() && b.hosts_file.is_none() && b.sweep.is_empty() {
+        let p = path.display();
+        return Err(Error::Usage(format!(
+            "{p}: [fleet] names no hosts (hosts, hosts_file or sweep)"
+        )));
+    }
+    if b.path.is_empty() {
+        b.path = f.paths.clone().unwrap_or_default();
+    }
+    if b.exclude.is_empty() {
+        b.exclude = f.exclude.clone().unwrap_or_default();
+    }
+    set(sub, "parallel", &mut b.parallel, f.parallel.map(u16::from));
+    set(sub, "up_from_scan", &mut b.up_from_scan, f.up_from_scan);
+    if b.ssh.identity.is_empty() {
+        b.ssh.identity = f.identity.clone().unwrap_or_default();
+    }
+    set_opt(
+        sub,
+        "known_hosts",
+        &mut b.ssh.known_hosts,
+        f.known_hosts.clone(),
+    );
+    if b.alert_to.is_empty() {
+        b.alert_to = f.alert_to.clone().unwrap_or_default();
+    }
+    Ok(())
+}
+
 /// `vault backup` (and `vault watch`) flags from `[job.NAME]`, then `[backup]`, then the top.
 fn apply_backup(
     b: &mut BackupArgs,
@@ -131,7 +174,11 @@ fn apply_backup(
     };
     let d = &cfg.backup;
     let j = job.unwrap_or_default();
-    if b.src.is_none() {
+    if b.fleet {
+        apply_fleet(b, sub, path, cfg)?;
+    }
+    let fleet = !b.host.is_empty() || b.hosts_file.is_some() || !b.sweep.is_empty();
+    if b.src.is_none() && !b.stdin && !fleet {
         b.src = j.source.clone().or_else(|| d.source.clone());
         if b.src.is_none() {
             return Err(Error::Usage(format!(
@@ -142,9 +189,9 @@ fn apply_backup(
         }
     }
     if let Some(slot) = repo_slot {
-        if let Some(r) = j
-            .repo
-            .clone()
+        let fleet_repo = b.fleet.then(|| cfg.fleet.repo.clone()).flatten();
+        if let Some(r) = fleet_repo
+            .or_else(|| j.repo.clone())
             .or_else(|| d.repo.clone())
             .or_else(|| cfg.repo.clone())
         {

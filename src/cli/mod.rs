@@ -164,7 +164,9 @@ fn dispatch(
 ) -> Result<Outcome, Error> {
     match &cli.command {
         Command::Init => cmd::repo::init(cli, out),
-        Command::Backup(b) if !b.host.is_empty() || b.hosts_file.is_some() => {
+        Command::Backup(b)
+            if b.fleet || !b.host.is_empty() || b.hosts_file.is_some() || !b.sweep.is_empty() =>
+        {
             cmd::fleet::fleet(cli, b, out, pool, cancel)
         }
         Command::Backup(b) => cmd::backup::backup(cli, b, out, pool, cancel),

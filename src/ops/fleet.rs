@@ -18,6 +18,10 @@ use crate::progress::NoProgress;
 #[derive(Debug)]
 pub struct FleetOptions {
     pub hosts: Vec<SshTarget>,
+    /// Probe every host's SSH port first and back up only those that answer.
+    pub up_from_scan: bool,
+    /// Blocks to sweep (`[user@]CIDR[:port]`): every address whose SSH port answers is a host.
+    pub sweep: Vec<SshTarget>,
     /// Absolute folders to back up on every host.
     pub paths: Vec<String>,
     pub auth: SshAuth,
@@ -71,15 +75,79 @@ fn source_key(t: &SshTarget, path: &str) -> String {
     }
 }
 
-/// Backs up every (host, path) pair; the reports come in the order the hosts finish.
-pub fn backup_fleet(
+/// What a fleet run did.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct FleetReport {
+    /// Each (host, path), in the order of the hosts and paths given.
+    pub hosts: Vec<HostReport>,
+    /// Hosts left out because their SSH port did not answer (`--up-from-scan`).
+    pub down: Vec<String>,
+}
+
+/// Splits `targets` into those whose SSH port answers a TCP probe and those that do not. A
+/// target's host may be a block (`127.0.0.0/28`): each address in it that answers is a host.
+pub fn answering(
+    targets: &[SshTarget],
+    pool: &Pool,
+    cancel: &CancelToken,
+) -> Result<(Vec<SshTarget>, Vec<String>)> {
+    use crate::ops::sweep::{sweep, tcp::PortState, SweepOptions};
+    let (mut up, mut down) = (Vec::new(), Vec::new());
+    // The targets by login user and port: one sweep each.
+    type Group = ((Option<String>, u16), Vec<String>);
+    let mut groups: Vec<Group> = Vec::new();
+    for t in targets {
+        let key = (t.user.clone(), t.port);
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, hosts)) => hosts.push(t.host.clone()),
+            None => groups.push((key, vec![t.host.clone()])),
+        }
+    }
+    for ((user, port), hosts) in groups {
+        let mut o = SweepOptions::new(hosts);
+        (o.icmp, o.tcp_ports) = (false, vec![port]);
+        for h in sweep(&o, pool, cancel)?.hosts {
+            let t = SshTarget {
+                user: user.clone(),
+                host: h.host.clone(),
+                port,
+            };
+            match h.ports.get(&port) {
+                Some(PortState::Open) => up.push(t),
+                _ => down.push(t.to_string()),
+            }
+        }
+    }
+    Ok((up, down))
+}
+
+/// The hosts to back up: those given (only the answering ones with `up_from_scan`) and those
+/// a sweep found; and the ones left out.
+fn hosts_of(
     o: &FleetOptions,
     pool: &Pool,
     cancel: &CancelToken,
-) -> Result<Vec<HostReport>> {
+) -> Result<(Vec<SshTarget>, Vec<String>)> {
+    let (mut hosts, mut down) = match o.up_from_scan {
+        true => answering(&o.hosts, pool, cancel)?,
+        false => (o.hosts.clone(), Vec::new()),
+    };
+    if !o.sweep.is_empty() {
+        let (found, _) = answering(&o.sweep, pool, cancel)?;
+        hosts.extend(found);
+    }
+    let mut seen = std::collections::HashSet::new();
+    hosts.retain(|h| seen.insert(h.to_string()));
+    down.sort();
+    Ok((hosts, down))
+}
+
+/// Backs up every (host, path) pair.
+pub fn backup_fleet(o: &FleetOptions, pool: &Pool, cancel: &CancelToken) -> Result<FleetReport> {
+    let (hosts, down) = hosts_of(o, pool, cancel)?;
     let (repo, _) = Repository::open_or_create(&o.backup.repo, o.backup.lock_wait)?;
     let mut jobs: Vec<(&SshTarget, &str)> = Vec::new();
-    for h in &o.hosts {
+    for h in &hosts {
         for p in &o.paths {
             if !jobs
                 .iter()
@@ -114,7 +182,10 @@ pub fn backup_fleet(
         return Err(Error::Cancelled);
     }
     reports.sort_by_key(|r| jobs.iter().position(|(h, p)| source_key(h, p) == r.source));
-    Ok(reports)
+    Ok(FleetReport {
+        hosts: reports,
+        down,
+    })
 }
 
 /// Connects to the host and prepares its backup, reading the manifest through the worker's

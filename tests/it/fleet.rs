@@ -236,6 +236,64 @@ fn a_host_that_is_down_is_reported_and_alerted_and_the_others_are_recorded() {
     );
     let list = vault_ok(&["snapshots", "--repo", p(&repo), "--json"], 0).json();
     assert_eq!(list.as_array().unwrap().len(), 3);
+
+    // --up-from-scan: the host that does not answer is left out, not failed.
+    let r = f.backup(&repo, &["--up-from-scan"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let j = r.json();
+    assert_eq!(j["hosts"].as_array().unwrap().len(), 3, "{j}");
+    assert_eq!(j["down"], serde_json::json!([f.target(3)]), "{j}");
+    // The same from [fleet] of a config file.
+    let cfg = f.path("vault.toml");
+    let hosts: Vec<String> = (0..4).map(|i| format!("\"{}\"", f.target(i))).collect();
+    let toml = format!(
+        "[fleet]\nhosts = [{}]\npaths = [\"{}\"]\nup_from_scan = true\nidentity = [\"{}\"]\n\
+         known_hosts = \"{}\"\nrepo = \"{}\"\n",
+        hosts.join(", "),
+        f.mnt.display(),
+        f.path("id").display(),
+        f.path("kh").display(),
+        repo.display()
+    );
+    fs::write(&cfg, toml).unwrap();
+    fs::set_permissions(&cfg, fs::Permissions::from_mode(0o600)).unwrap();
+    let r = vault(&[
+        "backup",
+        "--fleet",
+        "--config",
+        p(&cfg),
+        "--no-agent",
+        "--json",
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(r.json()["hosts"].as_array().unwrap().len(), 3);
+    // --sweep: the addresses of a block whose SSH port answers (only host 0 listens on its
+    // port there).
+    let block = format!("root@127.0.0.16/28:{}", f.hosts[0].port);
+    let (id, kh) = (f.path("id"), f.path("kh"));
+    let a = [
+        "backup",
+        "--sweep",
+        &block,
+        "--path",
+        p(&f.mnt),
+        "--repo",
+        p(&repo),
+        "-i",
+        p(&id),
+        "--known-hosts",
+        p(&kh),
+        "--no-agent",
+        "--json",
+    ];
+    let j = vault_ok(&a, 0).json();
+    let sources: Vec<&str> = j["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["source"].as_str().unwrap())
+        .collect();
+    assert_eq!(sources, [f.source(0)]);
 }
 
 /// Entries of the repository folder whose names start with `prefix`.

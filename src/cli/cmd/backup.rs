@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 /// The library's backup options from `vault backup`'s (or `vault watch`'s) flags.
 pub(in crate::cli) fn backup_options(cli: &Cli, b: &BackupArgs) -> Result<BackupOptions, Error> {
-    let fleet = !b.host.is_empty() || b.hosts_file.is_some();
+    let fleet = !b.host.is_empty() || b.hosts_file.is_some() || !b.sweep.is_empty();
     let src = match (&b.src, b.stdin) {
         (Some(s), _) => s.clone(),
         (None, true) => PathBuf::from("-"),
@@ -77,7 +77,8 @@ pub(in crate::cli) fn watch(
         return Err(Error::Usage("vault watch cannot watch --stdin".into()));
     }
     let remote = |s: &PathBuf| s.to_str().is_some_and(|s| s.starts_with("ssh://"));
-    let fleet = !w.backup.host.is_empty() || w.backup.hosts_file.is_some();
+    let fleet =
+        !w.backup.host.is_empty() || w.backup.hosts_file.is_some() || !w.backup.sweep.is_empty();
     if w.backup.src.as_ref().is_some_and(remote) || fleet || !w.backup.path.is_empty() {
         return Err(Error::Usage(
             "vault watch cannot watch remote (ssh://, --host) sources; run vault backup on a schedule"

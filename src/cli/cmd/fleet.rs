@@ -1,4 +1,5 @@
-//! `vault backup --host/--hosts-file … --path …`: the fleet run, its report and its alert.
+//! `vault backup --host/--hosts-file/--sweep/--fleet … --path …`: the fleet run, its report
+//! and its alert.
 
 use super::super::*;
 use vault::ops::fleet::{backup_fleet, FleetOptions, HostReport};
@@ -17,6 +18,11 @@ pub(in crate::cli) fn fleet(
         ));
     }
     let mut texts = b.host.clone();
+    if texts.is_empty() && b.hosts_file.is_none() && b.sweep.is_empty() {
+        return Err(Error::Usage(
+            "give --host, --hosts-file or --sweep (--fleet takes them from [fleet] of vault.toml or --config)".into(),
+        ));
+    }
     if let Some(f) = &b.hosts_file {
         texts.extend(vault::ops::sweep::targets::read_hosts_file(f).map_err(Error::Usage)?);
     }
@@ -25,7 +31,13 @@ pub(in crate::cli) fn fleet(
         .map(|t| SshTarget::parse(t))
         .collect::<Result<_, _>>()
         .map_err(Error::Usage)?;
-    if hosts.is_empty() {
+    let sweep: Vec<SshTarget> = b
+        .sweep
+        .iter()
+        .map(|t| SshTarget::parse(t))
+        .collect::<Result<_, _>>()
+        .map_err(Error::Usage)?;
+    if hosts.is_empty() && sweep.is_empty() {
         return Err(Error::Usage("no hosts to back up".into()));
     }
     if b.path.is_empty() {
@@ -43,12 +55,15 @@ pub(in crate::cli) fn fleet(
     let alerts = notifier(&b.alert_to, &b.mail)?;
     let opts = FleetOptions {
         hosts,
+        up_from_scan: b.up_from_scan,
+        sweep,
         paths,
         auth,
         ssh,
         backup: super::backup::backup_options(cli, b)?,
     };
-    let reports = backup_fleet(&opts, pool, cancel)?;
+    let fleet = backup_fleet(&opts, pool, cancel)?;
+    let reports = &fleet.hosts;
     let events: Vec<vault::alert::Event> = reports.iter().filter_map(event).collect();
     if !events.is_empty() {
         if let Err(e) = alerts.notify(&events) {
@@ -56,9 +71,12 @@ pub(in crate::cli) fn fleet(
         }
     }
     if out.json {
-        out.json(&serde_json::json!({ "hosts": reports }))?;
+        out.json(&fleet)?;
     }
-    say(out, &reports);
+    say(out, reports);
+    if !out.quiet && !fleet.down.is_empty() {
+        eprintln!("not answering, left out: {}", fleet.down.join(", "));
+    }
     Ok(if reports.iter().any(HostReport::trouble) {
         Outcome::Partial
     } else {
