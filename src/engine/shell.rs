@@ -43,21 +43,63 @@ pub fn quote(arg: &str) -> String {
     format!("'{}'", arg.replace('\'', "'\\''"))
 }
 
-/// Runs `command` to its end and gives its whole standard output.
+/// The most standard output [`run_to_end`] keeps: a listing of ten million paths fits; a host
+/// that never stops talking is cut off there.
+pub const OUTPUT_MAX: u64 = 4 << 30;
+
+/// Runs `command` to its end and gives its whole standard output, refusing more than `max`
+/// bytes of it.
 pub fn run_to_end(
     shell: &dyn Shell,
     command: &str,
-    input: Vec<u8>,
+    (input, max): (Vec<u8>, u64),
 ) -> io::Result<(Vec<u8>, Finished)> {
     let mut r = shell.start(command, Box::new(io::Cursor::new(input)))?;
     let mut out = Vec::new();
-    r.read_to_end(&mut out)?;
+    (&mut r).take(max.saturating_add(1)).read_to_end(&mut out)?;
+    if out.len() as u64 > max {
+        return Err(io::Error::other(format!(
+            "the host sent more than {max} bytes; stopped reading"
+        )));
+    }
     Ok((out, r.finish()?))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A host whose command never stops writing.
+    struct Endless;
+    struct Flood(io::Repeat);
+    impl Read for Flood {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.0.read(buf)
+        }
+    }
+    impl Running for Flood {
+        fn finish(self: Box<Self>) -> io::Result<Finished> {
+            Ok(Finished::default())
+        }
+        fn received(&self) -> u64 {
+            0
+        }
+    }
+    impl Shell for Endless {
+        fn start<'s>(
+            &'s self,
+            _: &str,
+            _: Box<dyn Read + Send + 's>,
+        ) -> io::Result<Box<dyn Running + 's>> {
+            Ok(Box::new(Flood(io::repeat(b'x'))))
+        }
+    }
+
+    #[test]
+    fn a_host_that_never_stops_talking_is_cut_off() {
+        let e = run_to_end(&Endless, "find /", (Vec::new(), 1 << 20)).unwrap_err();
+        assert!(e.to_string().contains("more than 1048576 bytes"), "{e}");
+    }
 
     #[test]
     fn quoting_keeps_every_byte_literal() {

@@ -110,7 +110,7 @@ fn stage_dir() -> PathBuf {
 fn check_empty(shell: &SshShell, host: &HostTarget) -> Result<()> {
     let q = quote(&host.path);
     let command = format!("[ ! -e {q} ] || {{ [ -d {q} ] && [ -z \"$(ls -A {q})\" ]; }}");
-    let (_, done) = run_to_end(shell, &command, Vec::new())
+    let (_, done) = run_to_end(shell, &command, (Vec::new(), 4096))
         .map_err(|e| host.err(format!("cannot look at the folder: {e}")))?;
     if done.status != 0 {
         return Err(Error::Refused(format!(

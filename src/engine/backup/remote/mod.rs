@@ -15,7 +15,7 @@ use globset::GlobSet;
 pub(super) use fetch::{fetch, Wanted};
 pub(super) use staging::Staging;
 
-use crate::engine::shell::{run_to_end, Shell};
+use crate::engine::shell::{run_to_end, Shell, OUTPUT_MAX};
 use crate::engine::walk::Walk;
 use crate::error::{Error, Result};
 
@@ -82,7 +82,7 @@ impl RemoteSource {
     /// `entries`, and the bytes received for it.
     pub(super) fn list(&self, exclude: &GlobSet, one_file_system: bool) -> Result<(Walk, u64)> {
         let command = listing::command(&self.path, one_file_system);
-        let (out, done) = run_to_end(self.shell.as_ref(), &command, Vec::new())
+        let (out, done) = run_to_end(self.shell.as_ref(), &command, (Vec::new(), OUTPUT_MAX))
             .map_err(|e| self.err(format!("listing failed: {e}")))?;
         // find: 0 all listed, 1 some folders unreadable (named on standard error).
         if out.is_empty() || !(0..=1).contains(&done.status) {
