@@ -15,6 +15,35 @@ pub trait Shell: Send + Sync {
         command: &str,
         input: Box<dyn Read + Send + 's>,
     ) -> io::Result<Box<dyn Running + 's>>;
+
+    /// The host's files by SFTP, for a host without GNU find and tar; None when not offered.
+    fn files(&self) -> Option<&dyn RemoteFiles> {
+        None
+    }
+}
+
+/// A host's files read one request at a time (SFTP): slower than one tar stream, but it
+/// needs nothing on the host beyond its SSH server.
+pub trait RemoteFiles {
+    /// `path` itself, not following a symlink.
+    fn lstat(&self, path: &[u8]) -> io::Result<RemoteStat>;
+    /// The names in folder `path` (not `.` or `..`), each with its `lstat` data.
+    fn read_dir(&self, path: &[u8]) -> io::Result<Vec<(Vec<u8>, RemoteStat)>>;
+    fn read_link(&self, path: &[u8]) -> io::Result<Vec<u8>>;
+    /// Opens file `path` for reading.
+    fn open(&self, path: &[u8]) -> io::Result<Box<dyn Read + '_>>;
+}
+
+/// What SFTP tells of a path: less than `lstat` (whole-second mtime, no ctime, inode or
+/// device).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RemoteStat {
+    /// `st_mode`: the type bits and the permission bits.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub mtime: i64,
 }
 
 /// A command that is running; reading it reads its standard output.

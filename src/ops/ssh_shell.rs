@@ -13,14 +13,69 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::engine::backup::RemoteSource;
-use crate::engine::shell::{Finished, Running, Shell, STDERR_KEPT};
+use crate::engine::shell::{Finished, RemoteFiles, RemoteStat, Running, Shell, STDERR_KEPT};
 use crate::ops::ssh::{self, Connected, SshAuth, SshError, SshOptions, SshTarget};
 
 /// One authenticated session to a host.
-#[derive(Debug)]
 pub struct SshShell {
     conn: Connected,
     idle: Duration,
+    /// The SFTP channel, opened on first use (None: the server offers none).
+    sftp: std::sync::OnceLock<Option<SftpFiles>>,
+}
+
+impl std::fmt::Debug for SshShell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SshShell")
+            .field("conn", &self.conn)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The host's files over the session's SFTP channel.
+struct SftpFiles(ssh2::Sftp);
+
+fn os_path(p: &[u8]) -> &std::path::Path {
+    use std::os::unix::ffi::OsStrExt;
+    std::path::Path::new(std::ffi::OsStr::from_bytes(p))
+}
+
+fn stat_of(s: &ssh2::FileStat) -> RemoteStat {
+    RemoteStat {
+        mode: s.perm.unwrap_or(0),
+        uid: s.uid.unwrap_or(0),
+        gid: s.gid.unwrap_or(0),
+        size: s.size.unwrap_or(0),
+        mtime: s.mtime.map_or(0, |m| i64::try_from(m).unwrap_or(i64::MAX)),
+    }
+}
+
+impl RemoteFiles for SftpFiles {
+    fn lstat(&self, path: &[u8]) -> io::Result<RemoteStat> {
+        self.0
+            .lstat(os_path(path))
+            .map(|s| stat_of(&s))
+            .map_err(ssh_io)
+    }
+
+    fn read_dir(&self, path: &[u8]) -> io::Result<Vec<(Vec<u8>, RemoteStat)>> {
+        use std::os::unix::ffi::OsStrExt;
+        let entries = self.0.readdir(os_path(path)).map_err(ssh_io)?;
+        Ok(entries
+            .iter()
+            .filter_map(|(p, st)| Some((p.file_name()?.as_bytes().to_vec(), stat_of(st))))
+            .collect())
+    }
+
+    fn read_link(&self, path: &[u8]) -> io::Result<Vec<u8>> {
+        use std::os::unix::ffi::OsStringExt;
+        let t = self.0.readlink(os_path(path)).map_err(ssh_io)?;
+        Ok(t.into_os_string().into_vec())
+    }
+
+    fn open(&self, path: &[u8]) -> io::Result<Box<dyn Read + '_>> {
+        Ok(Box::new(self.0.open(os_path(path)).map_err(ssh_io)?))
+    }
 }
 
 impl SshShell {
@@ -37,6 +92,7 @@ impl SshShell {
         Ok(SshShell {
             conn,
             idle: opts.timeout,
+            sftp: std::sync::OnceLock::new(),
         })
     }
 }
@@ -46,6 +102,14 @@ fn ssh_io(e: ssh2::Error) -> io::Error {
 }
 
 impl Shell for SshShell {
+    fn files(&self) -> Option<&dyn RemoteFiles> {
+        let files = self.sftp.get_or_init(|| {
+            self.conn.session.set_blocking(true);
+            self.conn.session.sftp().ok().map(SftpFiles)
+        });
+        files.as_ref().map(|f| f as &dyn RemoteFiles)
+    }
+
     fn start<'s>(
         &'s self,
         command: &str,

@@ -479,3 +479,53 @@ fn restore_to_an_ssh_target_writes_the_tree_on_the_host_and_refuses_a_full_folde
     let r = vault_ok(&a, 1);
     assert!(r.stderr.contains("not an empty folder"), "{}", r.stderr);
 }
+
+#[test]
+fn a_host_without_gnu_find_and_tar_is_backed_up_over_sftp() {
+    if !require_root("sshd in mount namespaces") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(t.path().join("id"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let (tree, mnt) = (t.path().join("tree"), t.path().join("mnt"));
+    rich_tree(&tree);
+    fs::create_dir(&mnt).unwrap();
+    let host = Sshd::start_bare_host("127.0.0.61", &t.path().join("id.pub"), (&tree, &mnt));
+    let kh = t.path().join("kh");
+    fs::write(&kh, host.known_line("127.0.0.61")).unwrap();
+    let url = format!("ssh://root@127.0.0.61:{}{}", host.port, mnt.display());
+    let (id, repo) = (t.path().join("id"), t.path().join("repo"));
+    let run = || {
+        let a = [
+            "backup",
+            &url,
+            "--repo",
+            p(&repo),
+            "-i",
+            p(&id),
+            "--known-hosts",
+            p(&kh),
+            "--no-agent",
+            "--full-on",
+            "never",
+            "--json",
+        ];
+        vault_ok(&a, 0).json()
+    };
+    let j = run();
+    let files = shape(&tree).values().filter(|v| v.0 == 'f').count() as u64;
+    assert_eq!(j["stats"]["remote"]["fetched_files"], files, "{j}");
+    assert_latest_restores(&repo, &tree, &t.path().join("out"));
+    // Size or mtime tell what changed: one file read again, nothing else.
+    fs::write(tree.join("top.txt"), "changed, and longer than before\n").unwrap();
+    set_mtime(&tree.join("top.txt"), 1_700_000_100, 0);
+    let j = run();
+    assert_eq!(j["stats"]["remote"]["fetched_files"], 1, "{j}");
+    assert_eq!(j["stats"]["changed"], 1, "{j}");
+    assert_latest_restores(&repo, &tree, &t.path().join("out2"));
+}

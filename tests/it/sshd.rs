@@ -17,6 +17,8 @@ pub struct Sshd {
     child: Child,
     addr: String,
     bind: Option<(PathBuf, PathBuf)>,
+    /// find and tar hidden in its mount namespace (a host without GNU tools).
+    bare: bool,
 }
 
 fn free_port() -> u16 {
@@ -78,6 +80,18 @@ impl Sshd {
         Sshd::spawn(dir, &format!("ListenAddress {addr}\n"), addr, bind)
     }
 
+    /// A fleet host as [`Sshd::start_host`] whose `find` and `tar` are `false`: a host
+    /// without GNU tools, reachable only by SFTP.
+    pub fn start_bare_host(addr: &str, client_pub: &Path, bind: (&Path, &Path)) -> Sshd {
+        let dir = Sshd::keys();
+        fs::copy(client_pub, dir.path().join("authorized_keys")).unwrap();
+        let mut s = Sshd::spawn(dir, &format!("ListenAddress {addr}\n"), addr, Some(bind));
+        s.kill_all();
+        s.bare = true;
+        s.restart();
+        s
+    }
+
     fn keys() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         fs::create_dir_all("/run/sshd").unwrap();
@@ -106,19 +120,21 @@ impl Sshd {
         );
         fs::write(d.join("sshd_config"), config).unwrap();
         let bind = bind.map(|(t, m)| (t.to_path_buf(), m.to_path_buf()));
-        let child = launch(d, bind.as_ref(), (addr, port));
+        let child = launch(d, bind.as_ref(), (addr, port), false);
         Sshd {
             dir,
             port,
             child,
             addr: addr.to_string(),
             bind,
+            bare: false,
         }
     }
 
     /// Starts this server again (after [`Sshd::kill_all`]): same address, port and host key.
     pub fn restart(&mut self) {
-        self.child = launch(self.dir.path(), self.bind.as_ref(), (&self.addr, self.port));
+        let (bind, addr) = (self.bind.as_ref(), (self.addr.as_str(), self.port));
+        self.child = launch(self.dir.path(), bind, addr, self.bare);
     }
 
     /// Kills sshd and every process of its sessions (all of its mount namespace: a host
@@ -167,13 +183,19 @@ impl Sshd {
 
 /// Runs sshd with the config in `d` (in a mount namespace of its own with `bind`) and waits
 /// until it answers on `addr`.
-fn launch(d: &Path, bind: Option<&(PathBuf, PathBuf)>, addr: (&str, u16)) -> Child {
+fn launch(d: &Path, bind: Option<&(PathBuf, PathBuf)>, addr: (&str, u16), bare: bool) -> Child {
+    let hide = match bare {
+        true => "mount --bind /bin/false /usr/bin/find && mount --bind /bin/false /usr/bin/tar && ",
+        false => "",
+    };
     let mut cmd = match bind {
         None => Command::new("/usr/sbin/sshd"),
         Some((tree, mnt)) => {
             let mut c = Command::new("unshare");
             c.args(["-m", "--propagation", "private", "sh", "-c"])
-                .arg(r#"mount --bind "$0" "$1" && shift && exec /usr/sbin/sshd "$@""#)
+                .arg(format!(
+                    r#"{hide}mount --bind "$0" "$1" && shift && exec /usr/sbin/sshd "$@""#
+                ))
                 .arg(tree)
                 .arg(mnt);
             c

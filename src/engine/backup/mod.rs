@@ -410,6 +410,7 @@ fn prepare<'a>(
         started,
         prior,
         listing_bytes: std::cell::Cell::new(0),
+        by_sftp: std::cell::Cell::new(false),
     };
     let (scan, plan) = run.walk_and_plan(excludes, repo)?;
     // A remote source's files are fetched before anything is written: a transfer that breaks
@@ -475,6 +476,8 @@ struct Run<'a> {
     prior: Prior,
     /// A remote source: the bytes its listing took.
     listing_bytes: std::cell::Cell<u64>,
+    /// A remote source listed (and so fetched) by SFTP.
+    by_sftp: std::cell::Cell<bool>,
 }
 
 impl Run<'_> {
@@ -551,8 +554,9 @@ impl Run<'_> {
         repo: Option<&Repository>,
     ) -> Result<(Walk, Plan)> {
         self.progress.phase("list", None);
-        let (mut scan, received) = r.list(exclude, self.opts.one_file_system)?;
+        let (mut scan, received, by_sftp) = r.list(exclude, self.opts.one_file_system)?;
         self.listing_bytes.set(received);
+        self.by_sftp.set(by_sftp);
         let entries = std::mem::take(&mut scan.entries);
         let (kind, rehash, failed) = (self.kind, self.opts.rehash, &scan.failed);
         let mut plan = match (repo, self.prior.source_id) {
@@ -730,10 +734,9 @@ impl Run<'_> {
                 .map(index)
                 .collect(),
         };
-        remote::fetch(
-            r.shell.as_ref(),
-            &want,
-            &mut staging,
+        r.fetch(
+            (&want, &mut staging),
+            self.by_sftp.get(),
             self.cancel,
             self.progress,
         )?;

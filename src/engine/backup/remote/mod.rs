@@ -6,13 +6,15 @@
 
 mod fetch;
 mod listing;
+mod sftp;
 mod staging;
 
 use std::sync::Arc;
 
 use globset::GlobSet;
 
-pub(super) use fetch::{fetch, Wanted};
+use fetch::fetch;
+pub(super) use fetch::Wanted;
 pub(super) use staging::Staging;
 
 use crate::engine::shell::{run_to_end, Shell, OUTPUT_MAX};
@@ -79,11 +81,21 @@ impl RemoteSource {
     }
 
     /// Lists the tree on the host: the walk's result, its entries in path order in
-    /// `entries`, and the bytes received for it.
-    pub(super) fn list(&self, exclude: &GlobSet, one_file_system: bool) -> Result<(Walk, u64)> {
+    /// `entries`, the bytes received for it, and whether it came by SFTP (the host has no GNU
+    /// find; its files are then fetched by SFTP too).
+    pub(super) fn list(
+        &self,
+        exclude: &GlobSet,
+        one_file_system: bool,
+    ) -> Result<(Walk, u64, bool)> {
         let command = listing::command(&self.path, one_file_system);
         let (out, done) = run_to_end(self.shell.as_ref(), &command, (Vec::new(), OUTPUT_MAX))
             .map_err(|e| self.err(format!("listing failed: {e}")))?;
+        // find always prints the folder itself: nothing at all is a host without GNU find.
+        if let (true, false, Some(files)) = (out.is_empty(), done.status == 0, self.shell.files()) {
+            let l = sftp::list(files, &self.path, exclude).map_err(|e| self.err(e))?;
+            return Ok((walk_of(l), done.received, true));
+        }
         // find: 0 all listed, 1 some folders unreadable (named on standard error).
         if out.is_empty() || !(0..=1).contains(&done.status) {
             let why = String::from_utf8_lossy(&done.stderr);
@@ -94,13 +106,31 @@ impl RemoteSource {
             )));
         }
         let l = listing::parse(&out, &done.stderr, &self.path, exclude).map_err(|e| self.err(e))?;
-        let walk = Walk {
-            root: l.root,
-            entries: l.entries,
-            warnings: l.warnings,
-            failed: l.failed,
-        };
-        Ok((walk, done.received))
+        Ok((walk_of(l), done.received, false))
+    }
+
+    /// Fetches the wanted files into `staging`: one tar stream, or file by file over SFTP
+    /// when the listing came by SFTP.
+    pub(super) fn fetch(
+        &self,
+        (want, staging): (&Wanted<'_>, &mut Staging),
+        by_sftp: bool,
+        cancel: &crate::pool::CancelToken,
+        progress: &dyn crate::progress::Progress,
+    ) -> Result<()> {
+        match (by_sftp, self.shell.files()) {
+            (true, Some(files)) => sftp::fetch(files, want, staging, cancel),
+            _ => fetch(self.shell.as_ref(), want, staging, cancel, progress),
+        }
+    }
+}
+
+fn walk_of(l: listing::Listed) -> Walk {
+    Walk {
+        root: l.root,
+        entries: l.entries,
+        warnings: l.warnings,
+        failed: l.failed,
     }
 }
 
