@@ -23,6 +23,11 @@ struct Fleet {
 impl Fleet {
     /// `n` hosts on 127.0.0.`first`.., each with a tree of `files` files.
     fn start(n: usize, first: u8, files: usize) -> Fleet {
+        Fleet::start_as(n, first, files, false)
+    }
+
+    /// As [`Fleet::start`]; `bare`: the hosts have no find and tar (SFTP only).
+    fn start_as(n: usize, first: u8, files: usize, bare: bool) -> Fleet {
         let t = tempfile::tempdir().unwrap();
         let st = Command::new("ssh-keygen")
             .args(["-q", "-t", "ed25519", "-N", "", "-f"])
@@ -37,11 +42,11 @@ impl Fleet {
             let tree = t.path().join(format!("host{i}"));
             make_tree(&tree, i, files);
             let addr = format!("127.0.0.{}", first as usize + i);
-            hosts.push(Sshd::start_host(
-                &addr,
-                &t.path().join("id.pub"),
-                Some((&tree, &mnt)),
-            ));
+            let key = t.path().join("id.pub");
+            hosts.push(match bare {
+                false => Sshd::start_host(&addr, &key, Some((&tree, &mnt))),
+                true => Sshd::start_bare_host(&addr, &key, (&tree, &mnt)),
+            });
             addrs.push(addr);
             trees.push(tree);
         }
@@ -77,28 +82,34 @@ impl Fleet {
         )
     }
 
+    /// The SSH flags every run here takes: the client key, the hosts' keys, no agent.
+    fn ssh_flags(&self) -> Vec<String> {
+        let (id, kh) = (self.path("id"), self.path("kh"));
+        ["-i", p(&id), "--known-hosts", p(&kh), "--no-agent"]
+            .map(String::from)
+            .to_vec()
+    }
+
+    /// `backup ssh://HOST/MNT --repo REPO` of host `i`, with the SSH flags.
+    fn one(&self, i: usize, repo: &Path) -> Vec<String> {
+        let url = format!("ssh://{}{}", self.target(i), self.mnt.display());
+        let mut a = ["backup", &url, "--repo", p(repo)]
+            .map(String::from)
+            .to_vec();
+        a.extend(self.ssh_flags());
+        a
+    }
+
     /// `vault backup --hosts-file … --path MNT` into `repo`, plus `extra`.
     fn backup(&self, repo: &Path, extra: &[&str]) -> Run {
-        let (id, kh, hosts) = (self.path("id"), self.path("kh"), self.path("hosts"));
-        let mut a = vec![
-            "backup",
-            "--hosts-file",
-            p(&hosts),
-            "--path",
-            p(&self.mnt),
-            "--repo",
-            p(repo),
-            "-i",
-            p(&id),
-            "--known-hosts",
-            p(&kh),
-            "--no-agent",
-            "--full-on",
-            "never",
-            "--json",
-        ];
-        a.extend_from_slice(extra);
-        vault(&a)
+        let hosts = self.path("hosts");
+        let mut a = ["backup", "--hosts-file", p(&hosts), "--path", p(&self.mnt)]
+            .map(String::from)
+            .to_vec();
+        a.extend(["--repo", p(repo), "--full-on", "never", "--json"].map(String::from));
+        a.extend(self.ssh_flags());
+        a.extend(extra.iter().map(|s| s.to_string()));
+        vault(&a.iter().map(String::as_str).collect::<Vec<_>>())
     }
 }
 
@@ -321,22 +332,10 @@ fn a_host_killed_mid_transfer_leaves_nothing_and_the_next_run_succeeds() {
     big.set_len(600 << 20).unwrap();
     let repo = f.path("repo");
     vault_ok(&["init", "--repo", p(&repo)], 0);
-    let url = format!("ssh://{}{}", f.target(0), f.mnt.display());
-    let (id, kh) = (f.path("id"), f.path("kh"));
-    let args = [
-        "backup",
-        &url,
-        "--repo",
-        p(&repo),
-        "-i",
-        p(&id),
-        "--known-hosts",
-        p(&kh),
-        "--no-agent",
-        "-q",
-    ];
+    let mut args = f.one(0, &repo);
+    args.push("-q".into());
     let child = Command::new(vault_bin())
-        .args(args)
+        .args(&args)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -365,7 +364,7 @@ fn a_host_killed_mid_transfer_leaves_nothing_and_the_next_run_succeeds() {
     let list = vault_ok(&["snapshots", "--repo", p(&repo), "--json"], 0).json();
     assert_eq!(list.as_array().unwrap().len(), 0);
     f.hosts[0].restart();
-    vault_ok(&args, 0);
+    vault_ok(&args.iter().map(String::as_str).collect::<Vec<_>>(), 0);
     assert_latest_restores(&repo, &f.trees[0], &f.path("out"));
 }
 
@@ -431,12 +430,10 @@ fn restore_to_an_ssh_target_writes_the_tree_on_the_host_and_refuses_a_full_folde
     let suid = tree.join("suid");
     write(&suid, "x");
     fs::set_permissions(&suid, fs::Permissions::from_mode(0o4750)).unwrap();
-    let url = format!("ssh://{}{}", f.target(0), f.mnt.display());
     let (id, kh, repo) = (f.path("id"), f.path("kh"), f.path("repo"));
     let ssh = ["-i", p(&id), "--known-hosts", p(&kh), "--no-agent"];
-    let mut a = vec!["backup", &url, "--repo", p(&repo), "-q"];
-    a.extend_from_slice(&ssh);
-    vault_ok(&a, 0);
+    let a = f.one(0, &repo);
+    vault_ok(&a.iter().map(String::as_str).collect::<Vec<_>>(), 0);
     // The host writes the tree into a folder of its own file system.
     let back = f.path("restored-on-host");
     let to = format!("ssh://{}{}", f.target(0), back.display());
@@ -485,47 +482,22 @@ fn a_host_without_gnu_find_and_tar_is_backed_up_over_sftp() {
     if !require_root("sshd in mount namespaces") {
         return;
     }
-    let t = tempfile::tempdir().unwrap();
-    let st = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(t.path().join("id"))
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let (tree, mnt) = (t.path().join("tree"), t.path().join("mnt"));
-    rich_tree(&tree);
-    fs::create_dir(&mnt).unwrap();
-    let host = Sshd::start_bare_host("127.0.0.61", &t.path().join("id.pub"), (&tree, &mnt));
-    let kh = t.path().join("kh");
-    fs::write(&kh, host.known_line("127.0.0.61")).unwrap();
-    let url = format!("ssh://root@127.0.0.61:{}{}", host.port, mnt.display());
-    let (id, repo) = (t.path().join("id"), t.path().join("repo"));
-    let run = || {
-        let a = [
-            "backup",
-            &url,
-            "--repo",
-            p(&repo),
-            "-i",
-            p(&id),
-            "--known-hosts",
-            p(&kh),
-            "--no-agent",
-            "--full-on",
-            "never",
-            "--json",
-        ];
-        vault_ok(&a, 0).json()
-    };
-    let j = run();
-    let files = shape(&tree).values().filter(|v| v.0 == 'f').count() as u64;
+    let f = Fleet::start_as(1, 61, 0, true);
+    let tree = &f.trees[0];
+    rich_tree(tree);
+    let repo = f.path("repo");
+    let mut a = f.one(0, &repo);
+    a.extend(["--full-on", "never", "--json"].map(String::from));
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let j = vault_ok(&a, 0).json();
+    let files = shape(tree).values().filter(|v| v.0 == 'f').count() as u64;
     assert_eq!(j["stats"]["remote"]["fetched_files"], files, "{j}");
-    assert_latest_restores(&repo, &tree, &t.path().join("out"));
+    assert_latest_restores(&repo, tree, &f.path("out"));
     // Size or mtime tell what changed: one file read again, nothing else.
     fs::write(tree.join("top.txt"), "changed, and longer than before\n").unwrap();
     set_mtime(&tree.join("top.txt"), 1_700_000_100, 0);
-    let j = run();
+    let j = vault_ok(&a, 0).json();
     assert_eq!(j["stats"]["remote"]["fetched_files"], 1, "{j}");
     assert_eq!(j["stats"]["changed"], 1, "{j}");
-    assert_latest_restores(&repo, &tree, &t.path().join("out2"));
+    assert_latest_restores(&repo, tree, &f.path("out2"));
 }
