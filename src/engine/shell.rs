@@ -62,6 +62,8 @@ pub struct Finished {
     pub stderr: Vec<u8>,
     /// Bytes received from the host (standard output and error).
     pub received: u64,
+    /// The signal that ended it, when one did (then `status` means nothing).
+    pub signal: Option<String>,
 }
 
 /// Standard error kept of one command.
@@ -92,6 +94,17 @@ pub fn run_to_end(
         )));
     }
     Ok((out, r.finish()?))
+}
+
+/// The line of a command's standard error that says what failed: the first from the shell or
+/// a tool (a login shell's start-up noise comes before), else the last.
+pub fn first_error(errors: &str) -> &str {
+    let tools = ["tar: ", "find: ", "sh: ", "bash: ", "cd: "];
+    errors
+        .lines()
+        .find(|l| tools.iter().any(|t| l.starts_with(t)))
+        .or_else(|| errors.lines().last())
+        .unwrap_or("no message")
 }
 
 #[cfg(test)]

@@ -84,41 +84,80 @@ pub struct FleetReport {
     pub down: Vec<String>,
 }
 
-/// Splits `targets` into those whose SSH port answers a TCP probe and those that do not. A
-/// target's host may be a block (`127.0.0.0/28`): each address in it that answers is a host.
+/// The open SSH ports a sweep of `addrs` (addresses or blocks) on `port` found, by address.
+fn open_on(
+    addrs: Vec<String>,
+    port: u16,
+    (pool, cancel): (&Pool, &CancelToken),
+) -> Result<Vec<String>> {
+    use crate::ops::sweep::{sweep, tcp::PortState, SweepOptions};
+    let mut o = SweepOptions::new(addrs);
+    (o.icmp, o.tcp_ports) = (false, vec![port]);
+    let found = sweep(&o, pool, cancel)?.hosts;
+    let open = |h: &&crate::ops::sweep::HostReport| h.ports.get(&port) == Some(&PortState::Open);
+    Ok(found
+        .iter()
+        .filter(open)
+        .map(|h| h.address.clone())
+        .collect())
+}
+
+/// Splits `targets` into those whose SSH port answers a TCP probe and those that do not (with
+/// why). Each name is resolved on its own, so one that does not resolve is down, not the
+/// run's failure, and two names of one address are both kept.
 pub fn answering(
     targets: &[SshTarget],
     pool: &Pool,
     cancel: &CancelToken,
 ) -> Result<(Vec<SshTarget>, Vec<String>)> {
-    use crate::ops::sweep::{sweep, tcp::PortState, SweepOptions};
+    use std::net::ToSocketAddrs;
     let (mut up, mut down) = (Vec::new(), Vec::new());
-    // The targets by login user and port: one sweep each.
-    type Group = ((Option<String>, u16), Vec<String>);
-    let mut groups: Vec<Group> = Vec::new();
+    let mut resolved: Vec<(&SshTarget, String)> = Vec::new();
     for t in targets {
-        let key = (t.user.clone(), t.port);
-        match groups.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, hosts)) => hosts.push(t.host.clone()),
-            None => groups.push((key, vec![t.host.clone()])),
+        match (t.host.as_str(), t.port)
+            .to_socket_addrs()
+            .map(|mut a| a.next())
+        {
+            Ok(Some(a)) => resolved.push((t, a.ip().to_string())),
+            _ => down.push(format!("{t} (cannot resolve)")),
         }
     }
-    for ((user, port), hosts) in groups {
-        let mut o = SweepOptions::new(hosts);
-        (o.icmp, o.tcp_ports) = (false, vec![port]);
-        for h in sweep(&o, pool, cancel)?.hosts {
-            let t = SshTarget {
-                user: user.clone(),
-                host: h.host.clone(),
-                port,
-            };
-            match h.ports.get(&port) {
-                Some(PortState::Open) => up.push(t),
-                _ => down.push(t.to_string()),
+    let mut ports: Vec<u16> = resolved.iter().map(|(t, _)| t.port).collect();
+    ports.sort_unstable();
+    ports.dedup();
+    for port in ports {
+        let mut addrs: Vec<String> = resolved
+            .iter()
+            .filter(|(t, _)| t.port == port)
+            .map(|(_, a)| a.clone())
+            .collect();
+        addrs.sort();
+        addrs.dedup();
+        let open = open_on(addrs, port, (pool, cancel))?;
+        for (t, a) in resolved.iter().filter(|(t, _)| t.port == port) {
+            match open.contains(a) {
+                true => up.push((*t).clone()),
+                false => down.push(t.to_string()),
             }
         }
     }
     Ok((up, down))
+}
+
+/// The hosts of blocks (`[user@]CIDR[:port]`) whose SSH port answers.
+fn swept(blocks: &[SshTarget], pool: &Pool, cancel: &CancelToken) -> Result<Vec<SshTarget>> {
+    let mut found = Vec::new();
+    for b in blocks {
+        for address in open_on(vec![b.host.clone()], b.port, (pool, cancel))? {
+            let (user, port) = (b.user.clone(), b.port);
+            found.push(SshTarget {
+                user,
+                host: address,
+                port,
+            });
+        }
+    }
+    Ok(found)
 }
 
 /// The hosts to back up: those given (only the answering ones with `up_from_scan`) and those
@@ -132,10 +171,7 @@ fn hosts_of(
         true => answering(&o.hosts, pool, cancel)?,
         false => (o.hosts.clone(), Vec::new()),
     };
-    if !o.sweep.is_empty() {
-        let (found, _) = answering(&o.sweep, pool, cancel)?;
-        hosts.extend(found);
-    }
+    hosts.extend(swept(&o.sweep, pool, cancel)?);
     let mut seen = std::collections::HashSet::new();
     hosts.retain(|h| seen.insert(h.to_string()));
     down.sort();

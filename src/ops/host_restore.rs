@@ -124,6 +124,10 @@ fn check_empty(shell: &SshShell, host: &HostTarget) -> Result<()> {
 /// Streams the tree at `tree` to the host's tar.
 fn send(shell: &SshShell, host: &HostTarget, tree: &std::path::Path) -> Result<()> {
     let local_err = |e: io::Error| host.err(format!("cannot run the local tar: {e}"));
+    // Its messages go to a file: a pipe nobody reads while the stream flows could fill up and
+    // stop the local tar for good.
+    let err_path = tree.with_extension("tar-errors");
+    let err_file = fs::File::create(&err_path).map_err(local_err)?;
     let mut tar = Command::new("tar")
         .args([
             "-c",
@@ -139,7 +143,7 @@ fn send(shell: &SshShell, host: &HostTarget, tree: &std::path::Path) -> Result<(
         .env("LC_ALL", "C")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(err_file)
         .spawn()
         .map_err(local_err)?;
     let stream = tar.stdout.take().expect("piped");
@@ -152,21 +156,23 @@ fn send(shell: &SshShell, host: &HostTarget, tree: &std::path::Path) -> Result<(
         .start(&command, Box::new(stream))
         .and_then(|mut run| io::copy(&mut *run, &mut io::sink()).map(|_| run))
         .and_then(|run| run.finish());
-    let local = tar.wait_with_output().map_err(local_err)?;
+    let local = tar.wait().map_err(local_err)?;
     let done = sent.map_err(|e| host.err(format!("the transfer broke off: {e}")))?;
-    if !local.status.success() {
-        let why = String::from_utf8_lossy(&local.stderr);
-        return Err(host.err(format!(
-            "the local tar failed: {}",
-            why.lines().next().unwrap_or("")
-        )));
-    }
-    if done.status != 0 {
+    // The host's side first: when it fails, the local tar only dies of the closed pipe.
+    if done.status != 0 || done.signal.is_some() {
         let why = String::from_utf8_lossy(&done.stderr);
-        let first = why.lines().next().unwrap_or("no message");
+        let first = crate::engine::shell::first_error(&why);
         return Err(host.err(format!(
             "tar on the host exited with status {}: {first}",
             done.status
+        )));
+    }
+    if !local.success() {
+        let why = fs::read_to_string(&err_path).unwrap_or_default();
+        return Err(Error::Refused(format!(
+            "reading the staged tree for {} failed: {}",
+            host.url(),
+            crate::engine::shell::first_error(&why)
         )));
     }
     Ok(())

@@ -60,7 +60,7 @@ impl RemoteFiles for SftpFiles {
 
     fn read_dir(&self, path: &[u8]) -> io::Result<Vec<(Vec<u8>, RemoteStat)>> {
         use std::os::unix::ffi::OsStrExt;
-        let entries = self.0.readdir(os_path(path)).map_err(ssh_io)?;
+        let entries = self.0.readdir(os_path(path)).map_err(sftp_io)?;
         Ok(entries
             .iter()
             .filter_map(|(p, st)| Some((p.file_name()?.as_bytes().to_vec(), stat_of(st))))
@@ -69,12 +69,26 @@ impl RemoteFiles for SftpFiles {
 
     fn read_link(&self, path: &[u8]) -> io::Result<Vec<u8>> {
         use std::os::unix::ffi::OsStringExt;
-        let t = self.0.readlink(os_path(path)).map_err(ssh_io)?;
+        let t = self.0.readlink(os_path(path)).map_err(sftp_io)?;
         Ok(t.into_os_string().into_vec())
     }
 
+    /// Refuses anything but a regular file (a symlink swapped in since the listing is never
+    /// followed to another file's content).
     fn open(&self, path: &[u8]) -> io::Result<Box<dyn Read + '_>> {
-        Ok(Box::new(self.0.open(os_path(path)).map_err(ssh_io)?))
+        let p = os_path(path);
+        let regular = |st: &ssh2::FileStat| st.perm.unwrap_or(0) & libc::S_IFMT == libc::S_IFREG;
+        let gone = || io::Error::new(io::ErrorKind::NotFound, "is no longer a regular file");
+        let before = self.0.lstat(p).map_err(sftp_io)?;
+        if !regular(&before) {
+            return Err(gone());
+        }
+        let mut f = self.0.open(p).map_err(sftp_io)?;
+        let now = f.stat().map_err(sftp_io)?;
+        if !regular(&now) || (now.size, now.mtime) != (before.size, before.mtime) {
+            return Err(gone());
+        }
+        Ok(Box::new(f))
     }
 }
 
@@ -95,6 +109,17 @@ impl SshShell {
             sftp: std::sync::OnceLock::new(),
         })
     }
+}
+
+/// An SFTP error as an I/O error whose kind tells a missing or forbidden file (the server's
+/// answer) from a broken session.
+fn sftp_io(e: ssh2::Error) -> io::Error {
+    let kind = match e.code() {
+        ssh2::ErrorCode::SFTP(2) => io::ErrorKind::NotFound,
+        ssh2::ErrorCode::SFTP(3) => io::ErrorKind::PermissionDenied,
+        _ => io::ErrorKind::Other,
+    };
+    io::Error::new(kind, e.message().to_string())
 }
 
 fn ssh_io(e: ssh2::Error) -> io::Error {
@@ -183,11 +208,14 @@ impl SshRun<'_> {
             };
         }
         if !self.eof_sent {
-            match self.ch.send_eof() {
-                Ok(()) => self.eof_sent = true,
-                Err(e) if e.code() == ssh2::ErrorCode::Session(-37) => {}
-                Err(e) => return Err(ssh_io(e)),
-            }
+            // Blocking: libssh2 must resend a half-sent EOF from the same buffer, which a retry
+            // from another stack frame would not be.
+            let session = &self.shell.conn.session;
+            session.set_blocking(true);
+            let sent = self.ch.send_eof();
+            session.set_blocking(false);
+            sent.map_err(ssh_io)?;
+            self.eof_sent = true;
         }
         Ok(false)
     }
@@ -261,10 +289,12 @@ impl Running for SshRun<'_> {
         }
         self.ch.wait_close().map_err(ssh_io)?;
         let status = self.ch.exit_status().map_err(ssh_io)?;
+        let signal = self.ch.exit_signal().ok().and_then(|s| s.exit_signal);
         Ok(Finished {
             status,
             stderr: std::mem::take(&mut self.stderr),
             received: self.received,
+            signal,
         })
     }
 

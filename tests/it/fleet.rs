@@ -23,11 +23,11 @@ struct Fleet {
 impl Fleet {
     /// `n` hosts on 127.0.0.`first`.., each with a tree of `files` files.
     fn start(n: usize, first: u8, files: usize) -> Fleet {
-        Fleet::start_as(n, first, files, false)
+        Fleet::start_as(n, first, files, &[])
     }
 
-    /// As [`Fleet::start`]; `bare`: the hosts have no find and tar (SFTP only).
-    fn start_as(n: usize, first: u8, files: usize, bare: bool) -> Fleet {
+    /// As [`Fleet::start`]; the hosts lack the tools `hidden` (`false` stands in for them).
+    fn start_as(n: usize, first: u8, files: usize, hidden: &'static [&'static str]) -> Fleet {
         let t = tempfile::tempdir().unwrap();
         let st = Command::new("ssh-keygen")
             .args(["-q", "-t", "ed25519", "-N", "", "-f"])
@@ -43,9 +43,9 @@ impl Fleet {
             make_tree(&tree, i, files);
             let addr = format!("127.0.0.{}", first as usize + i);
             let key = t.path().join("id.pub");
-            hosts.push(match bare {
-                false => Sshd::start_host(&addr, &key, Some((&tree, &mnt))),
-                true => Sshd::start_bare_host(&addr, &key, (&tree, &mnt)),
+            hosts.push(match hidden {
+                [] => Sshd::start_host(&addr, &key, Some((&tree, &mnt))),
+                _ => Sshd::start_host_without(&addr, &key, (&tree, &mnt), hidden),
             });
             addrs.push(addr);
             trees.push(tree);
@@ -482,7 +482,7 @@ fn a_host_without_gnu_find_and_tar_is_backed_up_over_sftp() {
     if !require_root("sshd in mount namespaces") {
         return;
     }
-    let f = Fleet::start_as(1, 61, 0, true);
+    let f = Fleet::start_as(1, 61, 0, &["find", "tar"]);
     let tree = &f.trees[0];
     rich_tree(tree);
     let repo = f.path("repo");
@@ -500,4 +500,22 @@ fn a_host_without_gnu_find_and_tar_is_backed_up_over_sftp() {
     assert_eq!(j["stats"]["remote"]["fetched_files"], 1, "{j}");
     assert_eq!(j["stats"]["changed"], 1, "{j}");
     assert_latest_restores(&repo, tree, &f.path("out2"));
+}
+
+#[test]
+fn a_host_whose_tar_cannot_run_records_nothing() {
+    if !require_root("sshd in mount namespaces") {
+        return;
+    }
+    // find works, tar does not (as a tar too old for the flags vault gives it would).
+    let f = Fleet::start_as(1, 71, 20, &["tar"]);
+    let repo = f.path("repo");
+    let a = f.one(0, &repo);
+    let r = vault(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(r.code, 1, "{r:?}");
+    assert_eq!(r.stderr.trim().lines().count(), 1, "{}", r.stderr);
+    assert!(r.stderr.contains("end-of-archive"), "{}", r.stderr);
+    let list = vault_ok(&["snapshots", "--repo", p(&repo), "--json"], 0).json();
+    assert_eq!(list.as_array().unwrap().len(), 0);
+    assert_eq!(fs::read_dir(repo.join("archives")).unwrap().count(), 0);
 }

@@ -17,8 +17,8 @@ pub struct Sshd {
     child: Child,
     addr: String,
     bind: Option<(PathBuf, PathBuf)>,
-    /// find and tar hidden in its mount namespace (a host without GNU tools).
-    bare: bool,
+    /// Tools replaced by `false` in its mount namespace (a host without them).
+    hidden: &'static [&'static str],
 }
 
 fn free_port() -> u16 {
@@ -80,14 +80,19 @@ impl Sshd {
         Sshd::spawn(dir, &format!("ListenAddress {addr}\n"), addr, bind)
     }
 
-    /// A fleet host as [`Sshd::start_host`] whose `find` and `tar` are `false`: a host
-    /// without GNU tools, reachable only by SFTP.
-    pub fn start_bare_host(addr: &str, client_pub: &Path, bind: (&Path, &Path)) -> Sshd {
+    /// A fleet host as [`Sshd::start_host`] whose `/usr/bin/TOOL` for each of `tools` is
+    /// `false`.
+    pub fn start_host_without(
+        addr: &str,
+        client_pub: &Path,
+        bind: (&Path, &Path),
+        tools: &'static [&'static str],
+    ) -> Sshd {
         let dir = Sshd::keys();
         fs::copy(client_pub, dir.path().join("authorized_keys")).unwrap();
         let mut s = Sshd::spawn(dir, &format!("ListenAddress {addr}\n"), addr, Some(bind));
         s.kill_all();
-        s.bare = true;
+        s.hidden = tools;
         s.restart();
         s
     }
@@ -120,21 +125,21 @@ impl Sshd {
         );
         fs::write(d.join("sshd_config"), config).unwrap();
         let bind = bind.map(|(t, m)| (t.to_path_buf(), m.to_path_buf()));
-        let child = launch(d, bind.as_ref(), (addr, port), false);
+        let child = launch(d, bind.as_ref(), (addr, port), &[]);
         Sshd {
             dir,
             port,
             child,
             addr: addr.to_string(),
             bind,
-            bare: false,
+            hidden: &[],
         }
     }
 
     /// Starts this server again (after [`Sshd::kill_all`]): same address, port and host key.
     pub fn restart(&mut self) {
         let (bind, addr) = (self.bind.as_ref(), (self.addr.as_str(), self.port));
-        self.child = launch(self.dir.path(), bind, addr, self.bare);
+        self.child = launch(self.dir.path(), bind, addr, self.hidden);
     }
 
     /// Kills sshd and every process of its sessions (all of its mount namespace: a host
@@ -183,11 +188,16 @@ impl Sshd {
 
 /// Runs sshd with the config in `d` (in a mount namespace of its own with `bind`) and waits
 /// until it answers on `addr`.
-fn launch(d: &Path, bind: Option<&(PathBuf, PathBuf)>, addr: (&str, u16), bare: bool) -> Child {
-    let hide = match bare {
-        true => "mount --bind /bin/false /usr/bin/find && mount --bind /bin/false /usr/bin/tar && ",
-        false => "",
-    };
+fn launch(
+    d: &Path,
+    bind: Option<&(PathBuf, PathBuf)>,
+    addr: (&str, u16),
+    hidden: &[&str],
+) -> Child {
+    let hide: String = hidden
+        .iter()
+        .map(|t| format!("mount --bind /bin/false /usr/bin/{t} && "))
+        .collect();
     let mut cmd = match bind {
         None => Command::new("/usr/sbin/sshd"),
         Some((tree, mnt)) => {

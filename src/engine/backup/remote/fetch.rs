@@ -9,7 +9,7 @@ use std::path::Path;
 use super::staging::{Copy, Staging};
 use crate::archive::reader::{for_each_member_in, Flow, MemberKind, ReadError};
 use crate::engine::plan::Plan;
-use crate::engine::shell::{quote, Shell};
+use crate::engine::shell::{first_error, quote, Finished, Shell};
 use crate::error::{Error, Result};
 use crate::pool::CancelToken;
 use crate::progress::Progress;
@@ -56,9 +56,10 @@ pub(in crate::engine::backup) fn fetch(
         .map(|&i| want.plan.items[i as usize].entry.size)
         .sum();
     progress.phase("fetch", Some(total));
+    // A folder that cannot be entered is status 100: never mistaken for per-file trouble.
     let command = format!(
-        "cd {} && LC_ALL=C exec tar -c -f - --null --verbatim-files-from --no-recursion \
-         --hard-dereference -T -",
+        "cd {} || exit 100; LC_ALL=C exec tar -c -f - --null --verbatim-files-from \
+         --no-recursion --hard-dereference -T -",
         quote(want.root)
     );
     let mut run = shell
@@ -100,26 +101,73 @@ pub(in crate::engine::backup) fn fetch(
         }
         Err(Err(e)) => return Err(remote(format!("the fetch broke off: {e}"))),
     }
-    io::copy(&mut *run, &mut io::sink())
+    let drained = io::copy(&mut *run, &mut io::sink())
         .map_err(|e| remote(format!("reading tar's output: {e}")))?;
     let done = run
         .finish()
         .map_err(|e| remote(format!("tar did not end: {e}")))?;
     staging.received = done.received;
     skipped.extend_from_slice(&want.items[next..]);
+    settle(&done, drained, (want, staging), skipped).map_err(remote)
+}
+
+/// tar's messages about one file: that file is missing or torn, the rest of the fetch holds.
+const PER_FILE: [&str; 7] = [
+    "Cannot stat",
+    "Cannot open",
+    "File removed before we read it",
+    "file changed as we read it",
+    "File shrank by",
+    "Read error",
+    "Exiting with failure status due to previous errors",
+];
+
+/// tar's messages about a file it sent, but not as it was listed.
+const TORN: [&str; 3] = ["file changed as we read it", "File shrank by", "Read error"];
+
+/// Checks how tar ended and records what it did not send whole. Anything but a complete
+/// stream with per-file trouble fails the fetch, so a tar that could not run (too old, the
+/// folder gone, killed) never passes for a host whose files all vanished.
+fn settle(
+    done: &Finished,
+    drained: u64,
+    (want, staging): (&Wanted<'_>, &mut Staging),
+    skipped: Vec<u32>,
+) -> std::result::Result<(), String> {
     let errors = String::from_utf8_lossy(&done.stderr);
-    // 0: all sent; 1: some changed while read; 2: some could not be read (those are missing).
-    if !(0..=2).contains(&done.status) {
-        let first = errors.lines().next().unwrap_or("no message");
-        return Err(remote(format!(
-            "tar exited with status {}: {first}",
-            done.status
-        )));
+    let tar_lines: Vec<&str> = errors.lines().filter(|l| l.starts_with("tar: ")).collect();
+    if let Some(sig) = &done.signal {
+        return Err(format!("tar was killed by signal {sig}"));
+    }
+    if drained == 0 {
+        return Err("the file stream ended before tar's end-of-archive blocks".into());
+    }
+    let per_file = |l: &&str| PER_FILE.iter().any(|m| l.contains(m));
+    match done.status {
+        0 | 1 => {}
+        2 if tar_lines.iter().all(per_file) => {}
+        s => {
+            return Err(format!(
+                "tar exited with status {s}: {}",
+                first_error(&errors)
+            ))
+        }
+    }
+    let path_of =
+        |i: u32| String::from_utf8_lossy(&want.plan.items[i as usize].entry.path).into_owned();
+    let named = |i: u32, l: &str| l.starts_with(&format!("tar: {}: ", path_of(i)));
+    for l in tar_lines
+        .iter()
+        .filter(|l| TORN.iter().any(|m| l.contains(m)))
+    {
+        match want.items.iter().find(|&&i| named(i, l)) {
+            Some(&i) => staging.mark_moved(i),
+            // A name tar quoted: every fetched file may be the one.
+            None => want.items.iter().for_each(|&i| staging.mark_moved(i)),
+        }
     }
     for i in skipped {
-        let path = String::from_utf8_lossy(&want.plan.items[i as usize].entry.path).into_owned();
-        let said = errors.lines().find(|l| l.contains(path.as_str()));
-        let why = match said {
+        let why = match tar_lines.iter().find(|l| named(i, l)) {
             Some(l) => format!("not sent by the host ({l})"),
             None => "not sent by the host (it vanished or is no longer a regular file)".into(),
         };

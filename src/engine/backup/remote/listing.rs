@@ -105,11 +105,21 @@ pub(super) fn parse(
     Ok(listed)
 }
 
-/// Folders `find` could not read ("find: 'PATH': MESSAGE"): failed, and warnings. Other
-/// `find:` lines are warnings on the source itself. What else the host wrote on standard error
-/// (a login shell's start-up noise) is not find's and is ignored.
+/// Folders `find` could not read ("find: 'PATH': MESSAGE"): failed, and warnings. A message
+/// that names no listed folder (the source itself, a name find quoted, or messages cut off
+/// at the kept length) fails the whole source instead, so that the plan keeps everything the
+/// previous snapshot had and records nothing as deleted. What else the host wrote on standard
+/// error (a login shell's start-up noise) is not find's and is ignored.
 fn unreadable(errors: &[u8], root: &str, listed: &mut Listed) {
     let prefix = format!("{}/", root.trim_end_matches('/'));
+    let is_dir = |rel: &[u8]| {
+        let found = listed
+            .entries
+            .binary_search_by(|e| e.path.as_slice().cmp(rel));
+        found.is_ok_and(|i| listed.entries[i].kind == EntryKind::Dir)
+    };
+    let mut failed = Vec::new();
+    let mut whole = errors.len() >= crate::engine::shell::STDERR_KEPT;
     let lines = errors.split(|&b| b == b'\n');
     for line in lines.filter(|l| l.starts_with(b"find: ")) {
         let text = String::from_utf8_lossy(line);
@@ -118,17 +128,23 @@ fn unreadable(errors: &[u8], root: &str, listed: &mut Listed) {
             .and_then(|r| r.split_once("': "))
             .and_then(|(p, msg)| Some((p.strip_prefix(prefix.as_str())?, msg)));
         match quoted {
-            Some((rel, msg)) => {
-                listed.failed.push(rel.as_bytes().to_vec());
-                listed
-                    .warnings
-                    .push(Problem::failed(rel.as_bytes().to_vec(), msg));
+            Some((rel, msg)) if is_dir(rel.as_bytes()) => {
+                failed.push(rel.as_bytes().to_vec());
+                let rel = rel.as_bytes().to_vec();
+                listed.warnings.push(Problem::failed(rel, msg));
             }
-            None => listed.warnings.push(Problem::failed(Vec::new(), text)),
+            _ => {
+                whole = true;
+                listed.warnings.push(Problem::failed(Vec::new(), text));
+            }
         }
     }
-    listed.failed.sort();
-    listed.failed.dedup();
+    if whole {
+        failed.push(Vec::new());
+    }
+    failed.sort();
+    failed.dedup();
+    listed.failed = failed;
 }
 
 /// One record: its entry and `find`'s type letter.
@@ -314,5 +330,14 @@ f 644 0 0 1 1.0 1.0 6 9 1 keep\0\0";
         assert_eq!(l.failed, vec![b"locked".to_vec()]);
         assert_eq!(l.warnings.len(), 1);
         assert!(l.warnings[0].failed);
+        // A message about the source itself, or a name that is no listed folder, keeps the
+        // whole previous tree.
+        for errors in [
+            &b"find: '/srv': Permission denied\n"[..],
+            b"find: '/srv/caf\\303\\251': Permission denied\n",
+        ] {
+            let l = parse(out, errors, "/srv", &GlobSet::empty()).unwrap();
+            assert!(l.failed.contains(&Vec::new()), "{:?}", l.failed);
+        }
     }
 }

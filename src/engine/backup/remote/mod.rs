@@ -92,14 +92,16 @@ impl RemoteSource {
         let (out, done) = run_to_end(self.shell.as_ref(), &command, (Vec::new(), OUTPUT_MAX))
             .map_err(|e| self.err(format!("listing failed: {e}")))?;
         // find always prints the folder itself: nothing at all is a host without GNU find.
-        if let (true, false, Some(files)) = (out.is_empty(), done.status == 0, self.shell.files()) {
-            let l = sftp::list(files, &self.path, exclude).map_err(|e| self.err(e))?;
-            return Ok((walk_of(l), done.received, true));
+        if out.is_empty() && done.status != 0 {
+            if let Some(files) = self.shell.files() {
+                let l = sftp::list(files, &self.path, exclude).map_err(|e| self.err(e))?;
+                return Ok((walk_of(l), done.received, true));
+            }
         }
         // find: 0 all listed, 1 some folders unreadable (named on standard error).
-        if out.is_empty() || !(0..=1).contains(&done.status) {
+        if out.is_empty() || !(0..=1).contains(&done.status) || done.signal.is_some() {
             let why = String::from_utf8_lossy(&done.stderr);
-            let first = why.lines().next().unwrap_or("no message");
+            let first = crate::engine::shell::first_error(&why);
             return Err(self.err(format!(
                 "listing failed (find exited with status {}): {first}",
                 done.status

@@ -2,7 +2,8 @@
 //! files read one by one over SFTP (it needs nothing on the host beyond its SSH server, and is
 //! about four times slower than the tar stream on many small files). SFTP gives whole-second
 //! mtimes and no ctime, inode or device, so a file is read again when its size or mtime
-//! changed; extended attributes are not read.
+//! changed (and once more after a backup that saw it written in its last seconds);
+//! extended attributes are not read.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -138,7 +139,14 @@ fn child(
     if kind == EntryKind::Dir {
         folders.push(rel.clone());
     }
-    l.entries.push(entry(rel, kind, st, target));
+    let mut e = entry(rel, kind, st, target);
+    // A file written in the last seconds may be written again within the same second, with
+    // the same size, after it is read: one nanosecond off its mtime makes the next run read
+    // it again (git's "racy clean" rule; whole-second mtimes cannot tell otherwise).
+    if kind == EntryKind::File && st.mtime >= crate::time::now_ns() / 1_000_000_000 - 2 {
+        e.mtime_ns += 1;
+    }
+    l.entries.push(e);
 }
 
 /// Reads `want.items` over SFTP into `staging`. A file that cannot be opened is missing (a
@@ -153,6 +161,7 @@ pub(super) fn fetch(
         remote: want.label.to_string(),
         what,
     };
+    use std::io::ErrorKind::{NotFound, PermissionDenied};
     for &i in &want.items {
         if cancel.is_cancelled() {
             return Err(Error::Cancelled);
@@ -161,12 +170,13 @@ pub(super) fn fetch(
         let path = join(want.root.as_bytes(), &e.path);
         let mut r = match files.open(&path) {
             Ok(r) => r,
-            Err(err) => {
-                staging
-                    .missing
-                    .insert(i, format!("not sent by the host ({err})"));
+            // The server's answer about this file: it is missing, the rest goes on.
+            Err(err) if matches!(err.kind(), NotFound | PermissionDenied) => {
+                let why = format!("not sent by the host ({err})");
+                staging.missing.insert(i, why);
                 continue;
             }
+            Err(err) => return Err(remote(format!("the fetch broke off: {err}"))),
         };
         let secs = e.mtime_ns.div_euclid(1_000_000_000).max(0) as u64;
         match staging.write(i, (&mut *r, e.size, secs), (e.size, e.mtime_ns)) {

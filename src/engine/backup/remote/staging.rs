@@ -109,6 +109,11 @@ impl Staging {
         u32::try_from(idx).is_ok_and(|i| self.moved.contains(&i))
     }
 
+    /// Item `idx`'s copy is not what the listing described (it changed while sent).
+    pub(super) fn mark_moved(&mut self, idx: u32) {
+        self.moved.insert(idx);
+    }
+
     /// Why item `idx` was not received, if it was not.
     pub(in crate::engine::backup) fn missing(&self, idx: usize) -> Option<&str> {
         let i = u32::try_from(idx).ok()?;
