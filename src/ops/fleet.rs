@@ -178,6 +178,46 @@ fn hosts_of(
     Ok((hosts, down))
 }
 
+/// Hosts prepared (their files staged) and not yet stored, at most one per network worker:
+/// workers that are done wait here instead of fetching host after host while the calling
+/// thread stores one, which would stage many hosts' trees at once.
+struct Slots {
+    free: std::sync::Mutex<usize>,
+    freed: std::sync::Condvar,
+}
+
+impl Slots {
+    fn new(n: usize) -> Slots {
+        Slots {
+            free: std::sync::Mutex::new(n.max(1)),
+            freed: std::sync::Condvar::new(),
+        }
+    }
+
+    /// Waits for a free slot and takes it; false when cancelled first.
+    fn take(&self, cancel: &CancelToken) -> bool {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        while *free == 0 {
+            if cancel.is_cancelled() {
+                return false;
+            }
+            let wait = std::time::Duration::from_millis(100);
+            free = match self.freed.wait_timeout(free, wait) {
+                Ok((g, _)) => g,
+                Err(e) => e.into_inner().0,
+            };
+        }
+        *free -= 1;
+        true
+    }
+
+    /// Gives a slot back (a host stored or failed).
+    fn give(&self) {
+        *self.free.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        self.freed.notify_one();
+    }
+}
+
 /// Backs up every (host, path) pair.
 pub fn backup_fleet(o: &FleetOptions, pool: &Pool, cancel: &CancelToken) -> Result<FleetReport> {
     let (hosts, down) = hosts_of(o, pool, cancel)?;
@@ -196,19 +236,28 @@ pub fn backup_fleet(o: &FleetOptions, pool: &Pool, cancel: &CancelToken) -> Resu
     let root = repo.root().to_path_buf();
     let mut reports = Vec::with_capacity(jobs.len());
     let env = (pool, cancel, &NoProgress as &dyn crate::progress::Progress);
-    let r = pool.network().map_unordered(
+    let net = pool.network();
+    let staged = Slots::new(net.threads());
+    let r = net.map_unordered(
         cancel,
         jobs.clone(),
         || None::<Repository>,
         |view, (host, path)| {
-            let prepared = prepare_one(o, (host, path), env, (view, &root));
-            (host, path, prepared)
+            let took = staged.take(cancel);
+            let prepared = match took {
+                true => prepare_one(o, (host, path), env, (view, &root)),
+                false => Err("cancelled".to_string()),
+            };
+            (host, path, (took, prepared))
         },
-        |(host, path, prepared)| {
+        |(host, path, (took, prepared))| {
             let report = match prepared {
                 Ok(p) => store_one(p, &repo, host, path),
                 Err(e) => HostReport::failed(host, path, e),
             };
+            if took {
+                staged.give();
+            }
             reports.push(report);
             Ok::<(), ()>(())
         },
