@@ -62,6 +62,9 @@ pub struct BackupSettings {
     pub hash: Option<HashAlgo>,
     pub rehash: Option<bool>,
     pub alert_to: Option<Vec<String>>,
+    /// `vault daemon` runs the job this often (`[job.NAME]` only).
+    #[serde(default, deserialize_with = "duration")]
+    pub every: Option<Duration>,
 }
 
 /// `[alert]`: recipients and SMTP settings for `--alert-to` and `vault mail`.

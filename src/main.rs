@@ -54,7 +54,10 @@ fn main() -> ExitCode {
         }
         Err(e) => return config_failed(&e.to_string()),
     }
-    if matches!(parsed.command, cli::args::Command::Watch(_)) {
+    if matches!(
+        parsed.command,
+        cli::args::Command::Watch(_) | cli::args::Command::Daemon(_)
+    ) {
         WATCH_MODE.store(true, std::sync::atomic::Ordering::SeqCst);
     }
     cli::run(parsed, cancel, abort)

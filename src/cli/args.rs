@@ -165,6 +165,12 @@ pub enum Command {
     /// overflow, and every --rescan-interval. Nothing is recorded while nothing changes. The
     /// first SIGINT/SIGTERM lets a running backup finish, a second abandons it cleanly; exit 0.
     Watch(WatchArgs),
+    /// Run the config file's scheduled backup jobs in one process, until SIGINT/SIGTERM.
+    ///
+    /// Every `[job.NAME]` with `every = "DUR"` runs at start-up and then every DUR after its
+    /// last start, one job at a time, on one pool. The first SIGINT/SIGTERM lets a running
+    /// backup finish and stops (exit 0); a second abandons it cleanly.
+    Daemon(DaemonArgs),
     /// Print a shell completion script: `vault completions bash > /etc/bash_completion.d/vault`.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -352,6 +358,13 @@ pub struct RestoreArgs {
         next_help_heading = "Restore to a host (--target ssh://[user@]host[:port]/path)"
     )]
     pub ssh: SshFlags,
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Print the jobs and when each runs next, then exit.
+    #[arg(long)]
+    pub print_schedule: bool,
 }
 
 #[derive(Debug, Args)]

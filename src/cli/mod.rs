@@ -33,7 +33,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use args::{
-    BackupArgs, Cli, Command, MailFlags, RestoreArgs, ScanArgs, SshArgs, SshFlags, WatchArgs,
+    BackupArgs, Cli, Command, DaemonArgs, MailFlags, RestoreArgs, ScanArgs, SshArgs, SshFlags,
+    WatchArgs,
 };
 use secrets::{notifier, smtp_settings, ssh_settings};
 use vault::{BackupOptions, CancelToken, Error, Kind, Pool, Repository};
@@ -171,6 +172,7 @@ fn dispatch(
         }
         Command::Backup(b) => cmd::backup::backup(cli, b, out, pool, cancel),
         Command::Watch(w) => cmd::backup::watch(cli, w, out, pool, cancel, abort),
+        Command::Daemon(d) => cmd::daemon::daemon(cli, d, out, pool, (cancel, abort)),
         Command::Completions { shell } => cmd::docs::completions(*shell),
         Command::Man { dir } => cmd::docs::man(out, dir),
         Command::Restore(r) => cmd::restore::restore(cli, r, out, pool, cancel),

@@ -122,6 +122,7 @@ fn the_annotated_example_sets_every_documented_key() {
         "rehash",
         "exclude",
         "alert_to",
+        "every",
         "source",
         "to",
         "smtp",

@@ -4,6 +4,7 @@
 mod backup;
 mod common;
 mod config;
+mod daemon;
 mod fleet;
 mod fuzz_found;
 mod hardening;

@@ -1,6 +1,7 @@
 //! The commands, one group a file; `cli/mod.rs` only dispatches to them.
 
 pub(super) mod backup;
+pub(super) mod daemon;
 pub(super) mod docs;
 pub(super) mod fleet;
 pub(super) mod mail;

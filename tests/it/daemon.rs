@@ -1,0 +1,109 @@
+//! `vault daemon`: scheduled jobs from a config file, stopped by SIGTERM.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+/// A config file at `dir/vault.toml` (mode 0600) with `text`.
+fn config(dir: &Path, text: &str) -> std::path::PathBuf {
+    let path = dir.join("vault.toml");
+    fs::write(&path, text).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+fn snapshots(repo: &Path) -> Vec<serde_json::Value> {
+    if !repo.join("vault.db").exists() {
+        return Vec::new();
+    }
+    let r = vault(&["snapshots", "--repo", p(repo), "--json"]);
+    serde_json::from_str::<serde_json::Value>(&r.stdout)
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_job_every_2s_runs_again_and_again_and_sigterm_stops_the_daemon_cleanly() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, repo) = (t.path().join("src"), t.path().join("repo"));
+    write(src.join("a.txt"), "a");
+    let cfg = config(
+        t.path(),
+        &format!(
+            "[job.often]\nsource = \"{}\"\nrepo = \"{}\"\nevery = \"2s\"\nfull_on = \"never\"\n",
+            src.display(),
+            repo.display()
+        ),
+    );
+    let plan = vault_ok(
+        &["daemon", "--config", p(&cfg), "--print-schedule", "--json"],
+        0,
+    )
+    .json();
+    assert_eq!(plan["jobs"][0]["job"], "often", "{plan}");
+    assert_eq!(plan["jobs"][0]["every_s"], 2.0, "{plan}");
+    let mut child = Command::new(vault_bin())
+        .args(["daemon", "--config", p(&cfg), "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while snapshots(&repo).len() < 3 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "fewer than 3 snapshots in 30 s"
+        );
+        write(src.join("a.txt"), format!("{:?}", Instant::now()));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // SAFETY: kill has no memory preconditions.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    let mut out = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
+    assert_eq!(status.code(), Some(0), "{out}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let runs = report["backups"].as_array().unwrap();
+    assert!(runs.len() >= 3, "{report}");
+    assert!(runs.iter().all(|r| r["job"] == "often"), "{report}");
+    // Runs are every 2 s, not back to back (times are whole seconds: at least 1 apart).
+    let secs = |s: &serde_json::Value| -> i64 {
+        let t = s["time"].as_str().unwrap();
+        let hms: Vec<i64> = t[11..19].split(':').map(|x| x.parse().unwrap()).collect();
+        hms[0] * 3600 + hms[1] * 60 + hms[2]
+    };
+    let list = snapshots(&repo);
+    let day = |s: &serde_json::Value| s["time"].as_str().unwrap()[..10].to_string();
+    if day(&list[0]) == day(&list[1]) {
+        assert!(secs(&list[1]) - secs(&list[0]) >= 1, "{list:?}");
+    }
+    vault_ok(&["check", "--repo", p(&repo), "--read-data", "-q"], 0);
+}
+
+#[test]
+fn a_daemon_without_scheduled_jobs_is_a_usage_error() {
+    let t = tempfile::tempdir().unwrap();
+    let cfg = config(
+        t.path(),
+        "[job.once]\nsource = \"/tmp\"\nrepo = \"/tmp/r\"\n",
+    );
+    let r = vault_ok(&["daemon", "--config", p(&cfg)], 2);
+    assert!(
+        r.stderr.contains("no [job.NAME] has `every`"),
+        "{}",
+        r.stderr
+    );
+    let cfg = config(t.path(), "[job.bad]\nsource = \"/tmp\"\nevery = \"0s\"\n");
+    let r = vault_ok(&["daemon", "--config", p(&cfg)], 2);
+    assert!(
+        r.stderr.contains("every must be more than 0"),
+        "{}",
+        r.stderr
+    );
+}
