@@ -9,6 +9,9 @@ use std::process::ExitCode;
 /// cleanly instead of exiting at once.
 static WATCH_MODE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// Set once the command is `vault daemon`, where SIGHUP reloads the config.
+static DAEMON_MODE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn main() -> ExitCode {
     // Everything vault creates (repository files, SQLite's WAL and index files, scan state,
     // temporary copies) is private to its owner; restore sets recorded modes explicitly.
@@ -60,6 +63,9 @@ fn main() -> ExitCode {
     ) {
         WATCH_MODE.store(true, std::sync::atomic::Ordering::SeqCst);
     }
+    if matches!(parsed.command, cli::args::Command::Daemon(_)) {
+        DAEMON_MODE.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
     cli::run(parsed, cancel, abort)
 }
 
@@ -103,6 +109,7 @@ fn install_signal_thread(cancel: &vault::CancelToken, abort: &vault::CancelToken
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         let cancel = cancel.clone();
         let abort = abort.clone();
@@ -113,8 +120,13 @@ fn install_signal_thread(cancel: &vault::CancelToken, abort: &vault::CancelToken
                 if libc::sigwait(&set, &mut sig) != 0 {
                     return;
                 }
-                count += 1;
                 let watching = WATCH_MODE.load(std::sync::atomic::Ordering::SeqCst);
+                // SIGHUP: `vault daemon` reloads its config; anything else stops as on SIGTERM.
+                if sig == libc::SIGHUP && DAEMON_MODE.load(std::sync::atomic::Ordering::SeqCst) {
+                    vault::ops::daemon::RELOAD.store(true, std::sync::atomic::Ordering::SeqCst);
+                    continue;
+                }
+                count += 1;
                 if count == 1 {
                     if watching {
                         eprintln!(

@@ -4,12 +4,26 @@
 //! start-up). The first SIGINT/SIGTERM lets a running backup finish and stops; a second
 //! abandons it cleanly, as `vault watch` does.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::engine::backup::{backup, BackupOptions, BackupReport};
 use crate::error::Error;
 use crate::pool::{CancelToken, Pool};
 use crate::progress::NoProgress;
+
+/// Set by SIGHUP (the binary's signal thread): reload the config between jobs.
+pub static RELOAD: AtomicBool = AtomicBool::new(false);
+
+/// Why [`run`] returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stopped {
+    /// SIGINT/SIGTERM: stop.
+    Signal,
+    /// SIGHUP: reload the config, then run again.
+    Reload,
+}
 
 /// One scheduled job.
 #[derive(Clone, Debug)]
@@ -61,28 +75,36 @@ pub fn schedule(jobs: &[DaemonJob]) -> Vec<Planned> {
         .collect()
 }
 
-/// Runs the jobs until `stop`; `abort` abandons a running backup.
+/// Runs the jobs until `stop` (or a reload request); `abort` abandons a running backup.
+/// `next` holds when each job (by name) runs next, kept across reloads; a job it does not
+/// know runs at once.
 pub fn run(
     jobs: &[DaemonJob],
+    next: &mut HashMap<String, Instant>,
     pool: &Pool,
     (stop, abort): (&CancelToken, &CancelToken),
     on_event: &mut dyn FnMut(DaemonEvent<'_>),
-) {
+) -> Stopped {
     let start = Instant::now();
-    let mut next: Vec<Instant> = vec![start; jobs.len()];
+    next.retain(|name, _| jobs.iter().any(|j| &j.name == name));
+    for j in jobs {
+        next.entry(j.name.clone()).or_insert(start);
+    }
     while !stop.is_cancelled() {
-        let Some(i) = (0..jobs.len()).min_by_key(|&i| next[i]) else {
-            // Nothing to run: wait for the stop.
+        if RELOAD.swap(false, Ordering::SeqCst) {
+            return Stopped::Reload;
+        }
+        let due = |j: &DaemonJob| next.get(&j.name).copied().unwrap_or(start);
+        let Some(job) = jobs.iter().min_by_key(|j| due(j)) else {
             std::thread::sleep(Duration::from_millis(100));
             continue;
         };
         let now = Instant::now();
-        if next[i] > now {
-            std::thread::sleep((next[i] - now).min(Duration::from_millis(100)));
+        if due(job) > now {
+            std::thread::sleep((due(job) - now).min(Duration::from_millis(100)));
             continue;
         }
-        let job = &jobs[i];
-        next[i] = now + job.every;
+        next.insert(job.name.clone(), now + job.every);
         match backup(&job.backup, pool, abort, &NoProgress) {
             Ok(report) => on_event(DaemonEvent::Done {
                 job,
@@ -92,4 +114,5 @@ pub fn run(
             Err(error) => on_event(DaemonEvent::Failed { job, error: &error }),
         }
     }
+    Stopped::Signal
 }

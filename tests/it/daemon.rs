@@ -107,3 +107,64 @@ fn a_daemon_without_scheduled_jobs_is_a_usage_error() {
         r.stderr
     );
 }
+
+#[test]
+fn sighup_with_a_broken_config_keeps_the_old_one_and_a_good_one_is_taken() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, repo) = (t.path().join("src"), t.path().join("repo"));
+    write(src.join("a.txt"), "a");
+    let job = |every: &str| {
+        format!(
+            "[job.often]\nsource = \"{}\"\nrepo = \"{}\"\nevery = \"{every}\"\nfull_on = \"never\"\n",
+            src.display(),
+            repo.display()
+        )
+    };
+    let cfg = config(t.path(), &job("1s"));
+    let mut child = Command::new(vault_bin())
+        .args(["daemon", "--config", p(&cfg)])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let wait_for = |n: usize| {
+        let start = Instant::now();
+        while snapshots(&repo).len() < n {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "fewer than {n} snapshots"
+            );
+            write(src.join("a.txt"), format!("{:?}", Instant::now()));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_for(1);
+    let signal = |sig| {
+        // SAFETY: kill has no memory preconditions.
+        unsafe { libc::kill(child.id() as i32, sig) };
+    };
+    // A broken file: the daemon says so on one line naming the file and the line, and goes on.
+    config(t.path(), "[job.often]\nsource = \n");
+    signal(libc::SIGHUP);
+    let had = snapshots(&repo).len();
+    wait_for(had + 2);
+    // A good file is taken: the job now runs every hour, so no more snapshots come.
+    config(t.path(), &job("1h"));
+    signal(libc::SIGHUP);
+    std::thread::sleep(Duration::from_millis(1500));
+    let had = snapshots(&repo).len();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(snapshots(&repo).len(), had);
+    signal(libc::SIGTERM);
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(0), "{err}");
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("config not reloaded"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(lines[0].contains(&format!("{}:2", cfg.display())), "{err}");
+    assert!(err.contains("config reloaded: 1 scheduled jobs"), "{err}");
+}

@@ -1,7 +1,7 @@
 //! `vault daemon`: the config file's scheduled jobs, their reports and alerts.
 
 use super::super::*;
-use vault::ops::daemon::{run, schedule, DaemonEvent, DaemonJob};
+use vault::ops::daemon::{run, schedule, DaemonEvent, DaemonJob, Stopped};
 
 /// A job, and where its alerts go.
 type Scheduled = (DaemonJob, Box<dyn vault::alert::Notifier>);
@@ -54,36 +54,14 @@ fn jobs(cli: &Cli) -> Result<Vec<Scheduled>, Error> {
     Ok(out)
 }
 
-pub(in crate::cli) fn daemon(
-    cli: &Cli,
-    d: &DaemonArgs,
+/// One run's report: a line, its JSON, and for a failure the job's alert.
+fn on_run(
+    ev: DaemonEvent<'_>,
     out: &Out,
-    pool: &Pool,
-    (stop, abort): (&CancelToken, &CancelToken),
-) -> Result<Outcome, Error> {
-    let scheduled = jobs(cli)?;
-    let (jobs, alerts): (Vec<DaemonJob>, Vec<_>) = scheduled.into_iter().unzip();
-    if d.print_schedule {
-        let plan = schedule(&jobs);
-        if out.json {
-            out.json(&serde_json::json!({ "jobs": plan }))?;
-        }
-        for p in &plan {
-            let next = vault::time::compact_utc(p.next * 1_000_000_000);
-            out.say(&format!(
-                "{}: {} -> {} every {}s, next {next}",
-                p.job, p.source, p.repo, p.every_s
-            ));
-        }
-        return Ok(Outcome::Done);
-    }
-    out.note(&format!(
-        "daemon: {} scheduled jobs; SIGTERM to stop",
-        jobs.len()
-    ));
-    let mut reports: Vec<serde_json::Value> = Vec::new();
-    let mut failures: Vec<String> = Vec::new();
-    let mut on_event = |ev: DaemonEvent<'_>| match ev {
+    (jobs, alerts): (&[DaemonJob], &[Box<dyn vault::alert::Notifier>]),
+    (reports, failures): (&mut Vec<serde_json::Value>, &mut Vec<String>),
+) {
+    match ev {
         DaemonEvent::Done { job, report } => {
             let s = &report.stats;
             out.say(&format!(
@@ -112,8 +90,61 @@ pub(in crate::cli) fn daemon(
             }
             failures.push(format!("{}: {error}", job.name));
         }
-    };
-    run(&jobs, pool, (stop, abort), &mut on_event);
+    }
+}
+
+pub(in crate::cli) fn daemon(
+    cli: &Cli,
+    d: &DaemonArgs,
+    out: &Out,
+    pool: &Pool,
+    (stop, abort): (&CancelToken, &CancelToken),
+) -> Result<Outcome, Error> {
+    let scheduled = jobs(cli)?;
+    let (jobs, alerts): (Vec<DaemonJob>, Vec<_>) = scheduled.into_iter().unzip();
+    if d.print_schedule {
+        let plan = schedule(&jobs);
+        if out.json {
+            out.json(&serde_json::json!({ "jobs": plan }))?;
+        }
+        for p in &plan {
+            let next = vault::time::compact_utc(p.next * 1_000_000_000);
+            out.say(&format!(
+                "{}: {} -> {} every {}s, next {next}",
+                p.job, p.source, p.repo, p.every_s
+            ));
+        }
+        return Ok(Outcome::Done);
+    }
+    out.note(&format!(
+        "daemon: {} scheduled jobs; SIGTERM to stop, SIGHUP to reload the config",
+        jobs.len()
+    ));
+    let (mut jobs, mut alerts) = (jobs, alerts);
+    let mut reports: Vec<serde_json::Value> = Vec::new();
+    let mut failures: Vec<String> = Vec::new();
+    let mut next = std::collections::HashMap::new();
+    loop {
+        let mut on_event =
+            |ev: DaemonEvent<'_>| on_run(ev, out, (&jobs, &alerts), (&mut reports, &mut failures));
+        if run(&jobs, &mut next, pool, (stop, abort), &mut on_event) == Stopped::Signal {
+            break;
+        }
+        // SIGHUP: the new config, or the old one kept (one line naming the file and line).
+        match self::jobs(cli) {
+            Ok(new) => {
+                (jobs, alerts) = new.into_iter().unzip();
+                out.note(&format!(
+                    "daemon: config reloaded: {} scheduled jobs",
+                    jobs.len()
+                ));
+            }
+            Err(e) => eprintln!(
+                "vault: config not reloaded, the previous one stays: {}",
+                vault::text::one_line(&e.to_string())
+            ),
+        }
+    }
     if out.json {
         out.json(&serde_json::json!({ "backups": reports, "failures": failures }))?;
     }
