@@ -90,11 +90,8 @@ impl Sshd {
     ) -> Sshd {
         let dir = Sshd::keys();
         fs::copy(client_pub, dir.path().join("authorized_keys")).unwrap();
-        let mut s = Sshd::spawn(dir, &format!("ListenAddress {addr}\n"), addr, Some(bind));
-        s.kill_all();
-        s.hidden = tools;
-        s.restart();
-        s
+        let listen = format!("ListenAddress {addr}\n");
+        Sshd::spawn_hiding(dir, (&listen, addr), Some(bind), tools)
     }
 
     fn keys() -> tempfile::TempDir {
@@ -114,6 +111,16 @@ impl Sshd {
         addr: &str,
         bind: Option<(&Path, &Path)>,
     ) -> Sshd {
+        Sshd::spawn_hiding(dir, (listen, addr), bind, &[])
+    }
+
+    /// Writes the config and starts sshd; `hidden` tools are `false` in its namespace.
+    fn spawn_hiding(
+        dir: tempfile::TempDir,
+        (listen, addr): (&str, &str),
+        bind: Option<(&Path, &Path)>,
+        hidden: &'static [&'static str],
+    ) -> Sshd {
         let d = dir.path();
         let port = free_port();
         let config = format!(
@@ -125,14 +132,14 @@ impl Sshd {
         );
         fs::write(d.join("sshd_config"), config).unwrap();
         let bind = bind.map(|(t, m)| (t.to_path_buf(), m.to_path_buf()));
-        let child = launch(d, bind.as_ref(), (addr, port), &[]);
+        let child = launch(d, bind.as_ref(), (addr, port), hidden);
         Sshd {
             dir,
             port,
             child,
             addr: addr.to_string(),
             bind,
-            hidden: &[],
+            hidden,
         }
     }
 
