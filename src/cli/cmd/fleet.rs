@@ -11,32 +11,18 @@ pub(in crate::cli) fn fleet(
     pool: &Pool,
     cancel: &CancelToken,
 ) -> Result<Outcome, Error> {
-    use vault::ops::ssh::SshTarget;
     if b.dry_run {
         return Err(Error::Usage(
             "a fleet run (--host/--hosts-file) cannot be a dry run".into(),
         ));
     }
-    let mut texts = b.host.clone();
-    if texts.is_empty() && b.hosts_file.is_none() && b.sweep.is_empty() {
+    if b.host.is_empty() && b.hosts_file.is_none() && b.sweep.is_empty() {
         return Err(Error::Usage(
             "give --host, --hosts-file or --sweep (--fleet takes them from [fleet] of vault.toml or --config)".into(),
         ));
     }
-    if let Some(f) = &b.hosts_file {
-        texts.extend(vault::ops::sweep::targets::read_hosts_file(f).map_err(Error::Usage)?);
-    }
-    let hosts: Vec<SshTarget> = texts
-        .iter()
-        .map(|t| SshTarget::parse(t))
-        .collect::<Result<_, _>>()
-        .map_err(Error::Usage)?;
-    let sweep: Vec<SshTarget> = b
-        .sweep
-        .iter()
-        .map(|t| SshTarget::parse(t))
-        .collect::<Result<_, _>>()
-        .map_err(Error::Usage)?;
+    let hosts = super::ssh::targets(&b.host, b.hosts_file.as_deref())?;
+    let sweep = super::ssh::targets(&b.sweep, None)?;
     if hosts.is_empty() && sweep.is_empty() {
         return Err(Error::Usage("no hosts to back up".into()));
     }

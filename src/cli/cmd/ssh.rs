@@ -2,22 +2,30 @@
 
 use super::super::*;
 
+/// The SSH targets given, and those of a hosts file, parsed (`[user@]host[:port]`).
+pub(in crate::cli) fn targets(
+    given: &[String],
+    hosts_file: Option<&std::path::Path>,
+) -> Result<Vec<vault::ops::ssh::SshTarget>, Error> {
+    let mut texts = given.to_vec();
+    if let Some(f) = hosts_file {
+        texts.extend(vault::ops::sweep::targets::read_hosts_file(f).map_err(Error::Usage)?);
+    }
+    texts
+        .iter()
+        .map(|t| vault::ops::ssh::SshTarget::parse(t))
+        .collect::<Result<_, _>>()
+        .map_err(Error::Usage)
+}
+
 pub(in crate::cli) fn ssh(
     a: &SshArgs,
     out: &Out,
     pool: &Pool,
     cancel: &CancelToken,
 ) -> Result<Outcome, Error> {
-    use vault::ops::ssh::{run_many, SshTarget};
-    let mut texts = a.targets.clone();
-    if let Some(f) = &a.hosts_file {
-        texts.extend(vault::ops::sweep::targets::read_hosts_file(f).map_err(Error::Usage)?);
-    }
-    let targets: Vec<SshTarget> = texts
-        .iter()
-        .map(|t| SshTarget::parse(t))
-        .collect::<Result<_, _>>()
-        .map_err(Error::Usage)?;
+    use vault::ops::ssh::run_many;
+    let targets = targets(&a.targets, a.hosts_file.as_deref())?;
     let (auth, opts) = ssh_settings(&a.ssh)?;
     let command = a.command.join(" ");
     let results = run_many(&targets, &command, &auth, &opts, pool, cancel)?;
