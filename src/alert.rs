@@ -32,6 +32,13 @@ pub enum Event {
     },
     /// A backup failed: nothing was recorded.
     BackupFailed { source: String, error: String },
+    /// A `vault daemon` job has had no successful run for longer than its `max_age`.
+    Overdue {
+        job: String,
+        /// RFC 3339 time of its last success, if it ever had one.
+        last: Option<String>,
+        max_age: String,
+    },
 }
 
 impl Event {
@@ -65,6 +72,9 @@ impl Event {
                 )
             }
             Event::BackupFailed { source, .. } => format!("[vault] backup of {source}: FAILED"),
+            Event::Overdue { job, max_age, .. } => {
+                format!("[vault] job {job} is OVERDUE (no success in {max_age})")
+            }
         }
     }
 
@@ -93,6 +103,10 @@ impl Event {
             Event::BackupFailed { source, error } => {
                 format!("The backup of {source} failed; nothing was recorded.\n\n{error}")
             }
+            Event::Overdue { job, last, max_age } => format!(
+                "Job {job} has not succeeded for longer than its max_age of {max_age} (last success: {}).",
+                last.as_deref().unwrap_or("never")
+            ),
         }
     }
 }

@@ -14,6 +14,7 @@ use serde::{Deserialize, Deserializer};
 use crate::archive::Compression;
 use crate::engine::backup::FullDay;
 use crate::hash::HashAlgo;
+use crate::ops::daemon::Calendar;
 use crate::ops::sweep::PortList;
 use crate::Error;
 
@@ -65,6 +66,14 @@ pub struct BackupSettings {
     /// `vault daemon` runs the job this often (`[job.NAME]` only).
     #[serde(default, deserialize_with = "duration")]
     pub every: Option<Duration>,
+    /// `vault daemon` only: calendar times (`"mon..fri 01:30"`, or a cron pattern).
+    #[serde(default, deserialize_with = "parsed")]
+    pub at: Option<Calendar>,
+    /// `vault daemon` only: alert when the job has had no success for this long.
+    #[serde(default, deserialize_with = "duration")]
+    pub max_age: Option<Duration>,
+    /// `vault daemon` only: push the repository here after each run that recorded something.
+    pub push_to: Option<String>,
 }
 
 /// `[alert]`: recipients and SMTP settings for `--alert-to` and `vault mail`.
@@ -135,6 +144,35 @@ pub struct FleetSettings {
     pub known_hosts: Option<PathBuf>,
     pub repo: Option<PathBuf>,
     pub alert_to: Option<Vec<String>>,
+    /// `vault daemon`: run the fleet every DUR, or at calendar times.
+    #[serde(default, deserialize_with = "duration")]
+    pub every: Option<Duration>,
+    #[serde(default, deserialize_with = "parsed")]
+    pub at: Option<Calendar>,
+    /// `vault daemon`: back up a host when a sweep sees it come up and its last backup is
+    /// older than `max_age`.
+    pub on_up: Option<bool>,
+    #[serde(default, deserialize_with = "duration")]
+    pub max_age: Option<Duration>,
+}
+
+/// `[sweep.NAME]`: a sweep `vault daemon` runs every `every` (other keys as in `[scan]`).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SweepSettings {
+    pub targets: Option<Vec<String>>,
+    pub hosts_file: Option<PathBuf>,
+    #[serde(default, deserialize_with = "parsed")]
+    pub tcp: Option<PortList>,
+    pub icmp: Option<bool>,
+    #[serde(default, deserialize_with = "duration")]
+    pub timeout: Option<Duration>,
+    pub retries: Option<u32>,
+    pub rate: Option<u32>,
+    #[serde(default, deserialize_with = "duration")]
+    pub every: Option<Duration>,
+    pub state: Option<PathBuf>,
+    pub alert_to: Option<Vec<String>>,
 }
 
 /// The whole file.
@@ -155,6 +193,8 @@ pub struct Config {
     pub ssh: SshSettings,
     #[serde(default)]
     pub fleet: FleetSettings,
+    #[serde(default)]
+    pub sweep: BTreeMap<String, SweepSettings>,
 }
 
 /// Parses config text; errors name `path`, the line and the key, on one line.

@@ -165,11 +165,16 @@ pub enum Command {
     /// overflow, and every --rescan-interval. Nothing is recorded while nothing changes. The
     /// first SIGINT/SIGTERM lets a running backup finish, a second abandons it cleanly; exit 0.
     Watch(WatchArgs),
-    /// Run the config file's scheduled backup jobs in one process, until SIGINT/SIGTERM.
+    /// Run the config file's jobs, sweeps and alerts in one process, until SIGINT/SIGTERM.
     ///
-    /// Every `[job.NAME]` with `every = "DUR"` runs at start-up and then every DUR after its
-    /// last start, one job at a time, on one pool. The first SIGINT/SIGTERM lets a running
-    /// backup finish and stops (exit 0); a second abandons it cleanly.
+    /// `[job.NAME]` with `every = "DUR"` (at start-up, then DUR after each start) or
+    /// `at = "mon..fri 01:30"` (or a cron pattern); `[fleet]` with `every`, `at` or
+    /// `on_up = true` (a host a sweep sees come up is backed up when its last backup is older
+    /// than `max_age`); `[sweep.NAME]` with `every`, alerting on host transitions. Jobs run one
+    /// at a time on one pool while sweeps go on; `max_age` alerts once when a job is overdue.
+    /// SIGHUP reloads the config (a bad one is kept out, one line says why). The first
+    /// SIGINT/SIGTERM lets a running job finish and stops (exit 0); a second abandons it
+    /// cleanly. See docs/daemon.md.
     Daemon(DaemonArgs),
     /// Print a shell completion script: `vault completions bash > /etc/bash_completion.d/vault`.
     Completions {
@@ -365,6 +370,26 @@ pub struct DaemonArgs {
     /// Print the jobs and when each runs next, then exit.
     #[arg(long)]
     pub print_schedule: bool,
+    /// Serve the status page, /api/status and /metrics on ADDR (`127.0.0.1:8080`, or a port
+    /// alone for 127.0.0.1). Only loopback addresses unless --listen-public.
+    #[arg(long, value_name = "ADDR", value_parser = listen_addr)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Allow --listen on an address other hosts can reach (the page is read-only and has no
+    /// login: put it behind a proxy that authenticates).
+    #[arg(long, requires = "listen")]
+    pub listen_public: bool,
+    /// Hosts a fleet job connects to, lists and fetches at once (the network lane's size).
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
+    pub parallel: u16,
+}
+
+/// `--listen`: `ADDR:PORT`, or a port alone for 127.0.0.1.
+fn listen_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    s.parse()
+        .map_err(|_| format!("bad address '{s}': expected e.g. 127.0.0.1:8080 or 8080"))
 }
 
 #[derive(Debug, Args)]

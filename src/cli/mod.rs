@@ -138,6 +138,7 @@ fn network_lane(cli: &Cli) -> usize {
         Command::Ssh(a) => usize::from(a.parallel),
         Command::Scan(a) => a.parallel.map_or(0, usize::from),
         Command::Backup(b) => usize::from(b.parallel),
+        Command::Daemon(d) => usize::from(d.parallel),
         _ => 0,
     }
 }
@@ -207,18 +208,4 @@ fn dispatch(
     }
 }
 
-/// `1.5 MB`-style sizes (powers of 1000, as df -H and restic do).
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1000.0 && u < UNITS.len() - 1 {
-        v /= 1000.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
+pub use vault::text::human_bytes;

@@ -14,6 +14,9 @@ use crate::tree::{Entry, EntryKind};
 pub struct SnapshotInfo {
     pub id: String,
     pub time: String,
+    /// `time` in nanoseconds since the epoch.
+    #[serde(skip)]
+    pub time_ns: i64,
     pub source: String,
     pub kind: &'static str,
     pub parent: Option<String>,
@@ -36,6 +39,7 @@ impl SnapshotInfo {
         SnapshotInfo {
             id: r.id.clone(),
             time: crate::time::rfc3339(r.time_ns),
+            time_ns: r.time_ns,
             source: display_path(&r.source_path),
             kind: r.kind.name(),
             parent: r.parent_id.clone(),

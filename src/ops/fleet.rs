@@ -15,7 +15,7 @@ use crate::pool::{CancelToken, Pool};
 use crate::progress::NoProgress;
 
 /// A fleet run.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct FleetOptions {
     pub hosts: Vec<SshTarget>,
     /// Probe every host's SSH port first and back up only those that answer.

@@ -1,17 +1,20 @@
 //! The one worker pool that every module runs its parallel work on.
 //!
-//! A process makes one [`Pool`] (from `--jobs`) and hands it to every module. It has two lanes
+//! A process makes one [`Pool`] (from `--jobs`) and hands it to every module. It has three lanes
 //! of long-lived worker threads fed over crossbeam channels (`lane`):
 //! - **compute** (`--jobs` threads, default: the cores): walking, reading, hashing, compressing,
 //!   writing restored files, checking archives. The archive compressor and the readers share
 //!   these workers, so `--jobs N` means N busy threads.
 //! - **network** (`--parallel` threads where a command has that flag): blocking network work
 //!   (SSH sessions, name lookups, TCP probes), which waits rather than computes.
+//! - **task** (1 thread, `vault daemon` only): one long task at a time (a scheduled backup or
+//!   fleet run) beside the calling thread, which keeps sweeping and serving the status page.
 //!
 //! A lane's threads start with its first job, so a command that never uses a lane has none of
 //! its threads. Besides the lanes, the only threads are the caller's, the signal thread
 //! (`main.rs`), the watcher thread of `vault watch` (the notify crate's) and the [`ticker`]
-//! (deadlines for SSH connections, started by the first one).
+//! (deadlines for SSH connections, started by the first one), and under `vault daemon --listen`
+//! the tiny_http crate's listener thread and its connection threads.
 //!
 //! Promises of the map functions (`map`):
 //! - Bounded: at most `window` items are in flight between the feeder and the sink.
@@ -70,6 +73,7 @@ pub enum PoolError<E> {
 pub struct Pool {
     compute: Arc<lane::Lane>,
     network: Arc<lane::Lane>,
+    task: Arc<lane::Lane>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -102,6 +106,7 @@ impl Pool {
         Pool {
             compute: lane::Lane::new("compute", or_cores(compute)),
             network: lane::Lane::new("network", or_cores(network)),
+            task: lane::Lane::new("task", 1),
         }
     }
 
@@ -115,6 +120,7 @@ impl Pool {
         Pool {
             compute: self.network.clone(),
             network: self.network.clone(),
+            task: self.task.clone(),
         }
     }
 
@@ -125,6 +131,13 @@ impl Pool {
         f: impl for<'s> FnOnce(&'s Scope<'s, 'env>) -> R,
     ) -> Result<R, String> {
         lane::run_scope(&self.compute, f)
+    }
+
+    /// Runs `job` on the one **task** worker, beside the calling thread: a long task of
+    /// `vault daemon` (a backup, a fleet run) that itself feeds the compute and network lanes
+    /// while the caller goes on sweeping and serving. Tasks run one at a time, in order.
+    pub fn spawn_task(&self, job: impl FnOnce() + Send + 'static) {
+        self.task.submit(Box::new(job));
     }
 
     /// Runs `job` on a worker, detached from the caller (it must own what it uses).

@@ -1,96 +1,229 @@
-//! `vault daemon`: the config file's scheduled jobs, their reports and alerts.
+//! `vault daemon`: the plan from the config file (each job's options built exactly as the
+//! matching `vault backup --job NAME`, `vault backup --fleet` or `vault scan` would build
+//! them), the reload loop, and the log.
+
+use std::path::Path;
+use std::sync::Arc;
 
 use super::super::*;
-use vault::ops::daemon::{run, schedule, DaemonEvent, DaemonJob, Stopped};
+use vault::config::{ScanSettings, SweepSettings};
+use vault::ops::daemon::{
+    run, schedule, serve, Daemon, DaemonJob, DaemonSweep, Plan, PushTo, Stopped, Task, When,
+};
 
-/// A job, and where its alerts go.
-type Scheduled = (DaemonJob, Box<dyn vault::alert::Notifier>);
+/// Parses `argv` as a command line and fills it from the config file, as `main` does.
+fn parse_as(argv: &[&str], path: &Path, cfg: &config::Config) -> Result<Cli, Error> {
+    let matches = <Cli as clap::CommandFactory>::command()
+        .try_get_matches_from(argv)
+        .map_err(|e| Error::Usage(vault::text::one_line(&e.to_string()).into_owned()))?;
+    let mut c = <Cli as clap::FromArgMatches>::from_arg_matches(&matches)
+        .map_err(|e| Error::Usage(e.to_string()))?;
+    c.global.config = Some(path.to_path_buf());
+    config::apply(&mut c, &matches, path, cfg)?;
+    Ok(c)
+}
 
-/// The jobs with `every`, each with its backup options as `vault backup --job NAME` builds
-/// them from the same config file.
-fn jobs(cli: &Cli) -> Result<Vec<Scheduled>, Error> {
+/// The schedule of a table: `every` or `at` (not both); `None` when it has neither.
+fn when_of(
+    path: &Path,
+    table: &str,
+    every: Option<std::time::Duration>,
+    at: Option<&vault::ops::daemon::Calendar>,
+) -> Result<Option<When>, Error> {
+    let p = path.display();
+    match (every, at) {
+        (Some(_), Some(_)) => Err(Error::Usage(format!(
+            "{p}: [{table}] has both `every` and `at`; keep one"
+        ))),
+        (Some(d), None) if d.is_zero() => Err(Error::Usage(format!(
+            "{p}: [{table}] every must be more than 0"
+        ))),
+        (Some(d), None) => Ok(Some(When::Every(d))),
+        (None, Some(c)) => Ok(Some(When::At(Box::new(c.clone())))),
+        (None, None) => Ok(None),
+    }
+}
+
+/// A `push_to` destination with the `[ssh]` settings `vault push` would use.
+fn push_to(dest: &str, path: &Path, cfg: &config::Config) -> Result<PushTo, Error> {
+    let c = parse_as(&["vault", "push", dest], path, cfg)?;
+    let Command::Push { ssh, .. } = &c.command else {
+        unreachable!("parsed as a push")
+    };
+    let remote = vault::ops::remote::Remote::parse(dest).map_err(Error::Usage)?;
+    let (auth, ssh) = ssh_settings(ssh)?;
+    Ok(PushTo { remote, auth, ssh })
+}
+
+/// `[job.NAME]` with `every` or `at`, as `vault backup --job NAME` builds it.
+fn backup_job(
+    name: &str,
+    job: &vault::config::BackupSettings,
+    path: &Path,
+    cfg: &config::Config,
+) -> Result<Option<DaemonJob>, Error> {
+    let Some(when) = when_of(path, &format!("job.{name}"), job.every, job.at.as_ref())? else {
+        return Ok(None);
+    };
+    let c = parse_as(&["vault", "backup", "--job", name], path, cfg)?;
+    let Command::Backup(b) = &c.command else {
+        unreachable!("parsed as a backup")
+    };
+    let mut backup = cmd::backup::backup_options(&c, b)?;
+    if backup.remote.is_some() {
+        return Err(Error::Usage(format!(
+            "{}: [job.{name}]: an ssh:// source runs in the daemon as [fleet] (hosts, paths)",
+            path.display()
+        )));
+    }
+    // A job that finds its repository locked waits for it rather than failing.
+    backup.lock_wait = backup.lock_wait.max(std::time::Duration::from_secs(3600));
+    Ok(Some(DaemonJob {
+        name: name.to_string(),
+        task: Task::Backup(Box::new(backup)),
+        when,
+        on_up: false,
+        max_age: job.max_age,
+        push_to: job
+            .push_to
+            .as_deref()
+            .map(|d| push_to(d, path, cfg))
+            .transpose()?,
+        alerts: Arc::from(notifier(&b.alert_to, &b.mail)?),
+    }))
+}
+
+/// `[fleet]` with `every`, `at` or `on_up`, as `vault backup --fleet` builds it.
+fn fleet_job(path: &Path, cfg: &config::Config) -> Result<Option<DaemonJob>, Error> {
+    let f = &cfg.fleet;
+    let on_up = f.on_up.unwrap_or(false);
+    let when = match when_of(path, "fleet", f.every, f.at.as_ref())? {
+        Some(w) => w,
+        None if on_up => When::Triggered,
+        None => return Ok(None),
+    };
+    let c = parse_as(&["vault", "backup", "--fleet"], path, cfg)?;
+    let Command::Backup(b) = &c.command else {
+        unreachable!("parsed as a backup")
+    };
+    let mut opts = cmd::fleet::fleet_options(&c, b)?;
+    opts.backup.lock_wait = opts
+        .backup
+        .lock_wait
+        .max(std::time::Duration::from_secs(3600));
+    Ok(Some(DaemonJob {
+        name: "fleet".into(),
+        task: Task::Fleet(Box::new(opts)),
+        when,
+        on_up,
+        max_age: f.max_age,
+        push_to: None,
+        alerts: Arc::from(notifier(&b.alert_to, &b.mail)?),
+    }))
+}
+
+/// `[sweep.NAME]`, as `vault scan` builds it with `[scan]` as its defaults.
+fn sweep_of(
+    name: &str,
+    s: &SweepSettings,
+    path: &Path,
+    cfg: &config::Config,
+) -> Result<DaemonSweep, Error> {
+    let p = path.display();
+    let every = s
+        .every
+        .ok_or_else(|| Error::Usage(format!("{p}: [sweep.{name}] needs `every`")))?;
+    if every.is_zero() {
+        return Err(Error::Usage(format!(
+            "{p}: [sweep.{name}] every must be more than 0"
+        )));
+    }
+    let mut merged = cfg.clone();
+    let d = &cfg.scan;
+    merged.scan = ScanSettings {
+        targets: s.targets.clone().or(d.targets.clone()),
+        hosts_file: s.hosts_file.clone().or(d.hosts_file.clone()),
+        tcp: s.tcp.clone().or(d.tcp.clone()),
+        icmp: s.icmp.or(d.icmp),
+        timeout: s.timeout.or(d.timeout),
+        retries: s.retries.or(d.retries),
+        rate: s.rate.or(d.rate),
+        every: Some(every),
+        state: s.state.clone().or(d.state.clone()),
+        alert_to: s.alert_to.clone().or(d.alert_to.clone()),
+    };
+    let c = parse_as(&["vault", "scan"], path, &merged)?;
+    let Command::Scan(a) = &c.command else {
+        unreachable!("parsed as a scan")
+    };
+    if a.targets.is_empty() && a.hosts_file.is_none() {
+        return Err(Error::Usage(format!(
+            "{p}: [sweep.{name}] needs `targets` or `hosts_file`"
+        )));
+    }
+    Ok(DaemonSweep {
+        name: name.to_string(),
+        opts: cmd::sweep::sweep_options(&c, a),
+        every,
+        alerts: Arc::from(notifier(&a.alert_to, &a.mail)?),
+    })
+}
+
+/// Everything the config file declares for the daemon.
+fn plan(cli: &Cli) -> Result<Plan, Error> {
     let Some((path, cfg)) = config::load(cli.global.config.as_deref())? else {
         return Err(Error::Usage(
             "vault daemon needs a config file (./vault.toml or --config FILE) with jobs".into(),
         ));
     };
-    let mut out = Vec::new();
+    let mut plan = Plan::default();
     for (name, job) in &cfg.job {
-        let Some(every) = job.every else { continue };
-        if every.is_zero() {
-            let p = path.display();
-            return Err(Error::Usage(format!(
-                "{p}: [job.{name}] every must be more than 0"
-            )));
-        }
-        let argv = ["vault", "backup", "--job", name.as_str()];
-        let matches = <Cli as clap::CommandFactory>::command()
-            .try_get_matches_from(argv)
-            .map_err(|e| Error::Usage(e.to_string()))?;
-        let mut c = <Cli as clap::FromArgMatches>::from_arg_matches(&matches)
-            .map_err(|e| Error::Usage(e.to_string()))?;
-        c.global.config = Some(path.clone());
-        config::apply(&mut c, &matches, &path, &cfg)?;
-        let Command::Backup(b) = &c.command else {
-            unreachable!("parsed as a backup")
-        };
-        let backup = cmd::backup::backup_options(&c, b)?;
-        let alerts = notifier(&b.alert_to, &b.mail)?;
-        out.push((
-            DaemonJob {
-                name: name.clone(),
-                every,
-                backup,
-            },
-            alerts,
-        ));
+        plan.jobs.extend(backup_job(name, job, &path, &cfg)?);
     }
-    if out.is_empty() {
-        let p = path.display();
+    plan.jobs.extend(fleet_job(&path, &cfg)?);
+    for (name, s) in &cfg.sweep {
+        plan.sweeps.push(sweep_of(name, s, &path, &cfg)?);
+    }
+    if plan.jobs.is_empty() && plan.sweeps.is_empty() {
         return Err(Error::Usage(format!(
-            "{p}: no [job.NAME] has `every`; nothing to schedule"
+            "{}: nothing to schedule: no [job.NAME] has `every` or `at`, [fleet] has none of `every`, `at`, `on_up`, and there is no [sweep.NAME]",
+            path.display()
         )));
     }
-    Ok(out)
+    Ok(plan)
 }
 
-/// One run's report: a line, its JSON, and for a failure the job's alert.
-fn on_run(
-    ev: DaemonEvent<'_>,
-    out: &Out,
-    (jobs, alerts): (&[DaemonJob], &[Box<dyn vault::alert::Notifier>]),
-    (reports, failures): (&mut Vec<serde_json::Value>, &mut Vec<String>),
-) {
-    match ev {
-        DaemonEvent::Done { job, report } => {
-            let s = &report.stats;
-            out.say(&format!(
-                "{}: {} snapshot {}: {} new, {} changed, {} deleted, {} warnings",
-                job.name,
-                report.kind,
-                report.snapshot.as_deref().unwrap_or("-"),
-                s.new,
-                s.changed,
-                s.deleted,
-                report.warnings.len()
-            ));
-            let mut v = serde_json::to_value(report).unwrap_or_default();
-            v["job"] = job.name.clone().into();
-            reports.push(v);
-        }
-        DaemonEvent::Failed { job, error } => {
-            eprintln!("vault: {}: backup failed: {error}", job.name);
-            let i = jobs.iter().position(|j| j.name == job.name).unwrap_or(0);
-            let ev = vault::alert::Event::BackupFailed {
-                source: job.backup.source.display().to_string(),
-                error: error.to_string(),
-            };
-            if let Err(e) = alerts[i].notify(&[ev]) {
-                eprintln!("vault: warning: alert mail not sent: {e}");
-            }
-            failures.push(format!("{}: {error}", job.name));
-        }
+fn print_schedule(plan: &Plan, out: &Out) -> Result<Outcome, Error> {
+    let list = schedule(plan);
+    if out.json {
+        let sweeps: Vec<serde_json::Value> = plan
+            .sweeps
+            .iter()
+            .map(|s| serde_json::json!({"sweep": s.name, "targets": s.opts.targets, "every_s": s.every.as_secs_f64()}))
+            .collect();
+        out.json(&serde_json::json!({ "jobs": list, "sweeps": sweeps }))?;
     }
+    for p in &list {
+        let next = p.next.map_or("when triggered".into(), |s| {
+            format!(
+                "next {}",
+                vault::time::compact_utc(s.saturating_mul(1_000_000_000))
+            )
+        });
+        out.say(&format!(
+            "{}: {} {} -> {}, {}, {next}",
+            p.job, p.kind, p.source, p.repo, p.schedule
+        ));
+    }
+    for s in &plan.sweeps {
+        let every = vault::time::human_duration(s.every);
+        out.say(&format!(
+            "sweep {}: {} every {every}",
+            s.name,
+            s.opts.targets.join(" ")
+        ));
+    }
+    Ok(Outcome::Done)
 }
 
 pub(in crate::cli) fn daemon(
@@ -100,43 +233,38 @@ pub(in crate::cli) fn daemon(
     pool: &Pool,
     (stop, abort): (&CancelToken, &CancelToken),
 ) -> Result<Outcome, Error> {
-    let scheduled = jobs(cli)?;
-    let (jobs, alerts): (Vec<DaemonJob>, Vec<_>) = scheduled.into_iter().unzip();
+    let mut plan = plan(cli)?;
     if d.print_schedule {
-        let plan = schedule(&jobs);
-        if out.json {
-            out.json(&serde_json::json!({ "jobs": plan }))?;
-        }
-        for p in &plan {
-            let next = vault::time::compact_utc(p.next * 1_000_000_000);
-            out.say(&format!(
-                "{}: {} -> {} every {}s, next {next}",
-                p.job, p.source, p.repo, p.every_s
-            ));
-        }
-        return Ok(Outcome::Done);
+        return print_schedule(&plan, out);
     }
+    let server = d
+        .listen
+        .map(|a| serve::listen(a, d.listen_public))
+        .transpose()?;
+    let mut daemon = Daemon::new(server);
     out.note(&format!(
-        "daemon: {} scheduled jobs; SIGTERM to stop, SIGHUP to reload the config",
-        jobs.len()
+        "daemon: {} jobs, {} sweeps{}; SIGTERM to stop, SIGHUP to reload the config",
+        plan.jobs.len(),
+        plan.sweeps.len(),
+        d.listen
+            .map(|a| format!(", status page on http://{a}/"))
+            .unwrap_or_default()
     ));
-    let (mut jobs, mut alerts) = (jobs, alerts);
     let mut reports: Vec<serde_json::Value> = Vec::new();
     let mut failures: Vec<String> = Vec::new();
-    let mut next = std::collections::HashMap::new();
     loop {
-        let mut on_event =
-            |ev: DaemonEvent<'_>| on_run(ev, out, (&jobs, &alerts), (&mut reports, &mut failures));
-        if run(&jobs, &mut next, pool, (stop, abort), &mut on_event) == Stopped::Signal {
+        let mut note = |n: vault::ops::daemon::Note<'_>| log(n, out, &mut reports, &mut failures);
+        if run(&mut daemon, &plan, pool, (stop, abort), &mut note) == Stopped::Signal {
             break;
         }
         // SIGHUP: the new config, or the old one kept (one line naming the file and line).
-        match self::jobs(cli) {
+        match self::plan(cli) {
             Ok(new) => {
-                (jobs, alerts) = new.into_iter().unzip();
+                plan = new;
                 out.note(&format!(
-                    "daemon: config reloaded: {} scheduled jobs",
-                    jobs.len()
+                    "daemon: config reloaded: {} scheduled jobs, {} sweeps",
+                    plan.jobs.len(),
+                    plan.sweeps.len()
                 ));
             }
             Err(e) => eprintln!(
@@ -150,4 +278,31 @@ pub(in crate::cli) fn daemon(
     }
     out.note("daemon stopped");
     Ok(Outcome::Done)
+}
+
+/// One line a daemon event: failures, DOWN hosts and overdue jobs on stderr, the rest on
+/// stdout (both under `-q` only for problems); reports kept for `--json`.
+fn log(
+    n: vault::ops::daemon::Note<'_>,
+    out: &Out,
+    reports: &mut Vec<serde_json::Value>,
+    failures: &mut Vec<String>,
+) {
+    use vault::ops::daemon::status::EventKind;
+    match n {
+        vault::ops::daemon::Note::Event(e) => match e.kind {
+            EventKind::Failed | EventKind::Down | EventKind::Overdue => {
+                eprintln!("vault: {}", e.text);
+                if e.kind == EventKind::Failed {
+                    failures.push(e.text.clone());
+                }
+            }
+            _ => out.say(&e.text),
+        },
+        vault::ops::daemon::Note::Report { job, report } => {
+            let mut v = report;
+            v["job"] = job.into();
+            reports.push(v);
+        }
+    }
 }

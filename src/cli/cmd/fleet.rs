@@ -16,6 +16,32 @@ pub(in crate::cli) fn fleet(
             "a fleet run (--host/--hosts-file) cannot be a dry run".into(),
         ));
     }
+    let opts = fleet_options(cli, b)?;
+    let alerts = notifier(&b.alert_to, &b.mail)?;
+    let fleet = backup_fleet(&opts, pool, cancel)?;
+    let reports = &fleet.hosts;
+    let events: Vec<vault::alert::Event> = reports.iter().filter_map(event).collect();
+    if !events.is_empty() {
+        if let Err(e) = alerts.notify(&events) {
+            eprintln!("vault: warning: alert mail not sent: {e}");
+        }
+    }
+    if out.json {
+        out.json(&fleet)?;
+    }
+    say(out, reports);
+    if !out.quiet && !fleet.down.is_empty() {
+        eprintln!("not answering, left out: {}", fleet.down.join(", "));
+    }
+    Ok(if reports.iter().any(HostReport::trouble) {
+        Outcome::Partial
+    } else {
+        Outcome::Done
+    })
+}
+
+/// What a fleet run backs up, from `vault backup --host/--hosts-file/--sweep/--fleet`.
+pub(in crate::cli) fn fleet_options(cli: &Cli, b: &BackupArgs) -> Result<FleetOptions, Error> {
     if b.host.is_empty() && b.hosts_file.is_none() && b.sweep.is_empty() {
         return Err(Error::Usage(
             "give --host, --hosts-file or --sweep (--fleet takes them from [fleet] of vault.toml or --config)".into(),
@@ -38,8 +64,7 @@ pub(in crate::cli) fn fleet(
         .collect::<Result<Vec<_>, _>>()
         .map_err(Error::Usage)?;
     let (auth, ssh) = ssh_settings(&b.ssh.as_ssh_flags())?;
-    let alerts = notifier(&b.alert_to, &b.mail)?;
-    let opts = FleetOptions {
+    Ok(FleetOptions {
         hosts,
         up_from_scan: b.up_from_scan,
         sweep,
@@ -47,26 +72,6 @@ pub(in crate::cli) fn fleet(
         auth,
         ssh,
         backup: super::backup::backup_options(cli, b)?,
-    };
-    let fleet = backup_fleet(&opts, pool, cancel)?;
-    let reports = &fleet.hosts;
-    let events: Vec<vault::alert::Event> = reports.iter().filter_map(event).collect();
-    if !events.is_empty() {
-        if let Err(e) = alerts.notify(&events) {
-            eprintln!("vault: warning: alert mail not sent: {e}");
-        }
-    }
-    if out.json {
-        out.json(&fleet)?;
-    }
-    say(out, reports);
-    if !out.quiet && !fleet.down.is_empty() {
-        eprintln!("not answering, left out: {}", fleet.down.join(", "));
-    }
-    Ok(if reports.iter().any(HostReport::trouble) {
-        Outcome::Partial
-    } else {
-        Outcome::Done
     })
 }
 

@@ -20,15 +20,9 @@ pub(in crate::cli) fn print_hosts(out: &Out, report: &vault::ops::sweep::SweepRe
     }
 }
 
-pub(in crate::cli) fn scan(
-    cli: &Cli,
-    a: &ScanArgs,
-    out: &Out,
-    pool: &Pool,
-    cancel: &CancelToken,
-) -> Result<Outcome, Error> {
-    use vault::ops::sweep::{sweep, SweepOptions};
-    let mut opts = SweepOptions::new(a.targets.clone());
+/// The sweep `vault scan` (or a `[sweep.NAME]` of `vault daemon`) runs.
+pub(in crate::cli) fn sweep_options(cli: &Cli, a: &ScanArgs) -> vault::ops::sweep::SweepOptions {
+    let mut opts = vault::ops::sweep::SweepOptions::new(a.targets.clone());
     opts.hosts_file = a.hosts_file.clone();
     if let Some(p) = &a.tcp {
         opts.tcp_ports = p.0.clone();
@@ -39,6 +33,18 @@ pub(in crate::cli) fn scan(
     opts.rate = a.rate;
     opts.yes = a.yes;
     opts.state_dir = a.state.clone().or_else(|| cli.global.repo.clone());
+    opts
+}
+
+pub(in crate::cli) fn scan(
+    cli: &Cli,
+    a: &ScanArgs,
+    out: &Out,
+    pool: &Pool,
+    cancel: &CancelToken,
+) -> Result<Outcome, Error> {
+    use vault::ops::sweep::sweep;
+    let opts = sweep_options(cli, a);
     let every = a.every;
     if every.is_some_and(|d| d.is_zero()) {
         return Err(Error::Usage("--every must be more than 0".into()));
