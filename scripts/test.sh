@@ -31,6 +31,8 @@ command -v pkg-config >/dev/null || need+=(pkg-config)
 command -v rclone >/dev/null || need+=(rclone)
 command -v openssl >/dev/null || need+=(openssl)
 /usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || need+=(python3-aiosmtpd)
+/usr/bin/python3 -c 'import prometheus_client' 2>/dev/null || need+=(python3-prometheus-client)
+command -v chromium >/dev/null || need+=(chromium)
 if [ ! -x /usr/sbin/postfix ]; then
   # Local delivery only, on loopback: mail to local users lands in /var/mail/USER.
   echo "postfix postfix/main_mailer_type select Local only" | debconf-set-selections

@@ -5,6 +5,7 @@ mod backup;
 mod common;
 mod config;
 mod daemon;
+mod daemon_status;
 mod fleet;
 mod fuzz_found;
 mod hardening;

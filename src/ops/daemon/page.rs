@@ -111,7 +111,10 @@ fn jobs(out: &mut String, s: &Status) {
 }
 
 fn last_success(now: i64, j: &JobRow) -> String {
-    let text = format!("{} ago", age(now, j.last_success));
+    let text = match j.last_success {
+        Some(_) => format!("{} ago", age(now, j.last_success)),
+        None => "never".to_string(),
+    };
     if j.overdue {
         format!("<span class=\"bad\">OVERDUE: {}</span>", esc(&text))
     } else {
