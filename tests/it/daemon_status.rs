@@ -536,3 +536,147 @@ fn check_page(port: u16) {
     assert!(errors.is_empty(), "console errors: {errors:?}");
     fs::write(out.join("status.dom.html"), dom).unwrap();
 }
+
+/// A tree of `n` files of 5 MB that do not compress.
+fn big_tree(dir: &Path, n: usize) {
+    let mut rnd = fs::File::open("/dev/urandom").unwrap();
+    let mut buf = vec![0u8; 5_000_000];
+    for i in 0..n {
+        rnd.read_exact(&mut buf).unwrap();
+        write(dir.join(format!("f{i:03}.bin")), &buf);
+    }
+}
+
+fn big_job_config(t: &Path, repo: &str) -> PathBuf {
+    let d = t.display();
+    let text = format!(
+        "[job.big]\nsource = \"{d}/big\"\nrepo = \"{d}/{repo}\"\nevery = \"1h\"\n\n\
+         [sweep.lan]\ntargets = [\"127.0.0.0/29\"]\nevery = \"300ms\"\ntimeout = \"300ms\"\n"
+    );
+    let path = t.join(format!("{repo}.toml"));
+    fs::write(&path, text).unwrap();
+    path
+}
+
+fn start_daemon(cfg: &Path, port: u16) -> Child {
+    let child = Command::new(vault_bin())
+        .args(["daemon", "--config", p(cfg), "--listen", &port.to_string()])
+        .args(["--jobs", "2", "--parallel", "8", "-q"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_listener(port);
+    child
+}
+
+fn threads(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// The thread budget of docs/architecture.md for `vault daemon --jobs 2 --parallel 8 --listen`
+/// with one client at a time: main, signal, 2 compute, 8 network, the task worker, the ticker,
+/// and tiny_http's accept thread and its 4 connection threads.
+const BUDGET: usize = 2 + 2 + 8 + 1 + 1 + 5;
+
+#[test]
+fn a_full_backup_keeps_the_thread_budget_and_does_not_slow_sweeps_and_sigterm_is_clean() {
+    if !require_root("ICMP sweeps") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    big_tree(&t.path().join("big"), 60);
+    let port = free_port();
+    let mut child = start_daemon(&big_job_config(t.path(), "repo"), port);
+    let pid = child.id();
+    let mut most = 0;
+    let start = Instant::now();
+    let mut polled = Instant::now();
+    let s = loop {
+        most = most.max(threads(pid));
+        if polled.elapsed() > Duration::from_millis(250) {
+            polled = Instant::now();
+            let s = status(port);
+            let idle_after = s["sweeps"][0]["timings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .rev()
+                .take_while(|x| x["busy"] == false)
+                .count();
+            if s["jobs"][0]["outcome"].is_string() && idle_after >= 8 {
+                break s;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the backup did not end"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(s["jobs"][0]["outcome"], "ok", "{s:#}");
+    let timings = s["sweeps"][0]["timings"].as_array().unwrap();
+    let pick = |busy: bool| -> Vec<f64> {
+        timings
+            .iter()
+            .filter(|x| x["busy"] == busy)
+            .map(|x| x["duration_s"].as_f64().unwrap())
+            .collect()
+    };
+    let (busy, idle) = (pick(true), pick(false));
+    let (mb, mi) = (median(busy.clone()), median(idle.clone()));
+    println!(
+        "threads: at most {most} (budget {BUDGET}); sweep of 127.0.0.0/29: median {:.2} ms over {} sweeps during the full backup ({} s), {:.2} ms over {} idle: {:.2}x",
+        mb * 1000.0,
+        busy.len(),
+        s["jobs"][0]["duration_s"],
+        mi * 1000.0,
+        idle.len(),
+        mb / mi
+    );
+    assert!(busy.len() >= 3, "{s:#}");
+    assert!(most <= BUDGET, "{most} threads");
+    assert!(mb <= 2.0 * mi, "{mb} vs {mi}");
+    // SAFETY: kill has no memory preconditions.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    sigterm_during_a_backup(t.path());
+}
+
+/// SIGTERM while the backup runs lets it finish; twice abandons it. Either way the repository
+/// passes `check --read-data` and holds a whole snapshot or none.
+fn sigterm_during_a_backup(t: &Path) {
+    for (repo, signals, snapshots) in [("once", 1, 1), ("twice", 2, 0)] {
+        let port = free_port();
+        let mut child = start_daemon(&big_job_config(t, repo), port);
+        wait_status(port, 30, "the backup running", |s| s["running"] == "big");
+        std::thread::sleep(Duration::from_millis(500));
+        for _ in 0..signals {
+            // SAFETY: kill has no memory preconditions.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let st = child.wait().unwrap();
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        assert_eq!(st.code(), Some(0), "{repo}: {err}");
+        let r = t.join(repo);
+        vault_ok(&["check", "--repo", p(&r), "--read-data", "-q"], 0);
+        let list = vault_ok(&["snapshots", "--repo", p(&r), "--json"], 0).json();
+        assert_eq!(list.as_array().unwrap().len(), snapshots, "{repo}: {list}");
+        let left: Vec<_> = fs::read_dir(r.join("archives"))
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert_eq!(left.len(), snapshots, "{repo}: {left:?}");
+    }
+}
