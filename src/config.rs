@@ -74,6 +74,14 @@ pub struct BackupSettings {
     pub max_age: Option<Duration>,
     /// `vault daemon` only: push the repository here after each run that recorded something.
     pub push_to: Option<String>,
+    /// `vault daemon` only: back up after changes settle, as `vault watch` does.
+    pub watch: Option<bool>,
+    /// With `watch`: how long changes must settle (`vault watch --debounce`).
+    #[serde(default, deserialize_with = "duration")]
+    pub debounce: Option<Duration>,
+    /// With `watch`: a full rescan at least this often (`vault watch --rescan-interval`).
+    #[serde(default, deserialize_with = "duration")]
+    pub rescan_interval: Option<Duration>,
 }
 
 /// `[alert]`: recipients and SMTP settings for `--alert-to` and `vault mail`.

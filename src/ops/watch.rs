@@ -66,19 +66,12 @@ pub fn watch(
 ) -> Result<()> {
     let mut st = WatchState::start(opts)?;
     while !stop.is_cancelled() {
-        st.follow_root()?;
-        st.collect_events(on_event)?;
-        let now = Instant::now();
-        let settled = st
-            .last_event
-            .is_some_and(|t| now.duration_since(t) >= opts.debounce);
-        let periodic = now >= st.next_rescan;
-        if !(settled || periodic) || now < st.not_before {
+        let wait = Duration::from_millis(50);
+        let Some((b, full_rescan)) = st.due(opts, wait, on_event)? else {
             continue;
-        }
-        let (b, full_rescan) = st.next_backup(opts, now, periodic);
+        };
         let result = backup(&b, pool, abort, &NoProgress);
-        st.repo = crate::engine::fsx::resolve_path(&opts.backup.repo);
+        st.backed_up(opts);
         if !st.finish_backup(result, full_rescan, on_event) {
             break;
         }
@@ -86,8 +79,8 @@ pub fn watch(
     Ok(())
 }
 
-/// What the watch loop keeps between rounds.
-struct WatchState {
+/// What the watch loop keeps between rounds (`vault daemon` keeps one a `watch = true` job).
+pub struct WatchState {
     /// The source folder, canonical.
     src: PathBuf,
     /// The repository, resolved: events from inside it (it may lie in the source) are never
@@ -113,9 +106,46 @@ struct WatchState {
     root_gone: bool,
 }
 
+impl std::fmt::Debug for WatchState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WatchState")
+            .field("src", &self.src)
+            .field("dirty", &self.dirty.len())
+            .field("full", &self.full)
+            .finish_non_exhaustive()
+    }
+}
+
 impl WatchState {
+    /// Waits up to `wait` for events; returns the backup to run now (and whether it is a full
+    /// rescan) once changes have settled for `debounce`, or a periodic rescan is due.
+    pub fn due(
+        &mut self,
+        opts: &WatchOptions,
+        wait: Duration,
+        on_event: &mut dyn FnMut(WatchEvent),
+    ) -> Result<Option<(BackupOptions, bool)>> {
+        self.follow_root()?;
+        self.collect_events(wait, on_event)?;
+        let now = Instant::now();
+        let settled = self
+            .last_event
+            .is_some_and(|t| now.duration_since(t) >= opts.debounce);
+        let periodic = now >= self.next_rescan;
+        if !(settled || periodic) || now < self.not_before {
+            return Ok(None);
+        }
+        Ok(Some(self.next_backup(opts, now, periodic)))
+    }
+
+    /// After a backup: the repository may have been created meanwhile (events from inside it
+    /// are never changes).
+    pub fn backed_up(&mut self, opts: &WatchOptions) {
+        self.repo = crate::engine::fsx::resolve_path(&opts.backup.repo);
+    }
+
     /// Checks the source, starts watching it, and sets up for a first, full backup.
-    fn start(opts: &WatchOptions) -> Result<WatchState> {
+    pub fn start(opts: &WatchOptions) -> Result<WatchState> {
         let src = std::fs::canonicalize(&opts.backup.source).map_err(|e| Error::Source {
             path: opts.backup.source.clone(),
             source: e,
@@ -159,9 +189,13 @@ impl WatchState {
         Ok(())
     }
 
-    /// Waits up to 50 ms for a watch message, then takes everything queued before deciding.
-    fn collect_events(&mut self, on_event: &mut dyn FnMut(WatchEvent)) -> Result<()> {
-        match self.rx.recv_timeout(Duration::from_millis(50)) {
+    /// Waits up to `wait` for a watch message, then takes everything queued before deciding.
+    fn collect_events(
+        &mut self,
+        wait: Duration,
+        on_event: &mut dyn FnMut(WatchEvent),
+    ) -> Result<()> {
+        match self.rx.recv_timeout(wait) {
             Ok(msg) => self.on_message(msg, on_event),
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => {
@@ -241,7 +275,7 @@ impl WatchState {
     ) -> bool {
         match result {
             Ok(report) => {
-                self.failures = 0;
+                self.succeeded();
                 on_event(WatchEvent::Backup {
                     full_rescan,
                     report,
@@ -249,17 +283,28 @@ impl WatchState {
             }
             Err(Error::Cancelled) => return false,
             Err(error) => {
-                self.failures += 1;
-                let retry_in =
-                    Duration::from_secs(1u64 << self.failures.min(6)).min(Duration::from_secs(60));
-                self.not_before = Instant::now() + retry_in;
-                // Try again with a full rescan: what the failed run saw is not recorded.
-                self.full = true;
-                self.last_event = Some(Instant::now());
+                let retry_in = self.failed();
                 on_event(WatchEvent::Failed { error, retry_in });
             }
         }
         true
+    }
+
+    /// A backup succeeded: no backoff.
+    pub fn succeeded(&mut self) {
+        self.failures = 0;
+    }
+
+    /// A backup failed: the next one waits (returned: how long) and rescans everything, since
+    /// what the failed run saw is not recorded.
+    pub fn failed(&mut self) -> Duration {
+        self.failures += 1;
+        let retry_in =
+            Duration::from_secs(1u64 << self.failures.min(6)).min(Duration::from_secs(60));
+        self.not_before = Instant::now() + retry_in;
+        self.full = true;
+        self.last_event = Some(Instant::now());
+        retry_in
     }
 }
 

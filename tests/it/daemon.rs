@@ -168,3 +168,92 @@ fn sighup_with_a_broken_config_keeps_the_old_one_and_a_good_one_is_taken() {
     assert!(lines[0].contains(&format!("{}:2", cfg.display())), "{err}");
     assert!(err.contains("config reloaded: 1 scheduled jobs"), "{err}");
 }
+
+#[test]
+fn a_watch_job_backs_up_after_changes_settle_and_records_nothing_when_nothing_changed() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, repo) = (t.path().join("src"), t.path().join("repo"));
+    write(src.join("a.txt"), "a");
+    let cfg = config(
+        t.path(),
+        &format!(
+            "[job.live]\nsource = \"{}\"\nrepo = \"{}\"\nwatch = true\ndebounce = \"300ms\"\n",
+            src.display(),
+            repo.display()
+        ),
+    );
+    let plan = vault_ok(
+        &["daemon", "--config", p(&cfg), "--print-schedule", "--json"],
+        0,
+    )
+    .json();
+    assert_eq!(
+        plan["jobs"][0]["schedule"], "on changes (settled 300ms)",
+        "{plan}"
+    );
+    assert!(plan["jobs"][0]["next"].is_null(), "{plan}");
+    let mut child = Command::new(vault_bin())
+        .args(["daemon", "--config", p(&cfg)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let wait_for = |n: usize| {
+        let start = Instant::now();
+        while snapshots(&repo).len() < n {
+            assert!(start.elapsed() < Duration::from_secs(20), "{n} snapshots");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    // The first run is a full rescan; then one change makes one more snapshot.
+    wait_for(1);
+    write(src.join("sub/b.txt"), "b");
+    wait_for(2);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(snapshots(&repo).len(), 2);
+    // SAFETY: kill has no memory preconditions.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let mut out = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
+    let list = snapshots(&repo);
+    assert_eq!(list[1]["new"], 2, "the folder and its file: {list:?}");
+    assert!(out.contains("live: incremental snapshot"), "{out}");
+}
+
+#[test]
+fn bad_daemon_configs_and_flags_are_one_line_and_exit_2() {
+    let t = tempfile::tempdir().unwrap();
+    let job = |extra: &str| format!("[job.j]\nsource = \"/tmp\"\nrepo = \"/tmp/r\"\n{extra}");
+    for (text, needle) in [
+        (
+            job("every = \"1h\"\nat = \"01:30\"\n"),
+            "has both `every` and `at`",
+        ),
+        (
+            job("at = \"someday 25:99\"\n"),
+            "bad calendar spec 'someday 25:99'",
+        ),
+        (
+            job("watch = true\nevery = \"1h\"\n"),
+            "has `watch` and a schedule",
+        ),
+        (
+            "[sweep.s]\ntargets = [\"127.0.0.1\"]\n".to_string(),
+            "[sweep.s] needs `every`",
+        ),
+    ] {
+        let cfg = config(t.path(), &text);
+        let r = vault(&["daemon", "--config", p(&cfg)]);
+        assert_eq!(r.code, 2, "{text}: {r:?}");
+        assert!(r.stderr.contains(needle), "{text}: {}", r.stderr);
+        assert_eq!(r.stderr.trim().lines().count(), 1, "{}", r.stderr);
+    }
+    let cfg = config(t.path(), &job("every = \"1h\"\n"));
+    let r = vault(&["daemon", "--config", p(&cfg), "--listen", "0.0.0.0:9"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("add --listen-public"), "{}", r.stderr);
+    let r = vault(&["daemon", "--config", p(&cfg), "--listen", "nowhere"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("bad address 'nowhere'"), "{}", r.stderr);
+}

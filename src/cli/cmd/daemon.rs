@@ -44,6 +44,35 @@ fn when_of(
     }
 }
 
+/// A job's schedule: `every`, `at` or `watch = true` (one of them).
+fn job_when(
+    path: &Path,
+    table: &str,
+    job: &vault::config::BackupSettings,
+) -> Result<Option<When>, Error> {
+    let when = when_of(path, table, job.every, job.at.as_ref())?;
+    if job.watch != Some(true) {
+        return Ok(when);
+    }
+    if when.is_some() {
+        return Err(Error::Usage(format!(
+            "{}: [{table}] has `watch` and a schedule; keep one",
+            path.display()
+        )));
+    }
+    let debounce = job.debounce.unwrap_or(std::time::Duration::from_secs(2));
+    let rescan = job
+        .rescan_interval
+        .unwrap_or(std::time::Duration::from_secs(3600));
+    if rescan.is_zero() {
+        return Err(Error::Usage(format!(
+            "{}: [{table}] rescan_interval must be more than 0",
+            path.display()
+        )));
+    }
+    Ok(Some(When::Watch { debounce, rescan }))
+}
+
 /// A `push_to` destination with the `[ssh]` settings `vault push` would use.
 fn push_to(dest: &str, path: &Path, cfg: &config::Config) -> Result<PushTo, Error> {
     let c = parse_as(&["vault", "push", dest], path, cfg)?;
@@ -62,7 +91,8 @@ fn backup_job(
     path: &Path,
     cfg: &config::Config,
 ) -> Result<Option<DaemonJob>, Error> {
-    let Some(when) = when_of(path, &format!("job.{name}"), job.every, job.at.as_ref())? else {
+    let table = format!("job.{name}");
+    let Some(when) = job_when(path, &table, job)? else {
         return Ok(None);
     };
     let c = parse_as(&["vault", "backup", "--job", name], path, cfg)?;

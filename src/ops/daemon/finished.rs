@@ -20,6 +20,7 @@ impl Daemon {
             }
         }
         let (outcome, bytes, files, snapshot) = outcome_of(&done.ran);
+        self.watch_finished(&done.job, outcome != Outcome::Failed);
         if let Some(row) = self.status.job_mut(&done.job) {
             row.running = false;
             row.runs += 1;
@@ -67,6 +68,10 @@ impl Daemon {
     fn report(&mut self, job: Option<&DaemonJob>, done: &Finished, note: &mut dyn FnMut(Note<'_>)) {
         let name = done.job.as_str();
         match &done.ran {
+            Ran::Backup(Ok(r)) if r.snapshot.is_none() => {
+                let text = format!("{name}: nothing changed; nothing recorded");
+                self.event(EventKind::Backup, text, note);
+            }
             Ran::Backup(Ok(r)) => {
                 let s = &r.stats;
                 let text = format!(

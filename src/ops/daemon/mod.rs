@@ -22,6 +22,7 @@ pub mod serve;
 pub mod status;
 mod sweeps;
 mod task;
+mod watches;
 pub mod when;
 
 use std::sync::atomic::AtomicBool;

@@ -48,6 +48,8 @@ pub struct Daemon {
     pub(super) seen: HashMap<String, HashMap<String, bool>>,
     queue: VecDeque<Queued>,
     running: Option<Running>,
+    /// The file system watch of each `watch = true` job.
+    pub(super) watches: HashMap<String, super::watches::Watched>,
     pub server: Option<tiny_http::Server>,
 }
 
@@ -76,6 +78,7 @@ impl Daemon {
             seen: HashMap::new(),
             queue: VecDeque::new(),
             running: None,
+            watches: HashMap::new(),
             server,
         }
     }
@@ -124,6 +127,11 @@ impl Daemon {
             .hosts
             .retain(|h| names.contains(&h.sweep.as_str()));
         self.refresh_repos(plan);
+        self.watches.retain(|n, _| {
+            plan.jobs
+                .iter()
+                .any(|j| &j.name == n && matches!(j.when, When::Watch { .. }))
+        });
     }
 
     /// Reads the repositories' snapshot lists (at start-up and after a reload).
@@ -234,6 +242,7 @@ impl Daemon {
         if !stop.is_cancelled() {
             self.sweeps(plan, pool, stop, note);
             self.overdue(plan, note);
+            self.watch_jobs(plan, note);
         }
         self.status.now = now_s();
     }
@@ -282,6 +291,12 @@ impl Daemon {
 
     pub(super) fn busy(&self) -> bool {
         self.running.is_some()
+    }
+
+    /// Whether the job is running or waiting to.
+    pub(super) fn pending(&self, job: &str) -> bool {
+        self.running.as_ref().is_some_and(|r| r.job == job)
+            || self.queue.iter().any(|q| q.job == job)
     }
 
     /// Answers status requests for up to `wait`.

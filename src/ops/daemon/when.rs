@@ -85,6 +85,12 @@ pub enum When {
     At(Box<Calendar>),
     /// No schedule: the job runs only when triggered (a fleet host that comes up).
     Triggered,
+    /// `watch = true`: after changes in the source settle for `debounce` (and a full rescan
+    /// every `rescan`), as `vault watch` does.
+    Watch {
+        debounce: Duration,
+        rescan: Duration,
+    },
 }
 
 impl When {
@@ -98,7 +104,7 @@ impl When {
             When::At(c) => c
                 .next_after(last_start.unwrap_or(now).max(now) / 1000)
                 .map(|s| s.saturating_mul(1000)),
-            When::Triggered => None,
+            When::Triggered | When::Watch { .. } => None,
         }
     }
 
@@ -108,6 +114,10 @@ impl When {
             When::Every(d) => format!("every {}", crate::time::human_duration(*d)),
             When::At(c) => format!("at {}", c.text()),
             When::Triggered => "when a host comes up".to_string(),
+            When::Watch { debounce, .. } => format!(
+                "on changes (settled {})",
+                crate::time::human_duration(*debounce)
+            ),
         }
     }
 }
