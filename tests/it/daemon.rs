@@ -257,3 +257,65 @@ fn bad_daemon_configs_and_flags_are_one_line_and_exit_2() {
     assert_eq!(r.code, 2, "{r:?}");
     assert!(r.stderr.contains("bad address 'nowhere'"), "{}", r.stderr);
 }
+
+#[test]
+fn push_to_copies_the_repository_after_each_run_that_recorded_a_snapshot() {
+    if Command::new("rclone").arg("version").output().is_err() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "rclone is needed and CI is set"
+        );
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let (src, repo, remote) = (
+        t.path().join("src"),
+        t.path().join("repo"),
+        t.path().join("rc"),
+    );
+    write(src.join("a.txt"), "a");
+    let cfg = config(
+        t.path(),
+        &format!(
+            "[job.off]\nsource = \"{}\"\nrepo = \"{}\"\nevery = \"1s\"\nfull_on = \"never\"\npush_to = \"rclone:vtest:{}\"\n",
+            src.display(),
+            repo.display(),
+            remote.display()
+        ),
+    );
+    let mut child = Command::new(vault_bin())
+        .args(["daemon", "--config", p(&cfg)])
+        .env("RCLONE_CONFIG_VTEST_TYPE", "local")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let mut n = 0;
+    while snapshots(&repo).len() < 3 {
+        assert!(start.elapsed() < Duration::from_secs(30), "3 snapshots");
+        n += 1;
+        write(src.join("a.txt"), format!("change {n}"));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // SAFETY: kill has no memory preconditions.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let mut out = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
+    let pushes = out.lines().filter(|l| l.contains("off: pushed to")).count();
+    assert!(pushes >= 3, "{out}");
+    let pulled = t.path().join("pulled");
+    let r = vault_env(
+        &[
+            "pull",
+            &format!("rclone:vtest:{}", remote.display()),
+            "--repo",
+            p(&pulled),
+        ],
+        &[("RCLONE_CONFIG_VTEST_TYPE", "local")],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    vault_ok(&["check", "--repo", p(&pulled), "--read-data", "-q"], 0);
+    assert_eq!(snapshots(&pulled).len(), snapshots(&repo).len());
+}
