@@ -115,6 +115,11 @@ impl Daemon {
                     report: serde_json::to_value(f).unwrap_or_default(),
                 });
             }
+            Ran::Backup(Err(crate::error::Error::Cancelled))
+            | Ran::Fleet(Err(crate::error::Error::Cancelled)) => {
+                let text = format!("{name}: abandoned by a second signal; nothing recorded");
+                self.event(EventKind::Backup, text, note);
+            }
             Ran::Backup(Err(e)) | Ran::Fleet(Err(e)) => {
                 if let Some(row) = self.status.job_mut(name) {
                     row.last_error = Some(e.to_string());

@@ -32,6 +32,7 @@ impl Daemon {
             let duration_s = started.elapsed().as_secs_f64();
             match result {
                 Ok(report) => self.swept(plan, s, report, (busy, duration_s), note),
+                Err(_) if stop.is_cancelled() => return,
                 Err(e) => {
                     if let Some(row) = self.status.sweeps.iter_mut().find(|r| r.name == s.name) {
                         row.last_error = Some(e.to_string());
