@@ -164,6 +164,16 @@ pub struct FleetSettings {
     pub max_age: Option<Duration>,
 }
 
+/// `[push]`: defaults for `vault push` (and a daemon job's `push_to`).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushSettings {
+    /// `--encrypt-to`: age recipients every push is encrypted to.
+    pub encrypt_to: Option<Vec<String>>,
+    /// `--recipients-file`.
+    pub recipients_file: Option<Vec<PathBuf>>,
+}
+
 /// `[sweep.NAME]`: a sweep `vault daemon` runs every `every` (other keys as in `[scan]`).
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -203,6 +213,8 @@ pub struct Config {
     pub fleet: FleetSettings,
     #[serde(default)]
     pub sweep: BTreeMap<String, SweepSettings>,
+    #[serde(default)]
+    pub push: PushSettings,
 }
 
 /// Parses config text; errors name `path`, the line and the key, on one line.

@@ -87,6 +87,16 @@ pub enum Command {
         /// Also decompress every archive and check every stored file's digest.
         #[arg(long)]
         read_data: bool,
+        /// Check a pushed copy instead (sftp://… or rclone:…): read every archive in place,
+        /// decrypting an encrypted one with --age-identity, and check its size and BLAKE3
+        /// against the copy's manifest. Nothing is written but a temporary manifest in $TMPDIR.
+        #[arg(long, value_name = "DEST")]
+        remote: Option<String>,
+        /// With --remote: the age identity (or SSH private key) of an encrypted copy.
+        #[arg(long, value_name = "FILE", requires = "remote")]
+        age_identity: Option<PathBuf>,
+        #[command(flatten)]
+        ssh: SshFlags,
     },
     /// Delete whole chains (a full and its incrementals), keeping the newest N per source.
     Forget {
@@ -148,15 +158,38 @@ pub enum Command {
         /// (an older copy pushed over a newer one) or belongs to another repository.
         #[arg(long)]
         force: bool,
+        /// Encrypt every file sent to this age recipient (`age1…`, or an SSH ed25519/RSA
+        /// public key line); repeat for several. Archives go as NAME.age, the manifest as
+        /// vault.db.age. Only public keys are needed: this host cannot read the copy back.
+        #[arg(long, value_name = "RECIPIENT")]
+        encrypt_to: Vec<String>,
+        /// Recipients from a file, one a line (`#` comments), as `age -R` reads it.
+        #[arg(long, value_name = "FILE")]
+        recipients_file: Vec<PathBuf>,
         #[command(flatten)]
         ssh: SshFlags,
     },
     /// Fetch a repository from sftp://… or rclone:… into --repo (empty, or an earlier pull).
+    ///
+    /// An encrypted copy (pushed with --encrypt-to) needs --age-identity; a key that cannot
+    /// open it fails before anything is written.
     Pull {
         /// sftp://[user@]host[:port]/path or rclone:REMOTE:PATH
         src: String,
+        /// The age identity file (or SSH private key; --passphrase-env unlocks an encrypted
+        /// one) that decrypts an encrypted copy.
+        #[arg(long, value_name = "FILE")]
+        age_identity: Option<PathBuf>,
         #[command(flatten)]
         ssh: SshFlags,
+    },
+    /// Write a new age identity file (mode 0600) for encrypted pushes and print its recipient.
+    ///
+    /// Keep the identity file offline (it decrypts every copy); give the printed `age1…`
+    /// recipient to `vault push --encrypt-to` on the backup host.
+    Keygen {
+        /// Where to write the identity; an existing file is never overwritten.
+        output: PathBuf,
     },
     /// Watch a folder and back it up after changes settle, until SIGINT/SIGTERM.
     ///

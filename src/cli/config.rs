@@ -300,7 +300,20 @@ pub fn apply(cli: &mut Cli, matches: &ArgMatches, path: &Path, cfg: &Config) -> 
         }
         Command::Ssh(a) => apply_ssh(a, sub, &cfg.ssh),
         Command::Mail { mail, .. } => apply_mail(sub, mail, &cfg.alert),
-        Command::Push { ssh, .. } | Command::Pull { ssh, .. } => {
+        Command::Push {
+            ssh,
+            encrypt_to,
+            recipients_file,
+            ..
+        } => {
+            apply_ssh_flags(sub, ssh, &cfg.ssh);
+            if encrypt_to.is_empty() && recipients_file.is_empty() {
+                *encrypt_to = cfg.push.encrypt_to.clone().unwrap_or_default();
+                *recipients_file = cfg.push.recipients_file.clone().unwrap_or_default();
+            }
+            default_repo(&mut cli.global.repo, repo_given, cfg);
+        }
+        Command::Pull { ssh, .. } | Command::Check { ssh, .. } => {
             apply_ssh_flags(sub, ssh, &cfg.ssh);
             default_repo(&mut cli.global.repo, repo_given, cfg);
         }

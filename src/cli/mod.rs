@@ -189,10 +189,30 @@ fn dispatch(
             dest,
             verify,
             force,
+            encrypt_to,
+            recipients_file,
             ssh,
-        } => cmd::remote::push(cli, out, dest, *verify, *force, ssh),
-        Command::Pull { src, ssh } => cmd::remote::pull(cli, out, src, ssh),
-        Command::Check { read_data } => cmd::repo::check(cli, out, pool, cancel, *read_data),
+        } => cmd::remote::push(
+            cli,
+            out,
+            dest,
+            (*verify, *force),
+            (encrypt_to, recipients_file),
+            ssh,
+        ),
+        Command::Pull {
+            src,
+            age_identity,
+            ssh,
+        } => cmd::remote::pull(cli, out, src, age_identity.as_deref(), ssh),
+        Command::Keygen { output } => cmd::remote::keygen(out, output),
+        Command::Check {
+            remote: Some(dest),
+            age_identity,
+            ssh,
+            ..
+        } => cmd::remote::check_remote(out, dest, age_identity.as_deref(), ssh),
+        Command::Check { read_data, .. } => cmd::repo::check(cli, out, pool, cancel, *read_data),
         Command::Forget {
             keep_fulls,
             dry_run,

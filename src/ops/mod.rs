@@ -2,6 +2,7 @@
 //! ICMP and TCP probes, host state), `ssh` (with `ssh_guard`), `remote` (push and pull), `mail`
 //! and `watch`. They reach the manifest only through its narrow stores and never touch archives.
 
+pub mod crypt;
 pub mod daemon;
 pub mod fleet;
 pub mod host_restore;

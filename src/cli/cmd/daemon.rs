@@ -76,12 +76,26 @@ fn job_when(
 /// A `push_to` destination with the `[ssh]` settings `vault push` would use.
 fn push_to(dest: &str, path: &Path, cfg: &config::Config) -> Result<PushTo, Error> {
     let c = parse_as(&["vault", "push", dest], path, cfg)?;
-    let Command::Push { ssh, .. } = &c.command else {
+    let Command::Push {
+        ssh,
+        encrypt_to,
+        recipients_file,
+        ..
+    } = &c.command
+    else {
         unreachable!("parsed as a push")
     };
     let remote = vault::ops::remote::Remote::parse(dest).map_err(Error::Usage)?;
+    vault::ops::crypt::Recipients::parse(encrypt_to, recipients_file)
+        .map_err(|e| Error::Usage(format!("{}: [push]: {e}", path.display())))?;
     let (auth, ssh) = ssh_settings(ssh)?;
-    Ok(PushTo { remote, auth, ssh })
+    Ok(PushTo {
+        remote,
+        auth,
+        ssh,
+        encrypt_to: encrypt_to.clone(),
+        recipients_files: recipients_file.clone(),
+    })
 }
 
 /// `[job.NAME]` with `every` or `at`, as `vault backup --job NAME` builds it.

@@ -99,6 +99,9 @@ pub struct PushTo {
     pub remote: Remote,
     pub auth: SshAuth,
     pub ssh: SshOptions,
+    /// age recipients (`[push] encrypt_to`) and recipient files: an encrypted push when any.
+    pub encrypt_to: Vec<String>,
+    pub recipients_files: Vec<std::path::PathBuf>,
 }
 
 /// One job.

@@ -59,13 +59,9 @@ pub fn start(
             Task::Fleet(f) => Ran::Fleet(backup_fleet(f, &p, &abort)),
         };
         let push = match &push_to {
-            Some(to) if ran.recorded() && !abort.is_cancelled() => Some(push(
-                task.repo(),
-                &to.remote,
-                &to.auth,
-                &to.ssh,
-                PushOptions::default(),
-            )),
+            Some(to) if ran.recorded() && !abort.is_cancelled() => {
+                Some(push_to_remote(task.repo(), to))
+            }
             _ => None,
         };
         let snapshots = crate::engine::repo::Repository::open(task.repo())
@@ -80,4 +76,20 @@ pub fn start(
         });
     });
     rx
+}
+
+/// A job's push: encrypted when the config names recipients.
+fn push_to_remote(repo: &std::path::Path, to: &PushTo) -> Result<SyncReport, Error> {
+    if to.encrypt_to.is_empty() && to.recipients_files.is_empty() {
+        return push(repo, &to.remote, &to.auth, &to.ssh, PushOptions::default());
+    }
+    let r = crate::ops::crypt::Recipients::parse(&to.encrypt_to, &to.recipients_files)
+        .map_err(|e| Error::Usage(e.to_string()))?;
+    crate::ops::remote::push_sealed(
+        repo,
+        &to.remote,
+        (&to.auth, &to.ssh),
+        PushOptions::default(),
+        &r,
+    )
 }

@@ -10,16 +10,22 @@
 //!   never names an archive it does not have.
 //! - Pulling into an empty folder gives a repository `vault restore` works from.
 
+mod sealed;
+mod store;
+mod unseal;
+
+pub use sealed::{push_sealed, SEALED_DB, STATE_FILE};
+pub use unseal::{check_remote, RemoteCheck};
+
 use std::fs;
-use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use crate::engine::repo::{self, Repository};
 use crate::error::{repo_io, Error, Result};
 use crate::manifest::Manifest;
-use crate::ops::ssh::{self, SshAuth, SshOptions, SshTarget};
+use crate::ops::crypt::Identities;
+use crate::ops::ssh::{SshAuth, SshOptions, SshTarget};
+use store::{open_store, remote_err, Store};
 
 /// Where a repository is replicated.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,7 +114,7 @@ pub struct PushOptions {
 }
 
 /// Deletes a file when dropped (temporary manifest copies, whatever way the command ends).
-struct RemoveOnDrop(PathBuf);
+pub(super) struct RemoveOnDrop(pub(super) PathBuf);
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
@@ -116,312 +122,8 @@ impl Drop for RemoveOnDrop {
     }
 }
 
-/// File operations on the remote side, relative to its repository folder.
-trait Store {
-    fn list_archives(&mut self) -> Result<Vec<(String, u64)>>;
-    fn prepare(&mut self) -> Result<()>;
-    /// Uploads `local` to `name`, returning the BLAKE3 and size of the bytes sent.
-    fn upload(&mut self, local: &Path, name: &str) -> Result<([u8; 32], u64)>;
-    fn size(&mut self, name: &str) -> Result<Option<u64>>;
-    fn read_back(&mut self, name: &str) -> Result<([u8; 32], u64)>;
-    /// Renames, replacing `to` if present.
-    fn rename(&mut self, from: &str, to: &str) -> Result<()>;
-    /// Downloads `name` to `local`, returning the BLAKE3 and size of the bytes received.
-    fn download(&mut self, name: &str, local: &Path) -> Result<([u8; 32], u64)>;
-    /// Removes `name` if it is there (best effort: for clean-up after a failure).
-    fn remove(&mut self, name: &str);
-}
-
-fn remote_err(remote: &str, what: impl std::fmt::Display) -> Error {
-    Error::Remote {
-        remote: remote.to_string(),
-        what: what.to_string(),
-    }
-}
-
-/// A remote failure with its cause kept as the error's source.
-fn remote_failed(
-    remote: &str,
-    what: impl std::fmt::Display,
-    source: impl std::error::Error + Send + Sync + 'static,
-) -> Error {
-    Error::RemoteFailed {
-        remote: remote.to_string(),
-        what: what.to_string(),
-        source: Box::new(source),
-    }
-}
-
-/// Copies a stream, hashing it.
-fn copy_hashing(r: &mut dyn Read, w: &mut dyn Write) -> io::Result<([u8; 32], u64)> {
-    let mut h = blake3::Hasher::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut n = 0u64;
-    loop {
-        let k = match r.read(&mut buf) {
-            Ok(0) => break,
-            Ok(k) => k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        h.update(&buf[..k]);
-        w.write_all(&buf[..k])?;
-        n += k as u64;
-    }
-    w.flush()?;
-    Ok((*h.finalize().as_bytes(), n))
-}
-
-struct SftpStore {
-    sftp: ssh2::Sftp,
-    base: PathBuf,
-    label: String,
-    _conn: ssh::Connected,
-}
-
-impl SftpStore {
-    fn open(
-        target: &SshTarget,
-        path: &str,
-        auth: &SshAuth,
-        opts: &SshOptions,
-        label: String,
-    ) -> Result<SftpStore> {
-        let conn = ssh::connect(target, auth, opts, None).map_err(|e| Error::Remote {
-            remote: label.clone(),
-            what: e.to_string(),
-        })?;
-        conn.guard.disarm();
-        // Transfers may take longer than one command: lift the per-call limit, keep keepalives.
-        conn.session
-            .set_timeout(opts.timeout.as_millis().min(u128::from(u32::MAX)) as u32);
-        let sftp = conn
-            .session
-            .sftp()
-            .map_err(|e| remote_err(&label, e.message()))?;
-        Ok(SftpStore {
-            sftp,
-            base: PathBuf::from(path),
-            label,
-            _conn: conn,
-        })
-    }
-    fn p(&self, name: &str) -> PathBuf {
-        self.base.join(name)
-    }
-    fn err(&self, what: &str, e: ssh2::Error) -> Error {
-        remote_err(&self.label, format!("{what}: {}", e.message()))
-    }
-}
-
-impl Store for SftpStore {
-    fn list_archives(&mut self) -> Result<Vec<(String, u64)>> {
-        match self.sftp.readdir(self.p("archives")) {
-            Ok(v) => Ok(v
-                .into_iter()
-                .filter_map(|(p, st)| {
-                    Some((
-                        p.file_name()?.to_string_lossy().into_owned(),
-                        st.size.unwrap_or(0),
-                    ))
-                })
-                .collect()),
-            Err(_) => Ok(Vec::new()),
-        }
-    }
-    fn prepare(&mut self) -> Result<()> {
-        let mut cur = PathBuf::new();
-        for c in self.p("archives").components() {
-            cur.push(c);
-            if cur.as_os_str() == "/" {
-                continue;
-            }
-            if self.sftp.stat(&cur).is_err() {
-                self.sftp
-                    .mkdir(&cur, 0o700)
-                    .map_err(|e| self.err(&format!("cannot create {}", cur.display()), e))?;
-            }
-        }
-        Ok(())
-    }
-    fn upload(&mut self, local: &Path, name: &str) -> Result<([u8; 32], u64)> {
-        let mut src = fs::File::open(local).map_err(|e| repo_io(local, e))?;
-        let mut dst = self
-            .sftp
-            .open_mode(
-                self.p(name),
-                ssh2::OpenFlags::WRITE | ssh2::OpenFlags::CREATE | ssh2::OpenFlags::TRUNCATE,
-                0o600,
-                ssh2::OpenType::File,
-            )
-            .map_err(|e| self.err(&format!("cannot create {name}"), e))?;
-        copy_hashing(&mut src, &mut dst).map_err(|e| {
-            // SFTP version 3 has no "no space" status: a full disk arrives as a bare failure.
-            let hint = if e.to_string().eq_ignore_ascii_case("failure") {
-                " (SFTP gives no reason; most likely the remote disk is full or over quota)"
-            } else {
-                ""
-            };
-            remote_err(&self.label, format!("sending {name}: {e}{hint}"))
-        })
-    }
-    fn size(&mut self, name: &str) -> Result<Option<u64>> {
-        Ok(self.sftp.stat(&self.p(name)).ok().and_then(|s| s.size))
-    }
-    fn read_back(&mut self, name: &str) -> Result<([u8; 32], u64)> {
-        let mut f = self
-            .sftp
-            .open(self.p(name))
-            .map_err(|e| self.err(&format!("cannot read {name}"), e))?;
-        copy_hashing(&mut f, &mut io::sink())
-            .map_err(|e| remote_failed(&self.label, format!("reading {name}"), e))
-    }
-    fn rename(&mut self, from: &str, to: &str) -> Result<()> {
-        // OpenSSH's SFTP rename does not replace: remove the old file first.
-        let _ = self.sftp.unlink(&self.p(to));
-        self.sftp
-            .rename(&self.p(from), &self.p(to), None)
-            .map_err(|e| self.err(&format!("cannot rename {from} to {to}"), e))
-    }
-    fn remove(&mut self, name: &str) {
-        let _ = self.sftp.unlink(&self.p(name));
-    }
-    fn download(&mut self, name: &str, local: &Path) -> Result<([u8; 32], u64)> {
-        let mut src = self
-            .sftp
-            .open(self.p(name))
-            .map_err(|e| self.err(&format!("cannot read {name}"), e))?;
-        let mut dst = new_local_file(local)?;
-        let r = copy_hashing(&mut src, &mut dst)
-            .map_err(|e| remote_failed(&self.label, format!("receiving {name}"), e))?;
-        dst.sync_all().map_err(|e| repo_io(local, e))?;
-        Ok(r)
-    }
-}
-
-fn new_local_file(p: &Path) -> Result<fs::File> {
-    fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(p)
-        .map_err(|e| repo_io(p, e))
-}
-
-struct RcloneStore {
-    spec: String,
-    label: String,
-}
-
-impl RcloneStore {
-    fn p(&self, name: &str) -> String {
-        format!("{}/{}", self.spec, name)
-    }
-    fn run(&self, args: &[&str]) -> Result<Vec<u8>> {
-        // `--` ends rclone's options: a remote spec can never be read as a flag.
-        let out = Command::new("rclone")
-            .arg(args[0])
-            .arg("--")
-            .args(&args[1..])
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| {
-                remote_err(
-                    &self.label,
-                    format!("cannot run rclone (apt-get install rclone): {e}"),
-                )
-            })?;
-        if !out.status.success() {
-            let msg = String::from_utf8_lossy(&out.stderr);
-            let last = msg
-                .lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("failed");
-            return Err(remote_err(
-                &self.label,
-                format!("rclone {}: {}", args[0], last.trim()),
-            ));
-        }
-        Ok(out.stdout)
-    }
-}
-
-impl Store for RcloneStore {
-    fn list_archives(&mut self) -> Result<Vec<(String, u64)>> {
-        let Ok(out) = self.run(&["lsjson", &self.p("archives")]) else {
-            return Ok(Vec::new());
-        };
-        let v: serde_json::Value = serde_json::from_slice(&out).unwrap_or_default();
-        Ok(v.as_array()
-            .map(|a| {
-                a.iter()
-                    .filter(|e| e["IsDir"] != true)
-                    .filter_map(|e| Some((e["Name"].as_str()?.to_string(), e["Size"].as_u64()?)))
-                    .collect()
-            })
-            .unwrap_or_default())
-    }
-    fn prepare(&mut self) -> Result<()> {
-        self.run(&["mkdir", &self.p("archives")]).map(drop)
-    }
-    fn upload(&mut self, local: &Path, name: &str) -> Result<([u8; 32], u64)> {
-        let mut f = fs::File::open(local).map_err(|e| repo_io(local, e))?;
-        let (h, n) = copy_hashing(&mut f, &mut io::sink()).map_err(|e| repo_io(local, e))?;
-        self.run(&["copyto", &local.display().to_string(), &self.p(name)])?;
-        Ok((h, n))
-    }
-    fn size(&mut self, name: &str) -> Result<Option<u64>> {
-        let Ok(out) = self.run(&["lsjson", &self.p(name)]) else {
-            return Ok(None);
-        };
-        let v: serde_json::Value = serde_json::from_slice(&out).unwrap_or_default();
-        Ok(v.get(0).and_then(|e| e["Size"].as_u64()))
-    }
-    fn read_back(&mut self, name: &str) -> Result<([u8; 32], u64)> {
-        let mut child = Command::new("rclone")
-            .args(["cat", "--", &self.p(name)])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| remote_failed(&self.label, "cannot run rclone", e))?;
-        let r = copy_hashing(child.stdout.as_mut().expect("piped"), &mut io::sink());
-        let ok = child.wait().map(|s| s.success()).unwrap_or(false);
-        match r {
-            Ok(v) if ok => Ok(v),
-            _ => Err(remote_err(&self.label, format!("cannot read back {name}"))),
-        }
-    }
-    fn rename(&mut self, from: &str, to: &str) -> Result<()> {
-        self.run(&["moveto", &self.p(from), &self.p(to)]).map(drop)
-    }
-    fn remove(&mut self, name: &str) {
-        let _ = self.run(&["deletefile", &self.p(name)]);
-    }
-    fn download(&mut self, name: &str, local: &Path) -> Result<([u8; 32], u64)> {
-        self.run(&["copyto", &self.p(name), &local.display().to_string()])?;
-        let mut f = fs::File::open(local).map_err(|e| repo_io(local, e))?;
-        copy_hashing(&mut f, &mut io::sink()).map_err(|e| repo_io(local, e))
-    }
-}
-
-fn open_store(remote: &Remote, auth: &SshAuth, opts: &SshOptions) -> Result<Box<dyn Store>> {
-    let label = remote.to_string();
-    Ok(match remote {
-        Remote::Sftp { target, path } => {
-            Box::new(SftpStore::open(target, path, auth, opts, label)?)
-        }
-        Remote::Rclone { spec } => Box::new(RcloneStore {
-            spec: spec.clone(),
-            label,
-        }),
-    })
-}
-
 /// The archives a manifest refers to: (name, size, BLAKE3).
-fn archives_of(m: &Manifest) -> Result<Vec<(String, u64, Vec<u8>)>> {
+pub(super) fn archives_of(m: &Manifest) -> Result<Vec<(String, u64, Vec<u8>)>> {
     Ok(m.snapshots(None)?
         .into_iter()
         .filter_map(|s| Some((s.archive?, s.archive_size?, s.archive_blake3?)))
@@ -430,7 +132,7 @@ fn archives_of(m: &Manifest) -> Result<Vec<(String, u64, Vec<u8>)>> {
 
 /// Removes the manifest copies (`.push-PID.db`, `.pull-PID.db` and their WAL files) that a
 /// killed push or pull left in the repository, when their process is gone.
-fn remove_stale_copies(repo: &Path) {
+pub(super) fn remove_stale_copies(repo: &Path) {
     let Ok(it) = fs::read_dir(repo) else { return };
     for e in it.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
@@ -640,7 +342,20 @@ fn refuse_to_drop_snapshots(
 
 /// Fetches `remote` into the repository folder `repo` (missing or empty, or an earlier pull).
 pub fn pull(remote: &Remote, repo: &Path, auth: &SshAuth, opts: &SshOptions) -> Result<SyncReport> {
+    pull_with(remote, repo, (auth, opts), None)
+}
+
+/// [`pull`], decrypting an encrypted copy (`vault.db.age`) with `ids`. An encrypted copy
+/// without `ids`, or one that `ids` cannot open, fails before anything is written.
+pub fn pull_with(
+    remote: &Remote,
+    repo: &Path,
+    (auth, opts): (&SshAuth, &SshOptions),
+    ids: Option<&Identities>,
+) -> Result<SyncReport> {
     let label = remote.to_string();
+    let mut store = open_store(remote, auth, opts)?;
+    let sealed = unseal::which_manifest(&mut *store, &label, ids)?;
     let existing = Repository::db_path(repo).exists();
     let mut local = if existing {
         Repository::open(repo)?
@@ -650,16 +365,9 @@ pub fn pull(remote: &Remote, repo: &Path, auth: &SshAuth, opts: &SshOptions) -> 
     };
     local.lock_exclusive()?;
     remove_stale_copies(repo);
-    let mut store = open_store(remote, auth, opts)?;
     let tmp_db = repo.join(format!(".pull-{}.db", std::process::id()));
     let _cleanup = RemoveOnDrop(tmp_db.clone());
-    // A push interrupted while swapping manifests leaves only vault.db.prev: as good a manifest.
-    let name = if store.size(repo::DB)?.is_some() || store.size(repo::DB_PREV)?.is_none() {
-        repo::DB
-    } else {
-        repo::DB_PREV
-    };
-    let (_, n) = store.download(name, &tmp_db)?;
+    let n = unseal::fetch_manifest(&mut *store, &label, &sealed, &tmp_db)?;
     if n == 0 {
         let _ = fs::remove_file(&tmp_db);
         return Err(remote_err(
@@ -698,7 +406,7 @@ pub fn pull(remote: &Remote, repo: &Path, auth: &SshAuth, opts: &SshOptions) -> 
             continue;
         }
         let part = dir.join(format!("{name}.partial"));
-        let (h, got) = store.download(&Repository::archive_name(name), &part)?;
+        let (h, got) = unseal::fetch_archive(&mut *store, &label, (&sealed, name), &part)?;
         if got != *size || h[..] != blake[..] {
             let _ = fs::remove_file(&part);
             return Err(remote_err(
@@ -713,21 +421,26 @@ pub fn pull(remote: &Remote, repo: &Path, auth: &SshAuth, opts: &SshOptions) -> 
         report.sent.push(Repository::archive_name(name));
         report.bytes += size;
     }
-    if let Ok(d) = fs::File::open(&dir) {
+    install_manifest(local, repo, &dir, &tmp_db)?;
+    Ok(report)
+}
+
+/// Installs the pulled manifest last, replacing ours (a subset of theirs): ours is closed (its
+/// WAL checkpointed) first, and the writer lock is held until the new one is in place.
+fn install_manifest(local: Repository, repo: &Path, dir: &Path, tmp_db: &Path) -> Result<()> {
+    if let Ok(d) = fs::File::open(dir) {
         let _ = d.sync_all();
     }
-    // Install their manifest last, replacing ours (a subset of theirs): ours is closed (its WAL
-    // checkpointed) first, and the writer lock is held until the new one is in place.
     let _lock = local.close_keeping_lock();
     for stale in repo::DB_SIDE_FILES {
         let _ = fs::remove_file(repo.join(stale));
     }
-    fs::rename(&tmp_db, Repository::db_path(repo))
+    fs::rename(tmp_db, Repository::db_path(repo))
         .map_err(|e| repo_io(Repository::db_path(repo), e))?;
     if let Ok(d) = fs::File::open(repo) {
         let _ = d.sync_all();
     }
-    Ok(report)
+    Ok(())
 }
 
 #[cfg(test)]
