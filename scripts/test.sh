@@ -33,6 +33,7 @@ command -v openssl >/dev/null || need+=(openssl)
 /usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || need+=(python3-aiosmtpd)
 /usr/bin/python3 -c 'import prometheus_client' 2>/dev/null || need+=(python3-prometheus-client)
 command -v chromium >/dev/null || need+=(chromium)
+command -v age >/dev/null || need+=(age)
 if [ ! -x /usr/sbin/postfix ]; then
   # Local delivery only, on loopback: mail to local users lands in /var/mail/USER.
   echo "postfix postfix/main_mailer_type select Local only" | debconf-set-selections
@@ -74,5 +75,6 @@ benches/scaling.sh 300 600
 benches/scan.sh --runs 1 --no-install
 benches/ssh.sh --targets 5 --no-install
 benches/fleet.sh --hosts 2 --files 200 --no-install
+benches/sealed.sh --mb 20 --runs 1 --no-install
 benches/watch.sh --files 2000 --runs 1
 benches/load.sh --files 500 --snapshots 4 --early 2 --runs 1

@@ -14,6 +14,7 @@ mod remote;
 mod restore;
 mod review;
 mod scan;
+mod sealed;
 mod ssh;
 mod sshd;
 mod structure;

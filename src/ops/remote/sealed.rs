@@ -97,11 +97,15 @@ fn upload_sealed(
         n: 0,
     };
     let broke = |e: io::Error| remote_err(label, format!("sending {name}: {e}"));
+    // age writes 64 KiB chunks; the remote gets them 1 MiB at a time (SFTP pipelines a large
+    // write, and a pipe to rclone switches less often).
+    let buffered = io::BufWriter::with_capacity(1 << 20, counting);
     let mut enc = recipients
-        .encrypt(counting)
+        .encrypt(buffered)
         .map_err(|e| remote_err(label, format!("sending {name}: {e}")))?;
     let plain = copy_hashing(src, &mut enc).map_err(broke)?;
-    let counting = enc.finish().map_err(broke)?;
+    let buffered = enc.finish().map_err(broke)?;
+    let counting = buffered.into_inner().map_err(|e| broke(e.into_error()))?;
     let sent = Sent {
         size: counting.n,
         blake3: counting.hasher.finalize().to_hex().to_string(),
