@@ -301,6 +301,14 @@ fn a_second_push_sends_only_the_new_archive_and_a_killed_one_leaves_the_previous
     }
     backup(&src, &repo);
     let manifest_before = fs::read(rc_dir.join("vault.db.age")).unwrap();
+    let old_copy = t.path().join("repo-old");
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(&repo)
+        .arg(&old_copy)
+        .status()
+        .unwrap();
+    assert!(st.success());
     let mut child = Command::new(vault_bin())
         .args(push)
         .env("RCLONE_CONFIG_VTEST_TYPE", "local")
@@ -357,4 +365,18 @@ fn a_second_push_sends_only_the_new_archive_and_a_killed_one_leaves_the_previous
     assert_eq!(r.code, 0, "{r:?}");
     vault_ok(&["check", "--repo", p(&after), "--read-data", "-q"], 0);
     assert_latest_restores(&after, &src, &t.path().join("restored"));
+    // An older copy of the repository may not push its manifest over the newer one.
+    let r = vault_env(
+        &[
+            "push",
+            &rc,
+            "--repo",
+            p(&old_copy),
+            "--encrypt-to",
+            &recipient,
+        ],
+        &env,
+    );
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("did not push there last"), "{}", r.stderr);
 }
