@@ -99,17 +99,7 @@ pub enum Command {
         ssh: SshFlags,
     },
     /// Delete whole chains (a full and its incrementals), keeping the newest N per source.
-    Forget {
-        /// How many chains (fulls) to keep per source.
-        #[arg(long, value_name = "N", required = true)]
-        keep_fulls: u64,
-        /// List what would be removed; remove nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Wait up to DUR for a running backup to release the repository (default: fail at once).
-        #[arg(long, value_name = "DUR", default_value = "0s", value_parser = vault::time::parse_duration)]
-        lock_wait: Duration,
-    },
+    Forget(ForgetArgs),
     /// Sweep hosts: which are up (ICMP echo, and/or TCP connect probes).
     ///
     /// TARGET: an address (127.0.0.1, ::1), a CIDR block (127.0.0.0/24; network and broadcast
@@ -399,6 +389,40 @@ pub struct RestoreArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ForgetArgs {
+    /// How many chains (fulls) to keep per source.
+    #[arg(long, value_name = "N", conflicts_with_all = ["keep_last", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly", "keep_within"])]
+    pub keep_fulls: Option<u64>,
+    /// Keep the N newest snapshots.
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<u64>,
+    /// Keep the newest snapshot of each of the N newest days that have one (local time).
+    #[arg(long, value_name = "N")]
+    pub keep_daily: Option<u64>,
+    /// The same for ISO weeks.
+    #[arg(long, value_name = "N")]
+    pub keep_weekly: Option<u64>,
+    /// The same for months.
+    #[arg(long, value_name = "N")]
+    pub keep_monthly: Option<u64>,
+    /// The same for years.
+    #[arg(long, value_name = "N")]
+    pub keep_yearly: Option<u64>,
+    /// Keep every snapshot at most DUR older than the source's newest one.
+    #[arg(long, value_name = "DUR", value_parser = vault::time::parse_duration)]
+    pub keep_within: Option<Duration>,
+    /// Only this source (a folder, or a source key as `vault snapshots` shows it).
+    #[arg(long, value_name = "SRC")]
+    pub source: Option<PathBuf>,
+    /// List what would be removed (with the rule that keeps each snapshot); remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Wait up to DUR for a running backup to release the repository (default: fail at once).
+    #[arg(long, value_name = "DUR", default_value = "0s", value_parser = vault::time::parse_duration)]
+    pub lock_wait: Duration,
+}
+
+#[derive(Debug, Args)]
 pub struct DaemonArgs {
     /// Print the jobs and when each runs next, then exit.
     #[arg(long)]
@@ -531,6 +555,11 @@ pub struct BackupArgs {
     /// naming the process that holds it).
     #[arg(long, value_name = "DUR", default_value = "0s", value_parser = vault::time::parse_duration)]
     pub lock_wait: Duration,
+    /// Record the snapshot at TIME instead of now (RFC 3339 or `YYYY-MM-DD[ HH:MM[:SS]]` local
+    /// time), for imports of old archives; refused if older than the source's newest snapshot.
+    /// The full-day policy looks at TIME's weekday.
+    #[arg(long, value_name = "TIME", value_parser = vault::time::parse_time)]
+    pub time: Option<i64>,
     /// Mail a summary to ADDR when the backup ends, whatever the outcome (repeatable).
     #[arg(long, value_name = "ADDR")]
     pub alert_to: Vec<String>,

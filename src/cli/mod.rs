@@ -33,8 +33,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use args::{
-    BackupArgs, Cli, Command, DaemonArgs, MailFlags, RestoreArgs, ScanArgs, SshArgs, SshFlags,
-    WatchArgs,
+    BackupArgs, Cli, Command, DaemonArgs, ForgetArgs, MailFlags, RestoreArgs, ScanArgs, SshArgs,
+    SshFlags, WatchArgs,
 };
 use secrets::{notifier, smtp_settings, ssh_settings};
 use vault::{BackupOptions, CancelToken, Error, Kind, Pool, Repository};
@@ -213,11 +213,7 @@ fn dispatch(
             ..
         } => cmd::remote::check_remote(out, dest, age_identity.as_deref(), ssh),
         Command::Check { read_data, .. } => cmd::repo::check(cli, out, pool, cancel, *read_data),
-        Command::Forget {
-            keep_fulls,
-            dry_run,
-            lock_wait,
-        } => cmd::repo::forget(cli, out, *keep_fulls, *dry_run, *lock_wait),
+        Command::Forget(f) => cmd::repo::forget(cli, out, f),
         Command::Snapshots { source } => cmd::repo::snapshots(cli, out, source),
         Command::Ls { snap, source } => cmd::repo::ls(cli, out, snap, source),
         Command::Diff {

@@ -15,6 +15,7 @@ pub mod problem;
 pub mod query;
 pub mod repo;
 pub mod restore;
+pub mod retention;
 pub mod select;
 pub mod shell;
 pub mod walk;

@@ -84,7 +84,7 @@ pub fn snapshots(repo: &Repository, source: Option<&Path>) -> Result<Vec<Snapsho
 
 /// The source `--source` names: a folder (resolved), or a source key as `snapshots` shows it
 /// (`stdin:NAME`), or the NAME of a `--stdin` source.
-fn source_id(repo: &Repository, source: &Path) -> Result<i64> {
+pub(crate) fn source_id(repo: &Repository, source: &Path) -> Result<i64> {
     use std::os::unix::ffi::OsStrExt;
     let abs = std::fs::canonicalize(source).unwrap_or_else(|_| source.to_path_buf());
     let given = source.as_os_str().as_bytes();

@@ -12,6 +12,7 @@ mod hardening;
 mod mail;
 mod remote;
 mod restore;
+mod retention;
 mod review;
 mod scan;
 mod sealed;

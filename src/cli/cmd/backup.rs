@@ -61,6 +61,7 @@ pub(in crate::cli) fn backup_options(cli: &Cli, b: &BackupArgs) -> Result<Backup
     opts.exclude = b.exclude.clone();
     opts.dry_run = b.dry_run;
     opts.lock_wait = b.lock_wait;
+    opts.time_ns = b.time;
     Ok(opts)
 }
 

@@ -69,16 +69,41 @@ pub(in crate::cli) fn check(
 }
 
 /// `vault forget`.
-pub(in crate::cli) fn forget(
-    cli: &Cli,
-    out: &Out,
-    keep_fulls: u64,
-    dry_run: bool,
-    lock_wait: std::time::Duration,
-) -> Result<Outcome, Error> {
-    let report = vault::engine::forget::forget(&repo_arg(cli)?, keep_fulls, dry_run, lock_wait)?;
+pub(in crate::cli) fn forget(cli: &Cli, out: &Out, f: &ForgetArgs) -> Result<Outcome, Error> {
+    use vault::engine::forget::Keep;
+    let keep = match f.keep_fulls {
+        Some(n) => Keep::Fulls(n),
+        None => Keep::Rules(vault::engine::retention::KeepRules {
+            last: f.keep_last,
+            daily: f.keep_daily,
+            weekly: f.keep_weekly,
+            monthly: f.keep_monthly,
+            yearly: f.keep_yearly,
+            within: f.keep_within,
+        }),
+    };
+    let repo = repo_arg(cli)?;
+    let source = f.source.as_deref();
+    let report = vault::engine::forget::forget(&repo, keep, source, f.dry_run, f.lock_wait)?;
     if out.json {
         out.json(&report)?;
+    }
+    if f.dry_run {
+        for v in &report.snapshots {
+            let why = if !v.reasons.is_empty() {
+                let r: Vec<String> = v
+                    .reasons
+                    .iter()
+                    .map(|r| format!("{r:?}").to_lowercase())
+                    .collect();
+                format!("kept: {}", r.join(", "))
+            } else if v.kept_for_chain {
+                "kept: another snapshot of its chain is kept".to_string()
+            } else {
+                "removed".to_string()
+            };
+            out.say(&format!("{} {} {}: {why}", v.id, v.time, v.source));
+        }
     }
     let verb = if report.dry_run {
         "would remove"

@@ -90,6 +90,9 @@ pub struct BackupOptions {
     pub lock_wait: std::time::Duration,
     /// Back up a folder on another host instead of `source` (`ssh://host/path`).
     pub remote: Option<RemoteSource>,
+    /// Record the snapshot at this time (ns) instead of now (`--time`, for imports); it may
+    /// not be older than the source's newest snapshot.
+    pub time_ns: Option<i64>,
 }
 
 impl BackupOptions {
@@ -115,6 +118,7 @@ impl BackupOptions {
             skip_unchanged: false,
             lock_wait: std::time::Duration::ZERO,
             remote: None,
+            time_ns: None,
         }
     }
 }
@@ -386,7 +390,17 @@ fn prepare<'a>(
     (excludes, started): (GlobSet, Instant),
 ) -> Result<Prepared<'a>> {
     let prior = Prior::load(repo, &src_bytes)?;
-    let now_ns = crate::time::now_ns();
+    let now_ns = opts.time_ns.unwrap_or_else(crate::time::now_ns);
+    if let (Some(t), Some(last)) = (opts.time_ns, &prior.last) {
+        if t < last.time_ns {
+            return Err(Error::Usage(format!(
+                "--time {} is older than the newest snapshot of this source ({}, {})",
+                crate::time::rfc3339(t),
+                last.id,
+                crate::time::rfc3339(last.time_ns)
+            )));
+        }
+    }
     let (kind, reason) = policy::decide(
         opts,
         prior.last.as_ref(),
