@@ -52,8 +52,13 @@ if [ "$install" = 1 ]; then
 fi
 [ -x /usr/bin/time ] || { echo "compare.sh: GNU time (/usr/bin/time) is needed: apt-get install time" >&2; exit 1; }
 
-cargo build --release --quiet
-vault="${CARGO_TARGET_DIR:-$PWD/target}/release/vault"
+# VAULT_BIN: use that vault binary instead of building the release one (CI's smoke runs).
+if [ -n "${VAULT_BIN:-}" ]; then
+  vault="$VAULT_BIN"
+else
+  cargo build --release --quiet
+  vault="${CARGO_TARGET_DIR:-$PWD/target}/release/vault"
+fi
 jobs_arg=()
 [ -n "$jobs" ] && jobs_arg=(--jobs "$jobs")
 

@@ -30,8 +30,8 @@ while [ $# -gt 0 ]; do
 done
 [ "$early" -lt "$snapshots" ] || { echo "load.sh: --early must be below --snapshots" >&2; exit 2; }
 
-cargo build --release --quiet
-vault="$PWD/target/release/vault"
+# VAULT_BIN: use that vault binary instead of building the release one (CI's smoke runs).
+if [ -n "${VAULT_BIN:-}" ]; then vault="$VAULT_BIN"; else cargo build --release --quiet; vault="$PWD/target/release/vault"; fi
 [ -n "$work" ] || work=$(mktemp -d /tmp/vault-load.XXXXXX)
 mkdir -p "$work"
 trap 'rm -rf "$work"' EXIT

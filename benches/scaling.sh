@@ -14,8 +14,13 @@ work=""
 if [ "${1:-}" = "--work" ]; then work="$2"; shift 2; fi
 [ $# -gt 0 ] || { echo "usage: benches/scaling.sh [--work DIR] N..." >&2; exit 2; }
 [ -x /usr/bin/time ] || { echo "scaling.sh: GNU time (/usr/bin/time) is needed" >&2; exit 1; }
-cargo build --release --quiet
-vault="${CARGO_TARGET_DIR:-$PWD/target}/release/vault"
+# VAULT_BIN: use that vault binary instead of building the release one (CI's smoke runs).
+if [ -n "${VAULT_BIN:-}" ]; then
+  vault="$VAULT_BIN"
+else
+  cargo build --release --quiet
+  vault="${CARGO_TARGET_DIR:-$PWD/target}/release/vault"
+fi
 [ -n "$work" ] || work=$(mktemp -d /tmp/vault-scaling.XXXXXX)
 mkdir -p "$work"
 trap 'rm -rf "$work"' EXIT

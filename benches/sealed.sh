@@ -26,8 +26,8 @@ done
 if [ "$install" = 1 ] && { [ ! -x /usr/sbin/sshd ] || ! command -v rclone >/dev/null; }; then
   apt-get update -qq && apt-get install -y -qq --no-install-recommends openssh-server rclone >/dev/null
 fi
-cargo build --release --quiet
-vault="$PWD/target/release/vault"
+# VAULT_BIN: use that vault binary instead of building the release one (CI's smoke runs).
+if [ -n "${VAULT_BIN:-}" ]; then vault="$VAULT_BIN"; else cargo build --release --quiet; vault="$PWD/target/release/vault"; fi
 d=$(mktemp -d /tmp/vault-sealed-bench.XXXXXX)
 sshd_pid=""
 cleanup() {

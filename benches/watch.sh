@@ -19,8 +19,8 @@ while [ $# -gt 0 ]; do
     *) echo "watch.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
-cargo build --release --quiet
-vault="$PWD/target/release/vault"
+# VAULT_BIN: use that vault binary instead of building the release one (CI's smoke runs).
+if [ -n "${VAULT_BIN:-}" ]; then vault="$VAULT_BIN"; else cargo build --release --quiet; vault="$PWD/target/release/vault"; fi
 d=$(mktemp -d /tmp/vault-watch-bench.XXXXXX)
 wpid=""
 cleanup() { [ -n "$wpid" ] && kill "$wpid" 2>/dev/null; wait 2>/dev/null; rm -rf "$d"; }

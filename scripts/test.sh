@@ -65,11 +65,14 @@ fi
 echo "== cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
 echo "== cargo check (fuzz targets)"
-(cd fuzz && cargo check --quiet --bins)
+# In the main target folder, so that the dependencies checked for clippy are reused.
+(cd fuzz && CARGO_TARGET_DIR="$PWD/../target" cargo check --quiet --bins)
 echo "== cargo test"
 cargo test --all-targets
 echo "== benchmark smoke run (tiny synthetic tree)"
-cargo build --release --quiet
+# The smoke runs check that the scripts work; they use the debug build the tests made (the
+# release build is for real measurements).
+export VAULT_BIN="$PWD/target/debug/vault"
 benches/compare.sh --synthetic 300 --no-install
 benches/scaling.sh 300 600
 benches/scan.sh --runs 1 --no-install
