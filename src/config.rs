@@ -74,6 +74,10 @@ pub struct BackupSettings {
     pub max_age: Option<Duration>,
     /// `vault daemon` only: push the repository here after each run that recorded something.
     pub push_to: Option<String>,
+    /// Calendar retention (`keep = { daily = 7, weekly = 4 }`), applied to the job's source
+    /// after each backup when `forget_after = true`.
+    pub keep: Option<KeepSettings>,
+    pub forget_after: Option<bool>,
     /// `vault daemon` only: back up after changes settle, as `vault watch` does.
     pub watch: Option<bool>,
     /// With `watch`: how long changes must settle (`vault watch --debounce`).
@@ -162,6 +166,32 @@ pub struct FleetSettings {
     pub on_up: Option<bool>,
     #[serde(default, deserialize_with = "duration")]
     pub max_age: Option<Duration>,
+}
+
+/// `keep = { … }` of a job: `vault forget`'s calendar rules.
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeepSettings {
+    pub last: Option<u64>,
+    pub daily: Option<u64>,
+    pub weekly: Option<u64>,
+    pub monthly: Option<u64>,
+    pub yearly: Option<u64>,
+    #[serde(default, deserialize_with = "duration")]
+    pub within: Option<Duration>,
+}
+
+impl KeepSettings {
+    pub fn rules(&self) -> crate::engine::retention::KeepRules {
+        crate::engine::retention::KeepRules {
+            last: self.last,
+            daily: self.daily,
+            weekly: self.weekly,
+            monthly: self.monthly,
+            yearly: self.yearly,
+            within: self.within,
+        }
+    }
 }
 
 /// `[push]`: defaults for `vault push` (and a daemon job's `push_to`).

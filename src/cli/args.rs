@@ -560,6 +560,9 @@ pub struct BackupArgs {
     /// The full-day policy looks at TIME's weekday.
     #[arg(long, value_name = "TIME", value_parser = vault::time::parse_time)]
     pub time: Option<i64>,
+    /// From the job's `keep` with `forget_after = true`: forget by these rules after the backup.
+    #[arg(skip)]
+    pub forget_after: Option<vault::engine::retention::KeepRules>,
     /// Mail a summary to ADDR when the backup ends, whatever the outcome (repeatable).
     #[arg(long, value_name = "ADDR")]
     pub alert_to: Vec<String>,

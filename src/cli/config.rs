@@ -231,6 +231,16 @@ fn apply_backup(
             .unwrap_or_default();
     }
     apply_mail(sub, &mut b.mail, &cfg.alert);
+    if j.forget_after == Some(true) {
+        let Some(keep) = j.keep.filter(|k| !k.rules().is_empty()) else {
+            return Err(Error::Usage(format!(
+                "{}: [job.{}] forget_after needs `keep = {{ daily = 7, … }}`",
+                path.display(),
+                b.job.as_deref().unwrap_or("")
+            )));
+        };
+        b.forget_after = Some(keep.rules());
+    }
     Ok(())
 }
 

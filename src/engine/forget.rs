@@ -1,6 +1,6 @@
 //! `vault forget`: delete whole chains (a full and its incrementals): `--keep-fulls N` keeps
 //! the newest N chains per source; the calendar rules (`--keep-daily N` …, see
-//! [`retention`](crate::engine::retention)) keep snapshots, and a chain goes only when none of
+//! `engine::retention`) keep snapshots, and a chain goes only when none of
 //! its snapshots is kept (a kept incremental needs every archive of its chain up to it).
 //!
 //! Promise: the manifest forgets a chain (one transaction) before any of its archives is deleted,
@@ -260,4 +260,23 @@ fn remove_debris(
         }
     }
     Ok(names.into_iter().map(|n| format!("archives/{n}")).collect())
+}
+
+/// A job's `forget_after`: after `report`'s snapshot, forget the source's snapshots by the
+/// job's rules. None when there is nothing to do (no rules, a dry run, nothing recorded).
+pub fn after_backup(
+    opts: &crate::engine::backup::BackupOptions,
+    report: &crate::engine::backup::BackupReport,
+) -> Option<Result<ForgetReport>> {
+    let rules = opts.forget_after?;
+    if opts.dry_run || report.snapshot.is_none() || opts.remote.is_some() || opts.stdin.is_some() {
+        return None;
+    }
+    Some(forget(
+        &opts.repo,
+        Keep::Rules(rules),
+        Some(&opts.source),
+        false,
+        opts.lock_wait,
+    ))
 }

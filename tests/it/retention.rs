@@ -198,3 +198,40 @@ fn calendar_retention_keeps_what_restics_rules_keep_and_whole_chains() {
         fs::remove_dir_all(&target).unwrap();
     }
 }
+
+#[test]
+fn a_jobs_forget_after_applies_its_keep_rules_after_each_backup() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, repo) = (t.path().join("data"), t.path().join("repo"));
+    write(src.join("a.txt"), "a");
+    let cfg = t.path().join("vault.toml");
+    let text = format!(
+        "[job.j]\nsource = \"{}\"\nrepo = \"{}\"\nkeep = {{ last = 2 }}\nforget_after = true\n",
+        src.display(),
+        repo.display()
+    );
+    fs::write(&cfg, text).unwrap();
+    for i in 0..4 {
+        write(src.join("a.txt"), format!("a{i}"));
+        let r = vault(&["--config", p(&cfg), "backup", "--job", "j", "--full"]);
+        assert_eq!(r.code, 0, "{r:?}");
+        if i > 1 {
+            assert!(
+                r.stderr.contains("forget_after: 1 chains removed"),
+                "{}",
+                r.stderr
+            );
+        }
+    }
+    let list = vault_ok(&["snapshots", "--repo", p(&repo), "--json"], 0).json();
+    assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
+    vault_ok(&["check", "--repo", p(&repo), "--read-data", "-q"], 0);
+    fs::write(&cfg, "[job.j]\nsource = \"/tmp\"\nforget_after = true\n").unwrap();
+    let r = vault(&["--config", p(&cfg), "backup", "--job", "j"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr.contains("forget_after needs `keep"),
+        "{}",
+        r.stderr
+    );
+}

@@ -62,6 +62,7 @@ pub(in crate::cli) fn backup_options(cli: &Cli, b: &BackupArgs) -> Result<Backup
     opts.dry_run = b.dry_run;
     opts.lock_wait = b.lock_wait;
     opts.time_ns = b.time;
+    opts.forget_after = b.forget_after;
     Ok(opts)
 }
 
@@ -200,6 +201,7 @@ pub(in crate::cli) fn backup(
         }
     }
     let report = report?;
+    forget_after(out, &opts, &report);
     if report.created_repository {
         out.note(&format!("created repository {}", opts.repo.display()));
     }
@@ -261,4 +263,22 @@ pub(in crate::cli) fn backup(
     } else {
         Outcome::Partial
     })
+}
+
+/// A job's `forget_after`, after its snapshot: one line (a failure is a warning).
+fn forget_after(
+    out: &Out,
+    opts: &vault::engine::backup::BackupOptions,
+    report: &vault::engine::backup::BackupReport,
+) {
+    match vault::engine::forget::after_backup(opts, report) {
+        Some(Ok(f)) => out.note(&format!(
+            "forget_after: {} chains removed ({}), {} kept",
+            f.removed.len(),
+            human_bytes(f.bytes_freed),
+            f.kept_chains
+        )),
+        Some(Err(e)) => eprintln!("vault: warning: forget_after failed; nothing forgotten: {e}"),
+        None => {}
+    }
 }

@@ -93,6 +93,9 @@ pub struct BackupOptions {
     /// Record the snapshot at this time (ns) instead of now (`--time`, for imports); it may
     /// not be older than the source's newest snapshot.
     pub time_ns: Option<i64>,
+    /// After a snapshot is recorded, forget this source's snapshots by these rules
+    /// (`forget_after = true` of a job).
+    pub forget_after: Option<crate::engine::retention::KeepRules>,
 }
 
 impl BackupOptions {
@@ -119,6 +122,7 @@ impl BackupOptions {
             lock_wait: std::time::Duration::ZERO,
             remote: None,
             time_ns: None,
+            forget_after: None,
         }
     }
 }

@@ -38,6 +38,22 @@ impl Daemon {
             }
         }
         self.report(job, &done, note);
+        match &done.forgot {
+            Some(Ok(f)) => {
+                let text = format!(
+                    "{}: forget_after: {} chains removed, {} kept",
+                    done.job,
+                    f.removed.len(),
+                    f.kept_chains
+                );
+                self.event(EventKind::Backup, text, note);
+            }
+            Some(Err(e)) => {
+                let text = format!("{}: forget_after failed; nothing forgotten: {e}", done.job);
+                self.event(EventKind::Failed, text, note);
+            }
+            None => {}
+        }
         if let (Some(j), Some(push)) = (job, &done.push) {
             let text = match push {
                 Ok(r) => format!(

@@ -220,6 +220,7 @@ impl Daemon {
                     "the job's worker stopped without a result".into(),
                 ))),
                 push: None,
+                forgot: None,
                 snapshots: None,
                 duration_s: 0.0,
             },

@@ -37,6 +37,8 @@ pub struct Finished {
     pub job: String,
     pub ran: Ran,
     pub push: Option<Result<SyncReport, Error>>,
+    /// The job's `forget_after`, when it ran.
+    pub forgot: Option<Result<crate::engine::forget::ForgetReport, Error>>,
     /// The repository's snapshots after the run (None if it could not be read).
     pub snapshots: Option<Vec<SnapshotInfo>>,
     pub duration_s: f64,
@@ -58,6 +60,10 @@ pub fn start(
             Task::Backup(b) => Ran::Backup(backup(b, &p, &abort, &NoProgress).map(Box::new)),
             Task::Fleet(f) => Ran::Fleet(backup_fleet(f, &p, &abort)),
         };
+        let forgot = match (&task, &ran) {
+            (Task::Backup(b), Ran::Backup(Ok(r))) => crate::engine::forget::after_backup(b, r),
+            _ => None,
+        };
         let push = match &push_to {
             Some(to) if ran.recorded() && !abort.is_cancelled() => {
                 Some(push_to_remote(task.repo(), to))
@@ -71,6 +77,7 @@ pub fn start(
             job,
             ran,
             push,
+            forgot,
             snapshots,
             duration_s: started.elapsed().as_secs_f64(),
         });
