@@ -204,24 +204,9 @@ pub struct PushSettings {
     pub recipients_file: Option<Vec<PathBuf>>,
 }
 
-/// `[sweep.NAME]`: a sweep `vault daemon` runs every `every` (other keys as in `[scan]`).
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SweepSettings {
-    pub targets: Option<Vec<String>>,
-    pub hosts_file: Option<PathBuf>,
-    #[serde(default, deserialize_with = "parsed")]
-    pub tcp: Option<PortList>,
-    pub icmp: Option<bool>,
-    #[serde(default, deserialize_with = "duration")]
-    pub timeout: Option<Duration>,
-    pub retries: Option<u32>,
-    pub rate: Option<u32>,
-    #[serde(default, deserialize_with = "duration")]
-    pub every: Option<Duration>,
-    pub state: Option<PathBuf>,
-    pub alert_to: Option<Vec<String>>,
-}
+/// `[sweep.NAME]`: a sweep `vault daemon` runs every `every`; the keys of `[scan]`, whose values
+/// are its defaults.
+pub type SweepSettings = ScanSettings;
 
 /// The whole file.
 #[derive(Clone, Debug, Default, Deserialize)]

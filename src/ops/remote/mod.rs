@@ -155,6 +155,17 @@ pub(super) fn remove_stale_copies(repo: &Path) {
     }
 }
 
+/// Opens the repository to push and makes a consistent copy of its manifest (removed when the
+/// guard drops): what the copy names is what gets sent.
+pub(super) fn manifest_copy(repo: &Path) -> Result<(Repository, RemoveOnDrop)> {
+    let r = Repository::open(repo)?;
+    remove_stale_copies(repo);
+    let copy = repo.join(format!(".push-{}.db", std::process::id()));
+    let _ = fs::remove_file(&copy);
+    r.manifest().copy_to(&copy)?;
+    Ok((r, RemoveOnDrop(copy)))
+}
+
 /// Sends the repository at `repo` to `remote`.
 pub fn push(
     repo: &Path,
@@ -164,14 +175,8 @@ pub fn push(
     push: PushOptions,
 ) -> Result<SyncReport> {
     let label = remote.to_string();
-    let r = Repository::open(repo)?;
-    remove_stale_copies(repo);
-    // A consistent copy of the manifest: what it names is what gets sent.
-    let copy = repo.join(format!(".push-{}.db", std::process::id()));
-    let _ = fs::remove_file(&copy);
-    r.manifest().copy_to(&copy)?;
-    let _cleanup = RemoveOnDrop(copy.clone());
-    let snapshot = Manifest::open(&copy)?;
+    let (r, copy) = manifest_copy(repo)?;
+    let snapshot = Manifest::open(&copy.0)?;
     let wanted = archives_of(&snapshot)?;
     let ours = snapshot.snapshots(None)?;
     let snapshots = ours.len() as u64;
@@ -216,7 +221,7 @@ pub fn push(
     // The manifest last. The one it replaces stays as vault.db.prev until the new one is in
     // place, so that the remote always holds a manifest whose archives are all there (an SFTP
     // rename cannot replace a file in one step).
-    let (_, n) = match store.upload(&copy, repo::DB_PUSHING) {
+    let (_, n) = match store.upload(&copy.0, repo::DB_PUSHING) {
         Ok(v) => v,
         Err(e) => {
             store.remove(repo::DB_PUSHING);

@@ -17,7 +17,7 @@ use std::io::{self, Write};
 use std::path::Path;
 
 use super::store::{copy_hashing, open_store, remote_err, Sink, Store};
-use super::{archives_of, remove_stale_copies, PushOptions, Remote, RemoveOnDrop, SyncReport};
+use super::{archives_of, manifest_copy, PushOptions, Remote, SyncReport};
 use crate::engine::repo::{self, Repository};
 use crate::error::{repo_io, Error, Result};
 use crate::manifest::Manifest;
@@ -228,13 +228,8 @@ pub fn push_sealed(
     recipients: &Recipients,
 ) -> Result<SyncReport> {
     let label = remote.to_string();
-    let r = Repository::open(repo)?;
-    remove_stale_copies(repo);
-    let copy = repo.join(format!(".push-{}.db", std::process::id()));
-    let _ = fs::remove_file(&copy);
-    r.manifest().copy_to(&copy)?;
-    let _cleanup = RemoveOnDrop(copy.clone());
-    let snapshot = Manifest::open(&copy)?;
+    let (r, copy) = manifest_copy(repo)?;
+    let snapshot = Manifest::open(&copy.0)?;
     let wanted = archives_of(&snapshot)?;
     let snapshots = snapshot.snapshots(None)?.len() as u64;
     drop(snapshot);
@@ -272,7 +267,7 @@ pub fn push_sealed(
         report.sent.push(fin);
         report.bytes += size;
     }
-    mine.manifest = Some(send_manifest(&mut *store, &label, &copy, recipients)?);
+    mine.manifest = Some(send_manifest(&mut *store, &label, &copy.0, recipients)?);
     state.insert(label, mine);
     save_state(repo, &state)?;
     Ok(report)

@@ -223,15 +223,8 @@ impl Store for SftpStore {
     }
     fn upload(&mut self, local: &Path, name: &str) -> Result<([u8; 32], u64)> {
         let mut src = fs::File::open(local).map_err(|e| repo_io(local, e))?;
-        let mut dst = self
-            .sftp
-            .open_mode(
-                self.p(name),
-                ssh2::OpenFlags::WRITE | ssh2::OpenFlags::CREATE | ssh2::OpenFlags::TRUNCATE,
-                0o600,
-                ssh2::OpenType::File,
-            )
-            .map_err(|e| self.err(&format!("cannot create {name}"), e))?;
+        let label = self.label.clone();
+        let mut dst = self.create(name)?;
         copy_hashing(&mut src, &mut dst).map_err(|e| {
             // SFTP version 3 has no "no space" status: a full disk arrives as a bare failure.
             let hint = if e.to_string().eq_ignore_ascii_case("failure") {
@@ -239,7 +232,7 @@ impl Store for SftpStore {
             } else {
                 ""
             };
-            remote_err(&self.label, format!("sending {name}: {e}{hint}"))
+            remote_err(&label, format!("sending {name}: {e}{hint}"))
         })
     }
     fn size(&mut self, name: &str) -> Result<Option<u64>> {
