@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Load test: many snapshots in one repository. Builds a tree of FILES small files, takes
-# SNAPSHOTS backups of it with about 1% of the files changed (and a few added and deleted)
-# between two backups, and times `vault snapshots`, `vault ls latest` and a restore of the
-# newest snapshot when the repository holds --early snapshots and again when it holds all of
-# them. Prints both times and their ratio (the target: within 2x).
+# Load test: many snapshots in one repository. Builds a tree of FILES small files (plus
+# etc/nginx/nginx.conf, edited every 10th step), takes SNAPSHOTS backups of it with about 1% of
+# the files changed (and a few added and deleted) between two backups, and times
+# `vault snapshots`, `vault ls latest`, a restore of the newest snapshot, `vault find
+# '**/nginx.conf'` and `vault log etc/nginx/nginx.conf` when the repository holds --early
+# snapshots and again when it holds all of them. Prints both times and their ratio (the
+# target: within 2x; find and log: within 100 ms).
 #
-#   benches/load.sh [--files N] [--snapshots N] [--early N] [--runs N] [--work DIR]
+#   benches/load.sh [--files N] [--snapshots N] [--early N] [--runs N] [--work DIR] [--keep]
+#
+# --keep leaves the work folder (tree and repository) in place for more questions.
 #
 # Defaults: 40000 files, 100 snapshots, early point at 10, the median of 5 runs per command.
 # Backups use vault's defaults (a new full chain every 30 snapshots). Nothing touches the network.
@@ -17,6 +21,7 @@ snapshots=100
 early=10
 runs=5
 work=""
+keep=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --files) files="$2"; shift 2 ;;
@@ -24,7 +29,8 @@ while [ $# -gt 0 ]; do
     --early) early="$2"; shift 2 ;;
     --runs) runs="$2"; shift 2 ;;
     --work) work="$2"; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    --keep) keep=1; shift ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "load.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -34,7 +40,7 @@ done
 if [ -n "${VAULT_BIN:-}" ]; then vault="$VAULT_BIN"; else cargo build --release --quiet; vault="$PWD/target/release/vault"; fi
 [ -n "$work" ] || work=$(mktemp -d /tmp/vault-load.XXXXXX)
 mkdir -p "$work"
-trap 'rm -rf "$work"' EXIT
+[ "$keep" = 1 ] || trap 'rm -rf "$work"' EXIT
 tree="$work/tree" repo="$work/repo"
 
 # A deterministic tree: FILES files of 200 to 4000 bytes in 200 folders.
@@ -50,6 +56,9 @@ for i in range(n):
     text = " ".join(rnd.choice(words) for _ in range(size // 6))
     with open(os.path.join(d, "f%06d.txt" % i), "w") as f:
         f.write(text[:size])
+os.makedirs(os.path.join(root, "etc", "nginx"), exist_ok=True)
+with open(os.path.join(root, "etc", "nginx", "nginx.conf"), "w") as f:
+    f.write("worker_processes 1;\n")
 EOF
 
 # Changes about 1% of the files (seeded by the step), adds 20 and deletes 20.
@@ -69,6 +78,9 @@ for k in range(20):
     old = os.path.join(root, "d%03d" % (k * 10), "new-%d-%d.txt" % (step - 3, k))
     if os.path.exists(old):
         os.remove(old)
+if step % 10 == 0:
+    with open(os.path.join(root, "etc", "nginx", "nginx.conf"), "a") as f:
+        f.write("# step %d\n" % step)
 EOF
 }
 
@@ -95,10 +107,12 @@ measure() {
   restore_t=$(median "$vault" restore latest --repo "$repo" --target "$work/restored" -q)
   PRE=""
   rm -rf "$work/restored"
+  find_t=$(median "$vault" find '**/nginx.conf' --repo "$repo" --json)
+  log_t=$(median "$vault" log etc/nginx/nginx.conf --repo "$repo" --json)
   db=$(stat -c %s "$repo/vault.db")
   count=$("$vault" snapshots --repo "$repo" --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
-  echo "$label snapshots=$count vault.db=$db snapshots_s=$snap_t ls_s=$ls_t restore_s=$restore_t"
-  eval "${label}_snap=$snap_t ${label}_ls=$ls_t ${label}_restore=$restore_t ${label}_count=$count ${label}_db=$db"
+  echo "$label snapshots=$count vault.db=$db snapshots_s=$snap_t ls_s=$ls_t restore_s=$restore_t find_s=$find_t log_s=$log_t"
+  eval "${label}_snap=$snap_t ${label}_ls=$ls_t ${label}_restore=$restore_t ${label}_find=$find_t ${label}_log=$log_t ${label}_count=$count ${label}_db=$db"
 }
 
 echo "load test: $files files, $snapshots snapshots, early point $early, median of $runs runs"
@@ -120,4 +134,6 @@ echo "|---|---|---|---|"
 echo "| vault snapshots | $early_snap | $late_snap | $(ratio "$late_snap" "$early_snap")x |"
 echo "| vault ls latest | $early_ls | $late_ls | $(ratio "$late_ls" "$early_ls")x |"
 echo "| restore latest | $early_restore | $late_restore | $(ratio "$late_restore" "$early_restore")x |"
+echo "| vault find '**/nginx.conf' | $early_find | $late_find | $(ratio "$late_find" "$early_find")x |"
+echo "| vault log etc/nginx/nginx.conf | $early_log | $late_log | $(ratio "$late_log" "$early_log")x |"
 echo "| vault.db size (bytes) | $early_db | $late_db | $(ratio "$late_db" "$early_db")x |"

@@ -42,6 +42,12 @@ pub enum Error {
     Manifest(#[from] ManifestError),
     #[error(transparent)]
     Archive(ArchiveError),
+    /// An archive that is missing or cannot be read back as the manifest says.
+    #[error(transparent)]
+    ArchiveRead(#[from] crate::archive::reader::ReadError),
+    /// The command's output (standard output) could not be written.
+    #[error("cannot write the output: {0}")]
+    Output(#[source] io::Error),
     #[error("no snapshot matches '{0}'")]
     NoSuchSnapshot(String),
     #[error("snapshot prefix '{prefix}' is ambiguous: {candidates}")]
@@ -83,6 +89,8 @@ impl Error {
             Error::Manifest(ManifestError::Damaged { .. }) => "damaged",
             Error::Manifest(_) => "manifest",
             Error::Archive(_) => "archive",
+            Error::ArchiveRead(_) => "damaged",
+            Error::Output(_) => "output",
             Error::NoSuchSnapshot(_) | Error::AmbiguousSnapshot { .. } => "snapshot",
             Error::Usage(_) => "usage",
             Error::Refused(_) | Error::Remote { .. } | Error::RemoteFailed { .. } => "refused",

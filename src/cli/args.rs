@@ -73,6 +73,41 @@ pub enum Command {
         #[arg(long, value_name = "SRC")]
         source: Option<PathBuf>,
     },
+    /// Find paths across snapshots: every snapshot in which a matching path exists, with its
+    /// size, mtime and digest; a run of snapshots in which it stayed the same is one line.
+    ///
+    /// PATTERN is a glob (`*`, `?`, `[abc]`, `**` across folders; quote it from the shell).
+    /// Without a `/` it matches a path's last component (`nginx.conf`, `*.conf`); with a leading
+    /// `/`, the whole path, source folder included (`/etc/nginx/*.conf`); otherwise the path
+    /// inside the source (`etc/**/*.conf`). Read from the manifest alone: no archive is opened.
+    Find(FindArgs),
+    /// The history of one path: one line per change (added; modified, and what: content, mode,
+    /// owner, mtime, xattrs; deleted), newest first.
+    ///
+    /// PATH is inside the source (`etc/fstab`), or absolute under a source folder
+    /// (`/etc/fstab`), which then also picks the source. `vault cat SNAP PATH` prints any
+    /// version; `vault restore SNAP --include PATH` restores it.
+    Log {
+        /// The path.
+        path: PathBuf,
+        /// The source, when the repository holds several and PATH does not say.
+        #[arg(long, value_name = "SRC")]
+        source: Option<PathBuf>,
+    },
+    /// Write one file of a snapshot to standard output: `vault cat latest etc/fstab | diff - /etc/fstab`.
+    ///
+    /// The content streams from its archive (any size, little memory) and is checked against
+    /// the manifest's digest at the end: a damaged archive is exit 1, naming it, and what was
+    /// written before must be thrown away. PATH as for `vault log`.
+    Cat {
+        /// A snapshot id, a unique id prefix, or `latest`.
+        snap: String,
+        /// The file.
+        path: PathBuf,
+        /// The source `latest` refers to, when the repository holds several.
+        #[arg(long, value_name = "SRC")]
+        source: Option<PathBuf>,
+    },
     /// Restore a snapshot into a folder: exactly the tree as it was, checked digest by digest.
     ///
     /// A non-empty target is refused unless --force is given. Nothing is ever written outside
@@ -343,6 +378,26 @@ pub struct ScanArgs {
     pub alert_to: Vec<String>,
     #[command(flatten)]
     pub mail: MailFlags,
+}
+
+#[derive(Debug, Args)]
+pub struct FindArgs {
+    /// The glob to match (see above); may be left out with --content.
+    #[arg(required_unless_present = "content")]
+    pub pattern: Option<String>,
+    /// Only paths whose content has this digest (hex, as `vault ls --json` shows it), or a
+    /// digest's first 8 or more digits.
+    #[arg(long, value_name = "DIGEST")]
+    pub content: Option<String>,
+    /// Only this source folder's snapshots.
+    #[arg(long, value_name = "SRC")]
+    pub source: Option<PathBuf>,
+    /// Only snapshots taken at or after TIME (RFC 3339 or `YYYY-MM-DD[ HH:MM[:SS]]` local time).
+    #[arg(long, value_name = "TIME", value_parser = vault::time::parse_time)]
+    pub since: Option<i64>,
+    /// Only snapshots taken at or before TIME.
+    #[arg(long, value_name = "TIME", value_parser = vault::time::parse_time)]
+    pub until: Option<i64>,
 }
 
 #[derive(Debug, Args)]

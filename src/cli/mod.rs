@@ -33,8 +33,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use args::{
-    BackupArgs, Cli, Command, DaemonArgs, ForgetArgs, MailFlags, RestoreArgs, ScanArgs, SshArgs,
-    SshFlags, WatchArgs,
+    BackupArgs, Cli, Command, DaemonArgs, FindArgs, ForgetArgs, MailFlags, RestoreArgs, ScanArgs,
+    SshArgs, SshFlags, WatchArgs,
 };
 use secrets::{notifier, smtp_settings, ssh_settings};
 use vault::{BackupOptions, CancelToken, Error, Kind, Pool, Repository};
@@ -216,6 +216,9 @@ fn dispatch(
         Command::Forget(f) => cmd::repo::forget(cli, out, f),
         Command::Snapshots { source } => cmd::repo::snapshots(cli, out, source),
         Command::Ls { snap, source } => cmd::repo::ls(cli, out, snap, source),
+        Command::Find(f) => cmd::history::find(cli, out, f),
+        Command::Log { path, source } => cmd::history::log(cli, out, path, source),
+        Command::Cat { snap, path, source } => cmd::history::cat(cli, out, snap, path, source),
         Command::Diff {
             snap_a,
             snap_b,

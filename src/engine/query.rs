@@ -105,7 +105,7 @@ pub(crate) fn source_id(repo: &Repository, source: &Path) -> Result<i64> {
 }
 
 /// The source a command means: the one given, or the only one the repository holds.
-fn one_source(repo: &Repository, source: Option<&Path>, what: &str) -> Result<i64> {
+pub(crate) fn one_source(repo: &Repository, source: Option<&Path>, what: &str) -> Result<i64> {
     if let Some(s) = source {
         return source_id(repo, s);
     }
@@ -233,14 +233,14 @@ pub struct LsEntry {
 }
 
 /// A name for JSON: exact when UTF-8, else the display form plus base64 of the bytes.
-fn json_name(p: &[u8]) -> (String, Option<String>) {
+pub(crate) fn json_name(p: &[u8]) -> (String, Option<String>) {
     match std::str::from_utf8(p) {
         Ok(s) => (s.to_string(), None),
         Err(_) => (display_path(p), Some(crate::hash::base64(p, true))),
     }
 }
 
-fn rfc3339_ns(ns: i64) -> String {
+pub(crate) fn rfc3339_ns(ns: i64) -> String {
     let base = crate::time::rfc3339(ns);
     let frac = ns.rem_euclid(1_000_000_000);
     if frac == 0 {

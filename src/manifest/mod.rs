@@ -10,10 +10,12 @@
 //!   one that introduced that version to the one that replaced or deleted it.
 //! - Paths and digests are stored as bytes.
 
+mod history;
 pub mod hosts;
 mod record;
 pub mod schema;
 
+pub use history::{Version, VersionFilter};
 pub use record::Recording;
 
 use std::collections::HashSet;

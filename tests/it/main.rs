@@ -9,6 +9,7 @@ mod daemon_status;
 mod fleet;
 mod fuzz_found;
 mod hardening;
+mod history;
 mod mail;
 mod remote;
 mod restore;

@@ -4,6 +4,7 @@ pub(super) mod backup;
 pub(super) mod daemon;
 pub(super) mod docs;
 pub(super) mod fleet;
+pub(super) mod history;
 pub(super) mod mail;
 pub(super) mod remote;
 pub(super) mod repo;
