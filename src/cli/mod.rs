@@ -84,7 +84,8 @@ impl Out {
     }
     fn json<T: serde::Serialize>(&self, value: &T) -> Result<(), Error> {
         self.printed.set(true);
-        let mut out = std::io::stdout().lock();
+        // Buffered: stdout alone is line-buffered, one write(2) per line of pretty JSON.
+        let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
         if let Err(e) = serde_json::to_writer_pretty(&mut out, value) {
             match e.io_error_kind() {
                 Some(kind) => stdout_failed(kind.into()),

@@ -148,6 +148,26 @@ fn required_literal(pattern: &str) -> Option<Vec<u8>> {
     (!best.is_empty()).then_some(best)
 }
 
+/// The plain bytes a pattern's matches must start with, as paths inside `source`: the
+/// pattern up to its first special character (for an absolute pattern, only when that reaches
+/// past the source folder).
+fn required_prefix(glob: &PathGlob, pattern: &str, source: &[u8]) -> Option<Vec<u8>> {
+    let end = pattern
+        .find(['*', '?', '[', '{', '\\'])
+        .unwrap_or(pattern.len());
+    let lit = &pattern.as_bytes()[..end];
+    let rel = match glob.against {
+        Against::Name => return None,
+        Against::Relative => lit,
+        Against::Absolute => {
+            let mut dir = source.strip_suffix(b"/").unwrap_or(source).to_vec();
+            dir.push(b'/');
+            lit.strip_prefix(dir.as_slice())?
+        }
+    };
+    (!rel.is_empty()).then(|| rel.to_vec())
+}
+
 /// Parses `--content`: hex digits, an even number of them, 8 to 64.
 fn digest_prefix(hex: &str) -> Result<Vec<u8>> {
     let bad = || {
@@ -202,7 +222,12 @@ pub fn find(repo: &Repository, opts: &FindOptions<'_>) -> Result<FindReport> {
             glob.as_ref()
                 .map_or(true, |g| g.matches(&source, rel, &mut buf))
         };
+        let start = glob
+            .as_ref()
+            .zip(opts.pattern)
+            .and_then(|(g, pat)| required_prefix(g, pat, &source));
         let filter = VersionFilter {
+            prefix: start.as_deref(),
             contains: literal.as_deref(),
             digest_prefix: prefix.as_deref(),
             path: &mut wanted,
@@ -290,6 +315,21 @@ mod tests {
         assert_eq!(lit(r"a\*bc").as_deref(), Some("a*bc"));
         assert_eq!(lit("etc/**"), None);
         assert_eq!(lit("*"), None);
+    }
+
+    #[test]
+    fn prefixes_are_taken_from_relative_and_absolute_patterns() {
+        let pre = |pat: &str| {
+            let g = PathGlob::new(pat).unwrap();
+            required_prefix(&g, pat, b"/srv").map(|b| String::from_utf8(b).unwrap())
+        };
+        assert_eq!(pre("etc/nginx/*.conf").as_deref(), Some("etc/nginx/"));
+        assert_eq!(pre("d001/**").as_deref(), Some("d001/"));
+        assert_eq!(pre("/srv/etc/n*").as_deref(), Some("etc/n"));
+        assert_eq!(pre("/sr*/etc"), None);
+        assert_eq!(pre("/other/etc/x"), None);
+        assert_eq!(pre("**/nginx.conf"), None);
+        assert_eq!(pre("nginx.conf"), None);
     }
 
     #[test]

@@ -25,6 +25,9 @@ impl Version {
 
 /// What [`Manifest::scan_versions`] keeps.
 pub struct VersionFilter<'a> {
+    /// Only paths starting with these bytes (a range of the primary key: the other rows are
+    /// never read).
+    pub prefix: Option<&'a [u8]>,
     /// Only paths holding these bytes (checked inside SQLite, before a row is handed out).
     pub contains: Option<&'a [u8]>,
     /// Only versions whose digest starts with these bytes (checked inside SQLite too).
@@ -36,6 +39,7 @@ pub struct VersionFilter<'a> {
 impl std::fmt::Debug for VersionFilter<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VersionFilter")
+            .field("prefix", &self.prefix)
             .field("contains", &self.contains)
             .field("digest_prefix", &self.digest_prefix)
             .finish_non_exhaustive()
@@ -92,14 +96,29 @@ impl Manifest {
         source_id: i64,
         filter: VersionFilter<'_>,
     ) -> Result<Vec<Version>, ManifestError> {
+        let (lo, hi) = match filter.prefix.and_then(|p| successor(p).map(|s| (p, s))) {
+            Some((p, s)) => (p.to_vec(), Some(s)),
+            None => (Vec::new(), None),
+        };
+        // Two statements: SQLite takes a bound from the primary key only when it is plain.
+        let range = if hi.is_some() {
+            "AND path >= ?4 AND path < ?5"
+        } else {
+            ""
+        };
         let q = format!(
-            "SELECT {ENTRY_COLUMNS}, from_seq, to_seq FROM entries WHERE source_id = ?1 \
+            "SELECT {ENTRY_COLUMNS}, from_seq, to_seq FROM entries WHERE source_id = ?1 {range} \
              AND (?2 IS NULL OR instr(path, ?2) > 0) \
              AND (?3 IS NULL OR substr(digest, 1, length(?3)) = ?3) ORDER BY path, from_seq"
         );
         let mut st = self.conn.prepare_cached(&q).map_err(|e| self.err(e))?;
-        let p = params![source_id, filter.contains, filter.digest_prefix];
-        let mut rows = st.query(p).map_err(|e| self.err(e))?;
+        let mut rows = if hi.is_some() {
+            let p = params![source_id, filter.contains, filter.digest_prefix, lo, hi];
+            st.query(p)
+        } else {
+            st.query(params![source_id, filter.contains, filter.digest_prefix])
+        }
+        .map_err(|e| self.err(e))?;
         let (mut last, mut wanted) = (Vec::new(), false);
         let mut out = Vec::new();
         while let Some(r) = rows.next().map_err(|e| self.err(e))? {
@@ -117,5 +136,32 @@ impl Manifest {
             out.push(version_row(r).map_err(|e| self.err(e))?);
         }
         Ok(out)
+    }
+}
+
+/// The smallest byte string above every string that starts with `p` (None when there is
+/// none: `p` is empty or all 0xFF).
+fn successor(p: &[u8]) -> Option<Vec<u8>> {
+    let mut s = p.to_vec();
+    while let Some(&last) = s.last() {
+        if last < 0xFF {
+            *s.last_mut().expect("not empty") += 1;
+            return Some(s);
+        }
+        s.pop();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::successor;
+
+    #[test]
+    fn successors_bound_every_string_with_the_prefix() {
+        assert_eq!(successor(b"etc/"), Some(b"etc0".to_vec()));
+        assert_eq!(successor(b"a\xff\xff"), Some(b"b".to_vec()));
+        assert_eq!(successor(b"\xff"), None);
+        assert_eq!(successor(b""), None);
     }
 }

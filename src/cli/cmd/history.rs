@@ -20,13 +20,23 @@ pub(in crate::cli) fn find(cli: &Cli, out: &Out, f: &FindArgs) -> Result<Outcome
         }
         return Ok(Outcome::Done);
     }
+    // Buffered (stdout alone writes each line): a broad pattern gives many thousand lines.
+    let mut w = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     let mut last_path: Option<(&str, &str)> = None;
     for m in &report.matches {
-        if last_path != Some((m.source.as_str(), m.path.as_str())) {
-            outln!("{}", joined(&m.source, &m.path));
-            last_path = Some((m.source.as_str(), m.path.as_str()));
+        let here = Some((m.source.as_str(), m.path.as_str()));
+        let r = if last_path != here {
+            last_path = here;
+            writeln!(w, "{}", joined(&m.source, &m.path))
+        } else {
+            Ok(())
+        };
+        if let Err(e) = r.and_then(|()| writeln!(w, "  {}", match_line(m))) {
+            stdout_failed(e);
         }
-        outln!("  {}", match_line(m));
+    }
+    if let Err(e) = w.flush() {
+        stdout_failed(e);
     }
     out.note(&format!(
         "{} matches in {} snapshots",
