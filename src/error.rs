@@ -54,6 +54,13 @@ pub enum Error {
     AmbiguousSnapshot { prefix: String, candidates: String },
     #[error("{0}")]
     Usage(String),
+    /// A glob that does not parse (`vault find PATTERN`): a usage error.
+    #[error("bad pattern '{pattern}': {source}")]
+    BadPattern {
+        pattern: String,
+        #[source]
+        source: globset::Error,
+    },
     #[error("{0}")]
     Refused(String),
     /// A remote copy (SFTP server, rclone remote) refused or failed.
@@ -76,7 +83,7 @@ pub enum Error {
 impl Error {
     /// True for errors in how the command was called (exit code 2).
     pub fn is_usage(&self) -> bool {
-        matches!(self, Error::Usage(_))
+        matches!(self, Error::Usage(_) | Error::BadPattern { .. })
     }
 
     /// A stable name for the kind of failure, for scripts (`--json` error documents).
@@ -92,7 +99,7 @@ impl Error {
             Error::ArchiveRead(_) => "damaged",
             Error::Output(_) => "output",
             Error::NoSuchSnapshot(_) | Error::AmbiguousSnapshot { .. } => "snapshot",
-            Error::Usage(_) => "usage",
+            Error::Usage(_) | Error::BadPattern { .. } => "usage",
             Error::Refused(_) | Error::Remote { .. } | Error::RemoteFailed { .. } => "refused",
             Error::Cancelled => "cancelled",
             Error::Internal(_) => "internal",

@@ -65,6 +65,29 @@ pub enum ReadError {
         #[source]
         source: io::Error,
     },
+    /// The manifest names a member the archive does not hold.
+    #[error("archive {path} is damaged: it holds no member {member}")]
+    NoMember { path: PathBuf, member: String },
+    /// A member's size (a sparse member's: its map's) is not the one the manifest recorded.
+    #[error(
+        "archive {path} is damaged: member {member} has {got} bytes, the manifest says {want}"
+    )]
+    SizeMismatch {
+        path: PathBuf,
+        member: String,
+        got: u64,
+        want: u64,
+    },
+    /// A member's content does not have the digest the manifest recorded.
+    #[error(
+        "archive {path} is damaged: member {member} has digest {got}, the manifest recorded {want}"
+    )]
+    DigestMismatch {
+        path: PathBuf,
+        member: String,
+        got: crate::hash::Digest,
+        want: crate::hash::Digest,
+    },
 }
 
 /// Whether to go on after a member.

@@ -386,7 +386,7 @@ pub struct FindArgs {
     #[arg(required_unless_present = "content")]
     pub pattern: Option<String>,
     /// Only paths whose content has this digest (hex, as `vault ls --json` shows it), or a
-    /// digest's first 8 or more digits.
+    /// digest's first 8 or more digits (an even number).
     #[arg(long, value_name = "DIGEST")]
     pub content: Option<String>,
     /// Only this source folder's snapshots.
@@ -395,7 +395,7 @@ pub struct FindArgs {
     /// Only snapshots taken at or after TIME (RFC 3339 or `YYYY-MM-DD[ HH:MM[:SS]]` local time).
     #[arg(long, value_name = "TIME", value_parser = vault::time::parse_time)]
     pub since: Option<i64>,
-    /// Only snapshots taken at or before TIME.
+    /// Only snapshots taken at or before TIME (whole seconds cover that whole second).
     #[arg(long, value_name = "TIME", value_parser = vault::time::parse_time)]
     pub until: Option<i64>,
 }

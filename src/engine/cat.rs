@@ -10,7 +10,7 @@ use std::io::{self, Read, Write};
 use std::path::Path;
 
 use crate::archive::reader::{self, Flow, Member, MemberKind, ReadError};
-use crate::engine::history::relative_path;
+use crate::engine::history::{relative_path, source_of};
 use crate::engine::repo::Repository;
 use crate::error::{Error, Result};
 use crate::hash::{Digest, Hasher};
@@ -20,7 +20,7 @@ use crate::tree::{Entry, EntryKind};
 
 const BUF: usize = 256 * 1024;
 
-/// `vault cat --json` (printed on stderr's side: stdout carries the content).
+/// What [`cat`] wrote.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct CatReport {
     pub snapshot: String,
@@ -31,9 +31,12 @@ pub struct CatReport {
     pub archive: Option<String>,
 }
 
-/// Why a copy stopped: the archive (a damaged member) or the writer.
+/// Why a copy stopped: the archive (a member that cannot be read, or not the content the
+/// manifest recorded) or the writer.
 enum Fail {
     Read(io::Error),
+    Size { got: u64, want: u64 },
+    Digest { got: Digest, want: Digest },
     Write(io::Error),
 }
 
@@ -92,6 +95,23 @@ pub fn cat(
     Ok(report)
 }
 
+/// The snapshot `vault cat SNAP PATH` means: as [`crate::engine::query::resolve`], except that
+/// `latest` without `--source` is the newest snapshot of the source folder holding an absolute
+/// PATH.
+pub fn resolve(
+    repo: &Repository,
+    snap: &str,
+    source: Option<&Path>,
+    path: &Path,
+) -> Result<SnapshotRow> {
+    if snap == "latest" && source.is_none() && path.is_absolute() {
+        let (sid, _) = source_of(repo, None, path)?;
+        let newest = repo.manifest.latest(sid)?;
+        return newest.ok_or_else(|| Error::NoSuchSnapshot("latest".into()));
+    }
+    crate::engine::query::resolve(repo, snap, source)
+}
+
 /// The snapshot's entry for `rel`, which must be a file.
 fn file_entry(repo: &Repository, snap: &SnapshotRow, rel: &[u8]) -> Result<Entry> {
     let shown = display_path(rel);
@@ -131,41 +151,44 @@ fn stream_member(
         copy_member(m, e, digest, out)?;
         Ok(Flow::Stop)
     });
-    let damaged = |source: io::Error| ReadError::Damaged {
-        path: apath.to_path_buf(),
-        source,
+    let (path, member) = (apath.to_path_buf(), display_path(member));
+    let e = match r {
+        Ok(()) if found => return Ok(()),
+        Ok(()) => ReadError::NoMember { path, member },
+        Err(Ok(Fail::Write(e))) => return Err(Error::Output(e)),
+        Err(Ok(Fail::Read(source))) => ReadError::Damaged { path, source },
+        Err(Ok(Fail::Size { got, want })) => ReadError::SizeMismatch {
+            path,
+            member,
+            got,
+            want,
+        },
+        Err(Ok(Fail::Digest { got, want })) => ReadError::DigestMismatch {
+            path,
+            member,
+            got,
+            want,
+        },
+        Err(Err(e)) => e,
     };
-    match r {
-        Ok(()) if found => Ok(()),
-        Ok(()) => Err(damaged(invalid(format!(
-            "it holds no member {}",
-            display_path(member)
-        )))
-        .into()),
-        Err(Ok(Fail::Write(e))) => Err(Error::Output(e)),
-        Err(Ok(Fail::Read(e))) => Err(damaged(e).into()),
-        Err(Err(e)) => Err(e.into()),
-    }
-}
-
-fn invalid(what: String) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, what)
+    Err(e.into())
 }
 
 /// Copies one member's content (holes of a sparse one as zeros) and checks size and digest.
 fn copy_member(m: Member<'_>, e: &Entry, digest: Digest, out: &mut dyn Write) -> Result<(), Fail> {
-    if m.size != e.size {
-        let what = format!("member has {} bytes, the manifest says {}", m.size, e.size);
-        return Err(Fail::Read(invalid(what)));
+    let want = e.size;
+    if m.size != want {
+        return Err(Fail::Size { got: m.size, want });
     }
     let mut h = digest.algo().hasher();
     if m.sparse {
         let map =
             crate::sparse::Map::read_block(m.data, &mut |b| h.update(b)).map_err(Fail::Read)?;
-        if map.real_size() != e.size {
-            return Err(Fail::Read(invalid(
-                "sparse map disagrees with the size".into(),
-            )));
+        if map.real_size() != want {
+            return Err(Fail::Size {
+                got: map.real_size(),
+                want,
+            });
         }
         let mut pos = 0;
         for &(off, len) in &map.0 {
@@ -176,12 +199,10 @@ fn copy_member(m: Member<'_>, e: &Entry, digest: Digest, out: &mut dyn Write) ->
     } else {
         copy_hashed(m.data, e.size, out, &mut h)?;
     }
-    let got = h.finish();
-    if got != digest {
-        let what = format!("content has digest {got}, the manifest recorded {digest}");
-        return Err(Fail::Read(invalid(what)));
+    match h.finish() {
+        got if got == digest => Ok(()),
+        got => Err(Fail::Digest { got, want: digest }),
     }
-    Ok(())
 }
 
 /// Copies exactly `n` bytes of `data` to `out`, hashing them.

@@ -9,7 +9,7 @@ use std::path::Path;
 use globset::{GlobBuilder, GlobMatcher};
 
 use crate::engine::history::holding;
-use crate::engine::query::{json_name, rfc3339_ns, source_id};
+use crate::engine::query::{covering_second, json_name, rfc3339_ns, source_id};
 use crate::engine::repo::Repository;
 use crate::error::{Error, Result};
 use crate::manifest::{SnapshotRow, Version, VersionFilter};
@@ -92,7 +92,10 @@ impl PathGlob {
             .literal_separator(true)
             .backslash_escape(true)
             .build()
-            .map_err(|e| Error::Usage(format!("bad pattern '{pattern}': {e}")))?;
+            .map_err(|source| Error::BadPattern {
+                pattern: pattern.to_string(),
+                source,
+            })?;
         Ok(PathGlob {
             glob: glob.compile_matcher(),
             against,
@@ -116,31 +119,26 @@ impl PathGlob {
 }
 
 /// The longest run of plain characters in the pattern's last component: every path the
-/// pattern matches holds it, so SQLite can skip the others before they are read out.
+/// pattern matches holds it, so SQLite can skip the others before they are read out. None for
+/// a pattern with a class or alternates (`[…]`, `{…}`), whose parts are not all required.
 fn required_literal(pattern: &str) -> Option<Vec<u8>> {
+    if pattern.contains(['[', '{']) {
+        return None;
+    }
     let last = pattern.rsplit('/').next().unwrap_or(pattern);
     let (mut best, mut run) = (Vec::new(), Vec::new());
     let mut it = last.bytes();
-    let mut depth = 0;
     while let Some(b) = it.next() {
         match b {
-            b'[' | b'{' => depth += 1,
-            b']' | b'}' if depth > 0 => depth -= 1,
-            b'*' | b'?' => {}
-            b'\\' if depth == 0 => {
-                run.extend(it.next());
-                continue;
+            b'*' | b'?' => {
+                if run.len() > best.len() {
+                    best = std::mem::take(&mut run);
+                }
+                run.clear();
             }
-            _ if depth == 0 => {
-                run.push(b);
-                continue;
-            }
-            _ => {}
+            b'\\' => run.extend(it.next()),
+            _ => run.push(b),
         }
-        if run.len() > best.len() {
-            best = std::mem::take(&mut run);
-        }
-        run.clear();
     }
     if run.len() > best.len() {
         best = run;
@@ -148,40 +146,59 @@ fn required_literal(pattern: &str) -> Option<Vec<u8>> {
     (!best.is_empty()).then_some(best)
 }
 
-/// The plain bytes a pattern's matches must start with, as paths inside `source`: the
-/// pattern up to its first special character (for an absolute pattern, only when that reaches
-/// past the source folder).
-fn required_prefix(glob: &PathGlob, pattern: &str, source: &[u8]) -> Option<Vec<u8>> {
+/// Where in a source's sorted paths a pattern's matches can lie.
+#[derive(Debug, PartialEq, Eq)]
+enum Start {
+    Anywhere,
+    /// Only paths starting with these bytes (a range of the primary key).
+    Prefix(Vec<u8>),
+    /// Nowhere: an absolute pattern for another folder.
+    Nowhere,
+}
+
+/// Where the matches of `glob` can lie among the paths of `source`: after the pattern's plain
+/// start (up to its first special character), which for an absolute pattern must lead into
+/// the source folder or lie above it.
+fn start_of(glob: &PathGlob, source: &[u8]) -> Start {
+    let pattern = glob.glob.glob().glob();
     let end = pattern
         .find(['*', '?', '[', '{', '\\'])
         .unwrap_or(pattern.len());
     let lit = &pattern.as_bytes()[..end];
     let rel = match glob.against {
-        Against::Name => return None,
+        Against::Name => return Start::Anywhere,
         Against::Relative => lit,
         Against::Absolute => {
             let mut dir = source.strip_suffix(b"/").unwrap_or(source).to_vec();
             dir.push(b'/');
-            lit.strip_prefix(dir.as_slice())?
+            match lit.strip_prefix(dir.as_slice()) {
+                Some(rest) => rest,
+                None if dir.starts_with(lit) => return Start::Anywhere,
+                None => return Start::Nowhere,
+            }
         }
     };
-    (!rel.is_empty()).then(|| rel.to_vec())
+    match rel.is_empty() {
+        true => Start::Anywhere,
+        false => Start::Prefix(rel.to_vec()),
+    }
 }
 
-/// Parses `--content`: hex digits, an even number of them, 8 to 64.
+/// Parses `--content`: an even number of hex digits, 8 to 64.
 fn digest_prefix(hex: &str) -> Result<Vec<u8>> {
-    let bad = || {
-        Error::Usage(format!(
-            "bad --content '{hex}': expected a hex digest or its first 8 or more digits"
-        ))
-    };
-    if hex.len() < 8 || hex.len() > 64 || hex.len() % 2 != 0 {
-        return Err(bad());
+    let ok = (8..=64).contains(&hex.len())
+        && hex.len() % 2 == 0
+        && hex.bytes().all(|b| b.is_ascii_hexdigit());
+    if !ok {
+        return Err(Error::Usage(format!(
+            "bad --content '{hex}': expected a hex digest, or its first 8 or more digits (an even number)"
+        )));
     }
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(hex.get(i..i + 2).ok_or_else(bad)?, 16).map_err(|_| bad()))
-        .collect()
+    let b = hex.as_bytes();
+    let nibble = |c: u8| (c as char).to_digit(16).expect("checked") as u8;
+    Ok(b.chunks(2)
+        .map(|p| (nibble(p[0]) << 4) | nibble(p[1]))
+        .collect())
 }
 
 /// Searches every source (or `--source`) for matching paths.
@@ -210,24 +227,31 @@ pub fn find(repo: &Repository, opts: &FindOptions<'_>) -> Result<FindReport> {
             .snapshots(Some(sid))?
             .into_iter()
             .filter(|s| opts.since_ns.map_or(true, |t| s.time_ns >= t))
-            .filter(|s| opts.until_ns.map_or(true, |t| s.time_ns <= t))
+            .filter(|s| {
+                opts.until_ns
+                    .map_or(true, |t| s.time_ns <= covering_second(t))
+            })
             .collect();
         let Some(first) = snaps.first() else {
             continue;
         };
         report.snapshots_searched += snaps.len();
         let source = first.source_path.clone();
+        let start = glob
+            .as_ref()
+            .map_or(Start::Anywhere, |g| start_of(g, &source));
+        let prefix_range = match &start {
+            Start::Nowhere => continue,
+            Start::Prefix(p) => Some(p.as_slice()),
+            Start::Anywhere => None,
+        };
         let mut buf = Vec::new();
         let mut wanted = |rel: &[u8]| {
             glob.as_ref()
                 .map_or(true, |g| g.matches(&source, rel, &mut buf))
         };
-        let start = glob
-            .as_ref()
-            .zip(opts.pattern)
-            .and_then(|(g, pat)| required_prefix(g, pat, &source));
         let filter = VersionFilter {
-            prefix: start.as_deref(),
+            prefix: prefix_range,
             contains: literal.as_deref(),
             digest_prefix: prefix.as_deref(),
             path: &mut wanted,
@@ -310,8 +334,9 @@ mod tests {
         assert_eq!(lit("**/nginx.conf").as_deref(), Some("nginx.conf"));
         assert_eq!(lit("etc/*.conf").as_deref(), Some(".conf"));
         assert_eq!(lit("/srv/etc/a*bcd?e").as_deref(), Some("bcd"));
-        assert_eq!(lit("x[abcdef]yz").as_deref(), Some("yz"));
-        assert_eq!(lit("{alpha,beta}.c").as_deref(), Some(".c"));
+        assert_eq!(lit("x[abcdef]yz"), None);
+        assert_eq!(lit("etc/{nginx.conf,apache2/apache2.conf}"), None);
+        assert_eq!(lit("[]a]x"), None);
         assert_eq!(lit(r"a\*bc").as_deref(), Some("a*bc"));
         assert_eq!(lit("etc/**"), None);
         assert_eq!(lit("*"), None);
@@ -319,23 +344,31 @@ mod tests {
 
     #[test]
     fn prefixes_are_taken_from_relative_and_absolute_patterns() {
-        let pre = |pat: &str| {
-            let g = PathGlob::new(pat).unwrap();
-            required_prefix(&g, pat, b"/srv").map(|b| String::from_utf8(b).unwrap())
-        };
-        assert_eq!(pre("etc/nginx/*.conf").as_deref(), Some("etc/nginx/"));
-        assert_eq!(pre("d001/**").as_deref(), Some("d001/"));
-        assert_eq!(pre("/srv/etc/n*").as_deref(), Some("etc/n"));
-        assert_eq!(pre("/sr*/etc"), None);
-        assert_eq!(pre("/other/etc/x"), None);
-        assert_eq!(pre("**/nginx.conf"), None);
-        assert_eq!(pre("nginx.conf"), None);
+        let start = |pat: &str, source: &[u8]| start_of(&PathGlob::new(pat).unwrap(), source);
+        let pre = |s: &str| Start::Prefix(s.as_bytes().to_vec());
+        assert_eq!(start("etc/nginx/*.conf", b"/srv"), pre("etc/nginx/"));
+        assert_eq!(start("d001/**", b"/srv"), pre("d001/"));
+        assert_eq!(start("/srv/etc/n*", b"/srv"), pre("etc/n"));
+        assert_eq!(start("/etc/n*", b"/"), pre("etc/n"));
+        assert_eq!(start("/sr*/etc", b"/srv"), Start::Anywhere);
+        assert_eq!(start("/srv/*", b"/srv"), Start::Anywhere);
+        assert_eq!(start("/other/etc/x", b"/srv"), Start::Nowhere);
+        assert_eq!(start("/srv/data2/x", b"/srv/data"), Start::Nowhere);
+        assert_eq!(start("**/nginx.conf", b"/srv"), Start::Anywhere);
+        assert_eq!(start("nginx.conf", b"/srv"), Start::Anywhere);
     }
 
     #[test]
     fn content_prefixes_are_checked() {
         assert_eq!(digest_prefix("00ff10ab").unwrap(), vec![0, 255, 16, 171]);
-        for bad in ["abc", "00ff10a", "zzzzzzzz", &"a".repeat(66), "é0ff10ab"] {
+        for bad in [
+            "abc",
+            "00ff10a",
+            "zzzzzzzz",
+            &"a".repeat(66),
+            "é0ff10ab",
+            "+a+b+c+d",
+        ] {
             assert!(digest_prefix(bad).is_err(), "{bad}");
         }
     }

@@ -67,8 +67,13 @@ pub fn log(repo: &Repository, source: Option<&Path>, path: &Path) -> Result<LogR
     let snaps = repo.manifest.snapshots(Some(sid))?;
     let mut out = Vec::new();
     let mut prev: Option<usize> = None;
+    // Both lists are in seq order: the version a snapshot holds only moves forward.
+    let mut next = 0;
     for s in &snaps {
-        let cur = versions.iter().position(|v| v.holds(s.seq));
+        while next < versions.len() && versions[next].to_seq.is_some_and(|t| t <= s.seq) {
+            next += 1;
+        }
+        let cur = (next < versions.len() && versions[next].holds(s.seq)).then_some(next);
         let change = match (prev, cur) {
             (None, Some(c)) => Some((Change::Added, Vec::new(), c)),
             (Some(p), None) => Some((Change::Deleted, Vec::new(), p)),
@@ -151,16 +156,22 @@ fn within(p: &[u8], dir: &[u8]) -> bool {
     p == dir || (p.starts_with(dir) && p.get(dir.len()) == Some(&b'/'))
 }
 
-/// A path as the manifest records it, relative to the source folder: an absolute path inside
-/// the source loses the source's part; otherwise leading `/` and `./` and trailing `/` go.
-/// Empty paths and `..` are refused.
+/// A path as the manifest records it, relative to the source folder: an absolute path must lie
+/// inside the source and loses the source's part; leading `./` and doubled or trailing `/`
+/// go. Empty paths, `..` and absolute paths elsewhere are refused.
 pub(crate) fn relative_path(source: &[u8], path: &Path) -> Result<Vec<u8>> {
     use std::os::unix::ffi::OsStrExt;
     let p = path.as_os_str().as_bytes();
-    let mut rest = if p.starts_with(b"/") && within(p, source) {
-        &p[source.strip_suffix(b"/").unwrap_or(source).len()..]
-    } else {
-        p
+    let mut rest = match p.starts_with(b"/") {
+        true if within(p, source) => &p[source.strip_suffix(b"/").unwrap_or(source).len()..],
+        true => {
+            return Err(Error::Usage(format!(
+                "{}: not inside the source {}",
+                path.display(),
+                display_path(source)
+            )))
+        }
+        false => p,
     };
     let parts: Vec<&[u8]> = {
         while let Some(r) = rest.strip_prefix(b"./") {
@@ -203,11 +214,9 @@ mod tests {
         );
         assert_eq!(rel(b"/", "/etc/fstab"), Some(b"etc/fstab".to_vec()));
         assert_eq!(rel(b"/srv/data", "./a//b/"), Some(b"a/b".to_vec()));
-        assert_eq!(rel(b"/srv/data", "/a/b"), Some(b"a/b".to_vec()));
-        assert_eq!(
-            rel(b"/srv/data", "/srv/database/x"),
-            Some(b"srv/database/x".to_vec())
-        );
+        assert_eq!(rel(b"/srv/data", "/srv/data/a//b"), Some(b"a/b".to_vec()));
+        assert_eq!(rel(b"/srv/data", "/a/b"), None);
+        assert_eq!(rel(b"/srv/data", "/srv/database/x"), None);
         assert_eq!(rel(b"/srv/data", "/srv/data"), None);
         assert_eq!(rel(b"/srv/data", "a/../../b"), None);
         assert_eq!(rel(b"/srv/data", ""), None);

@@ -129,11 +129,7 @@ pub(crate) fn one_source(repo: &Repository, source: Option<&Path>, what: &str) -
 /// `snapshots` prints them) covers that whole second.
 pub fn resolve_at(repo: &Repository, at_ns: i64, source: Option<&Path>) -> Result<SnapshotRow> {
     let sid = one_source(repo, source, "--at")?;
-    let limit = if at_ns % 1_000_000_000 == 0 {
-        at_ns + 999_999_999
-    } else {
-        at_ns
-    };
+    let limit = covering_second(at_ns);
     repo.manifest
         .snapshots(Some(sid))?
         .into_iter()
@@ -142,6 +138,16 @@ pub fn resolve_at(repo: &Repository, at_ns: i64, source: Option<&Path>) -> Resul
         .ok_or_else(|| {
             Error::NoSuchSnapshot(format!("at or before {}", crate::time::rfc3339(at_ns)))
         })
+}
+
+/// The last instant a time limit covers: a time in whole seconds (as snapshot times are
+/// printed) covers that whole second.
+pub(crate) fn covering_second(ns: i64) -> i64 {
+    if ns % 1_000_000_000 == 0 {
+        ns.saturating_add(999_999_999)
+    } else {
+        ns
+    }
 }
 
 /// Resolves `SNAP`: an id, a unique id prefix, or `latest` (of `source` when the repository

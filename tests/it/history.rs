@@ -153,6 +153,19 @@ fn log_lists_the_five_edits_and_the_add_and_find_and_cat_agree() {
         .map(|x| x["snapshots"].as_array().unwrap().len())
         .collect();
     assert_eq!(runs, [3, 7]);
+    // Alternates holding a '/' and a class: globset's syntax, no match lost to the prefilter.
+    for pat in [
+        "etc/{nginx/nginx.conf,other.txt}",
+        "**/[n]ginx.conf",
+        "/**/etc/*/nginx.con?",
+    ] {
+        let j = vault_ok(&["find", pat, "--repo", p(&repo), "--json"], 0).json();
+        let hits = j["matches"].as_array().unwrap();
+        assert!(
+            hits.iter().any(|x| x["path"] == "etc/nginx/nginx.conf"),
+            "{pat}: {j}"
+        );
+    }
     let digest = m[3]["digest"].as_str().unwrap().to_string();
     let j = vault_ok(
         &[
@@ -210,6 +223,13 @@ fn log_and_find_report_deletions_modes_and_refuse_bad_input() {
     ];
     assert_eq!(got, want);
     assert!(j["versions"][1]["size"].is_null());
+
+    // An absolute path outside the source is refused, not read as a relative one.
+    let r = vault_ok(&["log", "/a/file.txt", "--repo", p(&repo)], 2);
+    assert!(r.stderr.contains("not inside the source"), "{}", r.stderr);
+    vault_ok(&["cat", "latest", "/a/file.txt", "--repo", p(&repo)], 2);
+    let abs = f.to_str().unwrap();
+    assert_eq!(cat(&repo, "latest", abs), b"v1");
 
     // Bad input: one line, exit 2.
     let r = vault_ok(&["log", "a/nothing", "--repo", p(&repo)], 2);
@@ -276,6 +296,22 @@ fn cat_streams_a_100_mb_file_of_an_incremental_in_little_memory_and_names_a_dama
     let snap = j["snapshot"].as_str().unwrap().to_string();
     let archive = repo.join(j["archive"].as_str().unwrap());
     let then = fs::read(&big).unwrap();
+    // --until with the time as `snapshots` prints it (whole seconds) includes that snapshot.
+    let list = vault_ok(&["snapshots", "--repo", p(&repo), "--json"], 0).json();
+    let printed = list[1]["time"].as_str().unwrap().to_string();
+    let j = vault_ok(
+        &[
+            "find",
+            "big.bin",
+            "--until",
+            &printed,
+            "--repo",
+            p(&repo),
+            "--json",
+        ],
+        0,
+    );
+    assert_eq!(strs(&j.json()["matches"][0]["snapshots"]), [snap.as_str()]);
     // The file changes afterwards: cat must give the version of that snapshot.
     noise_file(&big, 1 << 20);
     vault_ok(&["backup", p(&src), "--repo", p(&repo), "-q"], 0);

@@ -127,7 +127,7 @@ pub(in crate::cli) fn cat(
         ));
     }
     let repo = Repository::open(&repo_arg(cli)?)?;
-    let row = vault::resolve(&repo, snap, source.as_deref())?;
+    let row = vault::engine::cat::resolve(&repo, snap, source.as_deref(), path)?;
     let stdout = std::io::stdout();
     let mut w = std::io::BufWriter::with_capacity(256 * 1024, stdout.lock());
     let r = vault::engine::cat::cat(&repo, &row, path, &mut w)
