@@ -4,6 +4,8 @@
 # run of the end-to-end benchmark. Run as root (the tests mount a tmpfs and switch users).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Each stage's heading says how long the suite has run so far, to see where the time goes.
+stage() { echo "== $1   [${SECONDS} s]"; }
 
 # Debian packages the tests and the benchmark smoke run use.
 need=()
@@ -52,24 +54,24 @@ postconf -e inet_interfaces=loopback-only >/dev/null
 postfix status >/dev/null 2>&1 || postfix start >/dev/null 2>&1
 postfix status >/dev/null 2>&1 || { echo "postfix did not start" >&2; exit 1; }
 
-echo "== cargo fmt --check"
+stage "cargo fmt --check"
 cargo fmt --check
-echo "== cargo clippy --all-targets -- -D warnings"
+stage "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
-echo "== no function in src/ over 100 lines"
+stage "no function in src/ over 100 lines"
 python3 scripts/long-fns.py 100
-echo "== threads only where docs/architecture.md allows them"
+stage "threads only where docs/architecture.md allows them"
 if grep -rn "thread::spawn\|thread::scope\|thread::Builder" src | grep -v "^src/pool/\|^src/main.rs:"; then
   echo "test.sh: a thread started outside src/pool/ and main.rs" >&2; exit 1
 fi
-echo "== cargo doc"
+stage "cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
-echo "== cargo check (fuzz targets)"
+stage "cargo check (fuzz targets)"
 # In the main target folder, so that the dependencies checked for clippy are reused.
 (cd fuzz && CARGO_TARGET_DIR="$PWD/../target" cargo check --quiet --bins)
-echo "== cargo test"
+stage "cargo test"
 cargo test --all-targets
-echo "== benchmark smoke run (tiny synthetic tree)"
+stage "benchmark smoke run (tiny synthetic tree)"
 # The smoke runs check that the scripts work; they use the debug build the tests made (the
 # release build is for real measurements).
 export VAULT_BIN="$PWD/target/debug/vault"
@@ -81,3 +83,4 @@ benches/fleet.sh --hosts 2 --files 200 --no-install
 benches/sealed.sh --mb 20 --runs 1 --no-install
 benches/watch.sh --files 2000 --runs 1
 benches/load.sh --files 500 --snapshots 4 --early 2 --runs 1
+stage "all passed"
