@@ -73,18 +73,18 @@ pub enum Command {
         #[arg(long, value_name = "SRC")]
         source: Option<PathBuf>,
     },
-    /// Find paths across snapshots: every snapshot in which a matching path exists, with its
-    /// size, mtime and digest; a run of snapshots in which it stayed the same is one line.
+    /// Find a path (a glob, or a content digest) in every snapshot; unchanged runs are one line.
     ///
-    /// PATTERN is a glob (`*`, `?`, `[abc]`, `**` across folders; quote it from the shell).
+    /// Lists every snapshot in which a matching path exists, with its size, mtime and digest; a
+    /// run of snapshots in which it stayed the same is one line. PATTERN is a glob (`*`, `?`, `[abc]`, `**` across folders; quote it from the shell).
     /// Without a `/` it matches a path's last component (`nginx.conf`, `*.conf`); with a leading
     /// `/`, the whole path, source folder included (`/etc/nginx/*.conf`); otherwise the path
     /// inside the source (`etc/**/*.conf`). Read from the manifest alone: no archive is opened.
     Find(FindArgs),
-    /// The history of one path: one line per change (added; modified, and what: content, mode,
-    /// owner, mtime, xattrs; deleted), newest first.
+    /// The history of one path, newest first: added, modified (and what), deleted.
     ///
-    /// PATH is inside the source (`etc/fstab`), or absolute under a source folder
+    /// One line per change: added; modified, and what (content, mode, owner, mtime, xattrs,
+    /// type); deleted. Snapshots in which nothing visible changed are left out. PATH is inside the source (`etc/fstab`), or absolute under a source folder
     /// (`/etc/fstab`), which then also picks the source. `vault cat SNAP PATH` prints any
     /// version; `vault restore SNAP --include PATH` restores it.
     Log {
@@ -94,9 +94,9 @@ pub enum Command {
         #[arg(long, value_name = "SRC")]
         source: Option<PathBuf>,
     },
-    /// Write one file of a snapshot to standard output: `vault cat latest etc/fstab | diff - /etc/fstab`.
+    /// Write one file of a snapshot to standard output, streamed and digest-checked.
     ///
-    /// The content streams from its archive (any size, little memory) and is checked against
+    /// For pipes such as `vault cat latest etc/fstab | diff - /etc/fstab`. The content streams from its archive (any size, little memory) and is checked against
     /// the manifest's digest at the end: a damaged archive is exit 1, naming it, and what was
     /// written before must be thrown away. PATH as for `vault log`.
     Cat {
@@ -133,7 +133,13 @@ pub enum Command {
         #[command(flatten)]
         ssh: SshFlags,
     },
-    /// Delete whole chains (a full and its incrementals), keeping the newest N per source.
+    /// Delete old snapshots, whole chains at a time: keep the newest N chains, or what calendar
+    /// rules keep.
+    ///
+    /// --keep-fulls N keeps the newest N chains (a full and its incrementals) per source. The
+    /// --keep-last/-daily/-weekly/-monthly/-yearly/-within rules work as restic's, per source:
+    /// a snapshot any rule keeps is kept, and a chain is deleted only when none of its snapshots
+    /// is (--dry-run shows each snapshot's rules, or "removed").
     Forget(ForgetArgs),
     /// Sweep hosts: which are up (ICMP echo, and/or TCP connect probes).
     ///
