@@ -137,7 +137,8 @@ pub enum Command {
     /// rules keep.
     ///
     /// --keep-fulls N keeps the newest N chains (a full and its incrementals) per source. The
-    /// --keep-last/-daily/-weekly/-monthly/-yearly/-within rules work as restic's, per source:
+    /// --keep-last, --keep-daily, --keep-weekly, --keep-monthly, --keep-yearly and
+    /// --keep-within rules work as restic's, per source:
     /// a snapshot any rule keeps is kept, and a chain is deleted only when none of its snapshots
     /// is (--dry-run shows each snapshot's rules, or "removed").
     Forget(ForgetArgs),
