@@ -150,10 +150,10 @@ pub(crate) fn source_of(
     Ok((sid, sp.map(|(_, p)| p).unwrap_or_default()))
 }
 
-/// True when `p` is folder `dir` or lies below it.
+/// True when absolute path `p` is folder `dir` or lies below it (`dir` may end in `/`, as the
+/// source `/` does).
 fn within(p: &[u8], dir: &[u8]) -> bool {
-    let dir = dir.strip_suffix(b"/").unwrap_or(dir);
-    p == dir || (p.starts_with(dir) && p.get(dir.len()) == Some(&b'/'))
+    crate::engine::paths::within(p, dir.strip_suffix(b"/").unwrap_or(dir))
 }
 
 /// A path as the manifest records it, relative to the source folder: an absolute path must lie
